@@ -1,0 +1,44 @@
+//! The Tessera ledger: a deterministic state machine. A block of transactions
+//! goes in; state changes, per-transaction results and events come out. No I/O,
+//! no clock, no randomness: height, time and proposer are inputs.
+
+pub mod bank;
+pub mod error;
+pub mod events;
+pub mod genesis;
+pub mod market;
+pub mod params;
+pub mod registry;
+pub mod rewards;
+pub mod staking;
+pub mod store;
+pub mod tx;
+
+mod app;
+
+pub use app::{check_tx, execute_block, BlockOutcome, TxOutcome};
+pub use error::TxError;
+pub use events::{Event, Events};
+pub use genesis::{init_genesis, Genesis, GenesisAccount, GenesisProvider, GenesisValidator};
+pub use params::Params;
+pub use store::{Changes, MemStore, Overlay, StateRead};
+pub use tx::{Msg, SignedTx, TxBody};
+
+use tessera_types::{Address, Height};
+
+/// What the proposer fixes for a whole block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockContext {
+    pub height: Height,
+    pub time_ms: u64,
+    /// Operator of the proposing validator; collects the block's fees.
+    pub proposer: Address,
+}
+
+/// What a module sees while executing one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxContext {
+    pub sender: Address,
+    pub height: Height,
+    pub time_ms: u64,
+}

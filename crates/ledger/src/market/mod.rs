@@ -1,0 +1,13 @@
+//! market: orders, reverse auctions, fixed-price matching, leases and escrow.
+
+mod exec;
+mod msg;
+mod params;
+mod state;
+
+pub use exec::{end_block, execute, price_for, satisfies};
+pub use msg::{MarketMsg, OrderSpec, Pricing, Resources};
+pub use params::MarketParams;
+pub use state::{
+    all_leases, all_orders, bids_for, lease, order, Bid, CloseReason, Lease, LeaseState, Order, OrderState, MARKET_POOL,
+};
