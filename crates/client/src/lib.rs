@@ -1,0 +1,9 @@
+//! The typed client every front end uses: the JSON shapes of the node's RPC
+//! (`api`), a blocking HTTP client (`Client`) and the local keyring.
+
+pub mod api;
+mod http;
+pub mod keyring;
+
+pub use http::{Client, ClientError};
+pub use keyring::{Keyring, KeyringError};

@@ -33,16 +33,21 @@ pub struct BlockOutcome {
 /// Mempool admission: everything the block would check, against current state.
 /// `pending_nonce` is the next nonce the mempool expects from this signer.
 pub fn check_tx(st: &Overlay, tx: &SignedTx, pending_nonce: Option<u64>) -> Result<(), TxError> {
-    let p = params(st);
     tx.validate_basic()?;
+    if !tx.verify_signature() {
+        return Err(TxError::BadSignature(tx.body.signer_address()));
+    }
+    check_tx_state(st, tx, pending_nonce)
+}
+
+/// The state-dependent part of [`check_tx`]: chain, nonce, fee and funds.
+pub fn check_tx_state(st: &Overlay, tx: &SignedTx, pending_nonce: Option<u64>) -> Result<(), TxError> {
+    let p = params(st);
     let chain = chain_id(st);
     if tx.body.chain_id != chain {
         return Err(TxError::WrongChain { expected: chain, found: tx.body.chain_id.clone() });
     }
     let sender = tx.body.signer_address();
-    if !tx.verify_signature() {
-        return Err(TxError::BadSignature(sender));
-    }
     let acct = bank::account(st, &sender);
     let expected = pending_nonce.unwrap_or(acct.nonce);
     if tx.body.nonce != expected {

@@ -8,4 +8,4 @@ mod state;
 pub use exec::{burn, credit, debit, execute, mint, transfer};
 pub use msg::BankMsg;
 pub use params::BankParams;
-pub use state::{account, all_accounts, burned, put_account, supply, Account};
+pub use state::{account, account_key, all_accounts, burned, put_account, supply, Account};

@@ -1,0 +1,188 @@
+//! JSON shapes of the RPC. Amounts are strings of micro-TSR (u128 does not fit
+//! a JSON number); addresses are `tsr1...`; hashes are hex.
+
+use serde::{Deserialize, Serialize};
+use tessera_ledger::Event;
+use tessera_types::{Address, Amount, Hash32, PublicKey};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusDto {
+    pub chain_id: String,
+    pub height: u64,
+    pub app_hash: Hash32,
+    pub latest_block_hash: Hash32,
+    pub latest_block_time_ms: u64,
+    pub peers: u32,
+    pub validator: ValidatorIdentity,
+    pub mempool_size: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ValidatorIdentity {
+    pub consensus_key: PublicKey,
+    pub voting_power: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeaderDto {
+    pub chain_id: String,
+    pub height: u64,
+    pub time_ms: u64,
+    pub prev_hash: Hash32,
+    pub tx_root: Hash32,
+    pub app_hash: Hash32,
+    pub proposer: Address,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockDto {
+    pub hash: Hash32,
+    pub header: HeaderDto,
+    pub txs: Vec<TxResultDto>,
+    pub end_events: Vec<Event>,
+    pub commit_signatures: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxResultDto {
+    pub hash: Hash32,
+    pub height: u64,
+    pub index: u32,
+    pub signer: Address,
+    pub nonce: u64,
+    pub fee: Amount,
+    /// A short description of the message, for example `bank.transfer`.
+    pub msg: String,
+    /// 0 is success.
+    pub code: u32,
+    pub log: String,
+    pub events: Vec<Event>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Hex of the encoded signed transaction.
+    pub tx: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub hash: Hash32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountDto {
+    pub address: Address,
+    pub balance: Amount,
+    /// Nonce of the next transaction to be included.
+    pub nonce: u64,
+    /// Nonce to sign the next transaction with (counts pending mempool transactions).
+    pub next_nonce: u64,
+    pub height: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BalanceProofDto {
+    pub address: Address,
+    pub balance: Amount,
+    pub nonce: u64,
+    pub height: u64,
+    pub app_hash: Hash32,
+    /// Hex of the state key, the stored value (absent for an empty account) and the proof.
+    pub key: String,
+    pub value: Option<String>,
+    pub proof: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SupplyDto {
+    pub height: u64,
+    pub supply: Amount,
+    pub genesis_supply: Amount,
+    pub issued: Amount,
+    pub burned: Amount,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ValidatorDto {
+    pub operator: Address,
+    pub consensus_key: PublicKey,
+    pub moniker: String,
+    pub tokens: Amount,
+    pub jailed: bool,
+    pub voting_power: u64,
+    pub in_active_set: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnbondingDto {
+    pub validator: Address,
+    pub amount: Amount,
+    pub completes_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProviderDto {
+    pub owner: Address,
+    pub info: tessera_ledger::registry::ProviderInfo,
+    pub stake: Amount,
+    /// `active`, or `unbonding until <height>`.
+    pub status: String,
+    pub registered_at: u64,
+    pub last_heartbeat: u64,
+    pub reputation_ppm: u32,
+    pub active_leases: u32,
+    pub completed_leases: u64,
+    pub failed_leases: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BidDto {
+    pub provider: Address,
+    pub price_per_block: Amount,
+    pub placed_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrderDto {
+    pub id: u64,
+    pub buyer: Address,
+    pub spec: tessera_ledger::market::OrderSpec,
+    pub created_at: u64,
+    pub escrow: Amount,
+    /// `open until <height>`, `leased (lease N)`, `expired` or `cancelled`.
+    pub state: String,
+    pub lease: Option<u64>,
+    pub bids: Vec<BidDto>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaseDto {
+    pub id: u64,
+    pub order: u64,
+    pub buyer: Address,
+    pub provider: Address,
+    pub price_per_block: Amount,
+    pub start: u64,
+    pub end: u64,
+    pub paid: Amount,
+    pub escrow_remaining: Amount,
+    /// `active` or `closed at <height>: <reason>`.
+    pub state: String,
+}
+
+/// One message of the `/events` stream: a committed block and what it did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockEventDto {
+    pub height: u64,
+    pub hash: Hash32,
+    pub time_ms: u64,
+    pub app_hash: Hash32,
+    pub txs: Vec<TxResultDto>,
+    pub end_events: Vec<Event>,
+}

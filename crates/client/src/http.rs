@@ -1,0 +1,112 @@
+//! Blocking HTTP client for the node's JSON RPC.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use tessera_ledger::SignedTx;
+use tessera_types::{Address, Hash32};
+
+use crate::api::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with an error; the message is the node's.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("cannot reach the node at {url}: {reason} (is `tessera devnet` running? set --rpc or TESSERA_RPC)")]
+    Unreachable { url: String, reason: String },
+    #[error("unexpected answer from the node: {0}")]
+    Protocol(String),
+    #[error("transaction {0} was not included within {1:?}")]
+    Timeout(Hash32, Duration),
+}
+
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base_url: &str) -> Client {
+        let base = base_url.trim_end_matches('/').to_string();
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        Client { base, agent }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn handle<T: DeserializeOwned>(&self, url: &str, result: Result<ureq::Response, ureq::Error>) -> Result<T, ClientError> {
+        match result {
+            Ok(resp) => resp.into_json::<T>().map_err(|e| ClientError::Protocol(e.to_string())),
+            Err(ureq::Error::Status(code, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
+                if code == 404 {
+                    Err(ClientError::NotFound(message))
+                } else {
+                    Err(ClientError::Rejected(message))
+                }
+            }
+            Err(e) => Err(ClientError::Unreachable { url: url.to_string(), reason: e.to_string() }),
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let result = self.agent.get(&url).call();
+        self.handle(&url, result)
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let result = self.agent.post(&url).send_json(body);
+        self.handle(&url, result)
+    }
+
+    pub fn status(&self) -> Result<StatusDto, ClientError> {
+        self.get("/status")
+    }
+
+    pub fn account(&self, address: &Address) -> Result<AccountDto, ClientError> {
+        self.get(&format!("/accounts/{address}"))
+    }
+
+    pub fn balance_proof(&self, address: &Address) -> Result<BalanceProofDto, ClientError> {
+        self.get(&format!("/accounts/{address}/proof"))
+    }
+
+    pub fn block(&self, height: Option<u64>) -> Result<BlockDto, ClientError> {
+        match height {
+            Some(h) => self.get(&format!("/blocks/{h}")),
+            None => self.get("/blocks/latest"),
+        }
+    }
+
+    pub fn tx(&self, hash: &Hash32) -> Result<TxResultDto, ClientError> {
+        self.get(&format!("/txs/{hash}"))
+    }
+
+    pub fn submit(&self, tx: &SignedTx) -> Result<Hash32, ClientError> {
+        let resp: SubmitResponse = self.post("/txs", &SubmitRequest { tx: hex::encode(tx.encode()) })?;
+        Ok(resp.hash)
+    }
+
+    /// Polls until the transaction is in a committed block or `timeout` passes.
+    pub fn wait_for_tx(&self, hash: &Hash32, timeout: Duration) -> Result<TxResultDto, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.tx(hash) {
+                Ok(result) => return Ok(result),
+                Err(ClientError::NotFound(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(ClientError::NotFound(_)) => return Err(ClientError::Timeout(*hash, timeout)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

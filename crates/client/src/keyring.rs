@@ -1,0 +1,147 @@
+//! The local keyring: one JSON file per named key under `<home>/keys/`, readable
+//! only by its owner. Keys are stored unencrypted: a devnet keyring, not a
+//! wallet for real value.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tessera_crypto::KeyPair;
+use tessera_types::Address;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("key name {0:?} is not allowed: use 1-64 letters, digits, '-' or '_'")]
+    BadName(String),
+    #[error("a key named {0:?} already exists")]
+    Exists(String),
+    #[error("no key named {name:?} in {dir} (create it with `tessera keys new {name}`)")]
+    Missing { name: String, dir: String },
+    #[error("key file {path}: {reason}")]
+    Io { path: String, reason: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    name: String,
+    address: Address,
+    public_key: String,
+    secret_key: String,
+}
+
+pub struct Keyring {
+    dir: PathBuf,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> KeyringError {
+    KeyringError::Io { path: path.display().to_string(), reason: e.to_string() }
+}
+
+fn check_name(name: &str) -> Result<(), KeyringError> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok { Ok(()) } else { Err(KeyringError::BadName(name.to_string())) }
+}
+
+impl Keyring {
+    pub fn new(dir: PathBuf) -> Keyring {
+        Keyring { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Stores `key` under `name`; refuses to overwrite.
+    pub fn add(&self, name: &str, key: &KeyPair) -> Result<(), KeyringError> {
+        check_name(name)?;
+        let path = self.path(name);
+        if path.exists() {
+            return Err(KeyringError::Exists(name.to_string()));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        let file = KeyFile {
+            name: name.to_string(),
+            address: key.address(),
+            public_key: hex::encode(key.public_key()),
+            secret_key: key.secret_hex(),
+        };
+        let text = serde_json::to_string_pretty(&file).expect("key file serialises");
+        let tmp = self.dir.join(format!(".{name}.json.tmp"));
+        write_private(&tmp, text.as_bytes()).map_err(|e| io_err(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+        Ok(())
+    }
+
+    pub fn create(&self, name: &str) -> Result<KeyPair, KeyringError> {
+        let key = KeyPair::generate();
+        self.add(name, &key)?;
+        Ok(key)
+    }
+
+    pub fn get(&self, name: &str) -> Result<KeyPair, KeyringError> {
+        check_name(name)?;
+        let path = self.path(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                KeyringError::Missing { name: name.to_string(), dir: self.dir.display().to_string() }
+            }
+            _ => io_err(&path, e),
+        })?;
+        let file: KeyFile = serde_json::from_str(&text).map_err(|e| io_err(&path, e))?;
+        KeyPair::from_secret_hex(&file.secret_key).map_err(|e| io_err(&path, e))
+    }
+
+    /// All keys as (name, address), sorted by name.
+    pub fn list(&self) -> Result<Vec<(String, Address)>, KeyringError> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err(&self.dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(&self.dir, e))?;
+            let file_name = entry.file_name().to_string_lossy().to_string();
+            let Some(name) = file_name.strip_suffix(".json") else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            out.push((name.to_string(), self.get(name)?.address()));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_get_list_and_refuse_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Keyring::new(dir.path().join("keys"));
+        let alice = ring.create("alice").unwrap();
+        assert_eq!(ring.get("alice").unwrap().address(), alice.address());
+        assert!(matches!(ring.create("alice"), Err(KeyringError::Exists(_))));
+        assert!(matches!(ring.get("bob"), Err(KeyringError::Missing { .. })));
+        assert!(matches!(ring.create("../x"), Err(KeyringError::BadName(_))));
+        assert_eq!(ring.list().unwrap(), vec![("alice".to_string(), alice.address())]);
+    }
+}

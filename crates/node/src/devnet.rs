@@ -1,0 +1,200 @@
+//! `tessera devnet`: a whole single-validator network in one process, on the
+//! embedded default (solo engine, redb data dir), resumable after any crash.
+
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera_client::Keyring;
+use tessera_consensus::solo::SoloEngine;
+use tessera_crypto::KeyPair;
+use tessera_ledger::{init_genesis, Genesis, GenesisAccount, GenesisValidator, Overlay, Params};
+use tessera_state::{CommitBatch, Store};
+use tessera_types::{Amount, PublicKey};
+use tokio::sync::{mpsc, watch};
+
+use crate::app::{new_shared, BlockLimits, NodeApp, HEIGHT_KEY};
+
+pub struct DevnetConfig {
+    pub dir: PathBuf,
+    pub keyring: Keyring,
+    pub rpc: SocketAddr,
+    pub block_time: Duration,
+    pub chain_id: String,
+    pub test_accounts: u32,
+}
+
+pub const DEV_BALANCE: Amount = Amount::from_tsr(1_000_000);
+pub const TEST_BALANCE: Amount = Amount::from_tsr(10_000);
+const VALIDATOR_BALANCE: Amount = Amount::from_tsr(100_000);
+const VALIDATOR_BOND: Amount = Amount::from_tsr(10_000);
+
+/// Loads the validator key from `path`, creating it on first start.
+fn validator_key(path: &Path) -> anyhow::Result<KeyPair> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return KeyPair::from_secret_hex(&text).with_context(|| format!("{} is not a validator key", path.display()));
+    }
+    let key = KeyPair::generate();
+    write_atomic(path, key.secret_hex().as_bytes())?;
+    Ok(key)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn key_or_create(ring: &Keyring, name: &str) -> anyhow::Result<KeyPair> {
+    match ring.get(name) {
+        Ok(k) => Ok(k),
+        Err(tessera_client::KeyringError::Missing { .. }) => Ok(ring.create(name)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The genesis of a fresh devnet: `dev` and `testN` funded from the keyring, the
+/// validator bonded.
+pub fn devnet_genesis(cfg: &DevnetConfig, validator: &KeyPair) -> anyhow::Result<Genesis> {
+    let mut accounts = vec![GenesisAccount { address: key_or_create(&cfg.keyring, "dev")?.address(), balance: DEV_BALANCE }];
+    for i in 1..=cfg.test_accounts {
+        let key = key_or_create(&cfg.keyring, &format!("test{i}"))?;
+        accounts.push(GenesisAccount { address: key.address(), balance: TEST_BALANCE });
+    }
+    accounts.push(GenesisAccount { address: validator.address(), balance: VALIDATOR_BALANCE });
+    let genesis_time_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Ok(Genesis {
+        chain_id: cfg.chain_id.clone(),
+        genesis_time_ms,
+        params: Params::default(),
+        accounts,
+        validators: vec![GenesisValidator {
+            operator: validator.address(),
+            consensus_key: PublicKey(validator.public_key()),
+            moniker: "devnet-validator".into(),
+            self_bond: VALIDATOR_BOND,
+        }],
+        providers: Vec::new(),
+    })
+}
+
+/// Writes the genesis state as height 0 if the store is empty.
+pub fn ensure_genesis(store: &Store, genesis: &Genesis) -> anyhow::Result<bool> {
+    let snap = store.snapshot()?;
+    if snap.height()?.is_some() {
+        return Ok(false);
+    }
+    let mut st = Overlay::new(&snap);
+    init_genesis(&mut st, genesis).context("invalid genesis")?;
+    st.put(HEIGHT_KEY.to_vec(), 0u64.to_be_bytes().to_vec());
+    let changes = st.into_changes();
+    let (root, tree) = snap.compute_root(&changes, 0)?;
+    store.commit(CommitBatch { height: 0, changes, tree, app_hash: root, block: None, tx_hashes: Vec::new() })?;
+    Ok(true)
+}
+
+pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.dir).with_context(|| format!("creating data dir {}", cfg.dir.display()))?;
+    let validator = validator_key(&cfg.dir.join("validator_key"))?;
+    let genesis_path = cfg.dir.join("genesis.json");
+    let genesis: Genesis = if genesis_path.exists() {
+        let text = std::fs::read_to_string(&genesis_path)?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid genesis", genesis_path.display()))?
+    } else {
+        let g = devnet_genesis(&cfg, &validator)?;
+        write_atomic(&genesis_path, serde_json::to_string_pretty(&g)?.as_bytes())?;
+        g
+    };
+    let db_path = cfg.dir.join("state.redb");
+    let store = Store::open(&db_path).with_context(|| {
+        format!("opening {} (is another devnet using this --dir?)", db_path.display())
+    })?;
+    let fresh = ensure_genesis(&store, &genesis)?;
+    let height = store.snapshot()?.height()?.unwrap_or(0);
+
+    let listener = tokio::net::TcpListener::bind(cfg.rpc)
+        .await
+        .with_context(|| format!("cannot listen on {} (in use? pick another with --rpc)", cfg.rpc))?;
+    let shared = new_shared(store, genesis.chain_id.clone(), PublicKey(validator.public_key()), validator.address());
+    let app = NodeApp::new(shared.clone(), BlockLimits { max_txs: 5_000, max_bytes: 8 * 1024 * 1024 })?;
+    let (app_tx, app_rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app_task = tokio::spawn(app.run(app_rx));
+    let engine = SoloEngine { chain_id: genesis.chain_id.clone(), key: validator.clone(), block_time: cfg.block_time };
+    let engine_task = tokio::spawn(engine.run(app_tx, stop_rx.clone()));
+    let mut rpc_stop = stop_rx.clone();
+    let router = crate::rpc::router(shared.clone());
+    let rpc_task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rpc_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    println!("Tessera devnet \"{}\" {}", genesis.chain_id, if fresh { "created" } else { "resumed" });
+    println!("  data dir     {}", cfg.dir.display());
+    println!("  keyring      {}", cfg.keyring.dir().display());
+    println!("  RPC          http://{}", cfg.rpc);
+    println!("  events       http://{}/events", cfg.rpc);
+    println!("  validator    {} (solo, block every {} ms)", validator.address(), cfg.block_time.as_millis());
+    println!("  height       {height}");
+    for a in &genesis.accounts {
+        let name = cfg
+            .keyring
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(_, addr)| *addr == a.address)
+            .map(|(n, _)| n)
+            .unwrap_or_else(|| "validator".into());
+        println!("  account      {:<10} {}  {} TSR at genesis", name, a.address, a.balance);
+    }
+    println!("Press Ctrl-C to stop.");
+
+    let result = tokio::select! {
+        r = wait_for_signal() => r,
+        r = engine_task => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("consensus stopped: {e}")),
+            Err(e) => Err(anyhow::anyhow!("consensus task failed: {e}")),
+        },
+    };
+    let _ = stop_tx.send(true);
+    if let Err(e) = result {
+        app_task.abort();
+        bail!(e);
+    }
+    println!("Stopping: finishing the current block...");
+    let _ = tokio::time::timeout(Duration::from_secs(10), rpc_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), app_task).await;
+    let final_height = shared.store.snapshot()?.height()?.unwrap_or(0);
+    println!("Stopped cleanly at height {final_height}.");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! JSON-over-HTTP RPC (see the README for the endpoint list) and the `/events`
+//! server-sent event stream of committed blocks.
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use std::sync::Arc;
+use tessera_client::api::*;
+use tessera_ledger::{bank, genesis, market, params, registry, rewards, staking, Overlay, SignedTx};
+use tessera_state::Snapshot;
+use tessera_types::{Address, Hash32};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+use crate::app::{validator_set_keys, NodeShared};
+use crate::block::BlockRecord;
+use crate::mempool::AdmitError;
+use crate::rpc_dto::*;
+
+/// Largest request body; a transaction is at most 64 KiB, hex doubles it.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+type Shared = State<Arc<NodeShared>>;
+
+pub fn router(shared: Arc<NodeShared>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/blocks/latest", get(latest_block))
+        .route("/blocks/{height}", get(block_at))
+        .route("/txs", post(submit_tx))
+        .route("/txs/{hash}", get(tx_by_hash))
+        .route("/accounts/{address}", get(account))
+        .route("/accounts/{address}/proof", get(account_proof))
+        .route("/accounts/{address}/unbonding", get(unbondings))
+        .route("/supply", get(supply))
+        .route("/params", get(get_params))
+        .route("/validators", get(validators))
+        .route("/providers", get(providers))
+        .route("/providers/{address}", get(provider))
+        .route("/orders", get(orders))
+        .route("/orders/{id}", get(order))
+        .route("/leases", get(leases))
+        .route("/leases/{id}", get(lease))
+        .route("/events", get(events))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+fn snapshot(s: &NodeShared) -> Result<(Snapshot, u64), ApiError> {
+    let snap = s.store.snapshot().map_err(internal)?;
+    let height = snap.height().map_err(internal)?.unwrap_or(0);
+    Ok((snap, height))
+}
+
+fn parse_address(text: &str) -> Result<Address, ApiError> {
+    text.parse().map_err(|e: tessera_types::AddressError| bad(e.to_string()))
+}
+
+fn record_at(snap: &Snapshot, height: u64) -> Result<Option<BlockRecord>, ApiError> {
+    match snap.block(height).map_err(internal)? {
+        Some(bytes) => Ok(Some(BlockRecord::decode(&bytes).map_err(internal)?)),
+        None => Ok(None),
+    }
+}
+
+async fn status(State(s): Shared) -> ApiResult<StatusDto> {
+    let (snap, height) = snapshot(&s)?;
+    let app_hash = Hash32(snap.app_hash().map_err(internal)?.unwrap_or_default());
+    let (latest_block_hash, latest_block_time_ms) = match record_at(&snap, height)? {
+        Some(r) => (r.block.header.hash(), r.block.header.time_ms),
+        None => (Hash32::ZERO, 0),
+    };
+    let voting_power =
+        validator_set_keys(&snap).into_iter().find(|(k, _)| *k == s.validator_key).map(|(_, p)| p).unwrap_or(0);
+    Ok(Json(StatusDto {
+        chain_id: s.chain_id.clone(),
+        height,
+        app_hash,
+        latest_block_hash,
+        latest_block_time_ms,
+        peers: 0,
+        validator: ValidatorIdentity { consensus_key: s.validator_key, voting_power },
+        mempool_size: s.mempool.lock().expect("mempool lock").len(),
+    }))
+}
+
+async fn latest_block(State(s): Shared) -> ApiResult<BlockDto> {
+    let (snap, height) = snapshot(&s)?;
+    let record = record_at(&snap, height)?.ok_or_else(|| not_found("no block committed yet"))?;
+    Ok(Json(block_dto(&record)))
+}
+
+async fn block_at(State(s): Shared, Path(height): Path<String>) -> ApiResult<BlockDto> {
+    let height: u64 = height.parse().map_err(|_| bad(format!("block height {height:?} is not a number")))?;
+    let (snap, latest) = snapshot(&s)?;
+    let record = record_at(&snap, height)?
+        .ok_or_else(|| not_found(format!("no block at height {height} (latest is {latest})")))?;
+    Ok(Json(block_dto(&record)))
+}
+
+async fn submit_tx(State(s): Shared, Json(req): Json<SubmitRequest>) -> ApiResult<SubmitResponse> {
+    let bytes = hex::decode(req.tx.trim()).map_err(|_| bad("field \"tx\" must be hex of an encoded transaction"))?;
+    let tx = SignedTx::decode(&bytes).map_err(|e| bad(format!("transaction does not decode: {e}")))?;
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let hash = s
+        .mempool
+        .lock()
+        .expect("mempool lock")
+        .admit(&st, tx, bytes.len())
+        .map_err(|e| match e {
+            AdmitError::Full(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            _ => bad(e.to_string()),
+        })?;
+    Ok(Json(SubmitResponse { hash }))
+}
+
+async fn tx_by_hash(State(s): Shared, Path(hash): Path<String>) -> ApiResult<TxResultDto> {
+    let hash: Hash32 = hash.parse().map_err(bad)?;
+    let (snap, _) = snapshot(&s)?;
+    let loc = snap.tx_location(&hash.0).map_err(internal)?.ok_or_else(|| {
+        not_found(format!("transaction {hash} is not in a committed block (yet)"))
+    })?;
+    let record = record_at(&snap, loc.height)?.ok_or_else(|| internal("indexed block missing"))?;
+    Ok(Json(tx_result_dto(&record, loc.index as usize).ok_or_else(|| internal("indexed tx missing"))?))
+}
+
+async fn account(State(s): Shared, Path(address): Path<String>) -> ApiResult<AccountDto> {
+    let address = parse_address(&address)?;
+    let (snap, height) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let acct = bank::account(&st, &address);
+    let next_nonce = s.mempool.lock().expect("mempool lock").pending_nonce(&address).unwrap_or(acct.nonce);
+    Ok(Json(AccountDto { address, balance: acct.balance, nonce: acct.nonce, next_nonce, height }))
+}
+
+async fn account_proof(State(s): Shared, Path(address): Path<String>) -> ApiResult<BalanceProofDto> {
+    let address = parse_address(&address)?;
+    let (snap, height) = snapshot(&s)?;
+    let key = bank::account_key(&address);
+    let (value, proof) = snap.prove(&key).map_err(internal)?;
+    let acct: bank::Account = match &value {
+        Some(v) => borsh::from_slice(v).map_err(internal)?,
+        None => bank::Account::default(),
+    };
+    Ok(Json(BalanceProofDto {
+        address,
+        balance: acct.balance,
+        nonce: acct.nonce,
+        height,
+        app_hash: Hash32(snap.app_hash().map_err(internal)?.unwrap_or_default()),
+        key: hex::encode(&key),
+        value: value.map(hex::encode),
+        proof: hex::encode(proof.to_bytes()),
+    }))
+}
+
+async fn unbondings(State(s): Shared, Path(address): Path<String>) -> ApiResult<Vec<UnbondingDto>> {
+    let address = parse_address(&address)?;
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    Ok(Json(
+        staking::unbondings_of(&st, &address)
+            .into_iter()
+            .map(|u| UnbondingDto { validator: u.validator, amount: u.amount, completes_at: u.completes_at })
+            .collect(),
+    ))
+}
+
+async fn supply(State(s): Shared) -> ApiResult<SupplyDto> {
+    let (snap, height) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    Ok(Json(SupplyDto {
+        height,
+        supply: bank::supply(&st),
+        genesis_supply: genesis::genesis_supply(&st),
+        issued: rewards::issued(&st),
+        burned: bank::burned(&st),
+    }))
+}
+
+async fn get_params(State(s): Shared) -> ApiResult<tessera_ledger::Params> {
+    let (snap, _) = snapshot(&s)?;
+    Ok(Json(params::params(&Overlay::new(&snap))))
+}
+
+async fn validators(State(s): Shared) -> ApiResult<Vec<ValidatorDto>> {
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let p = params::params(&st);
+    let active = staking::validator_set(&st, &p);
+    Ok(Json(
+        staking::all_validators(&st)
+            .into_iter()
+            .map(|v| {
+                let power = active.iter().find(|(a, _)| a.operator == v.operator).map(|(_, p)| *p);
+                ValidatorDto {
+                    operator: v.operator,
+                    consensus_key: v.consensus_key,
+                    moniker: v.moniker,
+                    tokens: v.tokens,
+                    jailed: v.jailed,
+                    voting_power: power.unwrap_or(0),
+                    in_active_set: power.is_some(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+async fn providers(State(s): Shared) -> ApiResult<Vec<ProviderDto>> {
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    Ok(Json(registry::all_providers(&st).iter().map(provider_dto).collect()))
+}
+
+async fn provider(State(s): Shared, Path(address): Path<String>) -> ApiResult<ProviderDto> {
+    let address = parse_address(&address)?;
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let p = registry::provider(&st, &address).ok_or_else(|| not_found(format!("no provider {address}")))?;
+    Ok(Json(provider_dto(&p)))
+}
+
+fn parse_id(text: &str, what: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| bad(format!("{what} id {text:?} is not a number")))
+}
+
+async fn orders(State(s): Shared) -> ApiResult<Vec<OrderDto>> {
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    Ok(Json(market::all_orders(&st).iter().map(|o| order_dto(o, &market::bids_for(&st, o.id))).collect()))
+}
+
+async fn order(State(s): Shared, Path(id): Path<String>) -> ApiResult<OrderDto> {
+    let id = parse_id(&id, "order")?;
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let o = market::order(&st, id).ok_or_else(|| not_found(format!("no order {id}")))?;
+    Ok(Json(order_dto(&o, &market::bids_for(&st, id))))
+}
+
+async fn leases(State(s): Shared) -> ApiResult<Vec<LeaseDto>> {
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    Ok(Json(market::all_leases(&st).iter().map(lease_dto).collect()))
+}
+
+async fn lease(State(s): Shared, Path(id): Path<String>) -> ApiResult<LeaseDto> {
+    let id = parse_id(&id, "lease")?;
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let l = market::lease(&st, id).ok_or_else(|| not_found(format!("no lease {id}")))?;
+    Ok(Json(lease_dto(&l)))
+}
+
+/// Each committed block as one `block` event whose data is a `BlockEventDto`.
+/// A client that falls behind gets a `lagged` event and should re-read blocks.
+async fn events(State(s): Shared) -> Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
+    let stream = BroadcastStream::new(s.events.subscribe()).map(|item| {
+        Ok(match item {
+            Ok(json) => SseEvent::default().event("block").data(json.as_str()),
+            Err(e) => SseEvent::default().event("lagged").data(e.to_string()),
+        })
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,148 @@
+//! Conversions from ledger and block types to the RPC's JSON shapes.
+
+use tessera_client::api::*;
+use tessera_ledger::market::{Bid, CloseReason, Lease, LeaseState, Order, OrderState};
+use tessera_ledger::registry::{Provider, ProviderStatus};
+use tessera_ledger::{Msg, SignedTx, TxOutcome};
+
+use crate::block::{BlockRecord, Header};
+
+pub fn header_dto(h: &Header) -> HeaderDto {
+    HeaderDto {
+        chain_id: h.chain_id.clone(),
+        height: h.height,
+        time_ms: h.time_ms,
+        prev_hash: h.prev_hash,
+        tx_root: h.tx_root,
+        app_hash: h.app_hash,
+        proposer: h.proposer,
+    }
+}
+
+pub fn msg_name(msg: &Msg) -> String {
+    use tessera_ledger::bank::BankMsg;
+    use tessera_ledger::market::MarketMsg;
+    use tessera_ledger::registry::RegistryMsg;
+    use tessera_ledger::staking::StakingMsg;
+    match msg {
+        Msg::Bank(BankMsg::Transfer { .. }) => "bank.transfer",
+        Msg::Staking(StakingMsg::CreateValidator { .. }) => "staking.create_validator",
+        Msg::Staking(StakingMsg::Bond { .. }) => "staking.bond",
+        Msg::Staking(StakingMsg::Unbond { .. }) => "staking.unbond",
+        Msg::Registry(RegistryMsg::Register { .. }) => "registry.register",
+        Msg::Registry(RegistryMsg::Update { .. }) => "registry.update",
+        Msg::Registry(RegistryMsg::Deregister) => "registry.deregister",
+        Msg::Registry(RegistryMsg::Heartbeat) => "registry.heartbeat",
+        Msg::Market(MarketMsg::CreateOrder { .. }) => "market.create_order",
+        Msg::Market(MarketMsg::PlaceBid { .. }) => "market.place_bid",
+        Msg::Market(MarketMsg::CancelOrder { .. }) => "market.cancel_order",
+        Msg::Market(MarketMsg::CloseLease { .. }) => "market.close_lease",
+    }
+    .to_string()
+}
+
+pub fn tx_result_dto(record: &BlockRecord, index: usize) -> Option<TxResultDto> {
+    let outcome: &TxOutcome = record.outcomes.get(index)?;
+    let tx = SignedTx::decode(record.block.txs.get(index)?).ok()?;
+    Some(TxResultDto {
+        hash: outcome.hash,
+        height: record.block.header.height,
+        index: index as u32,
+        signer: tx.body.signer_address(),
+        nonce: tx.body.nonce,
+        fee: tx.body.fee,
+        msg: msg_name(&tx.body.msg),
+        code: outcome.code,
+        log: outcome.log.clone(),
+        events: outcome.events.clone(),
+    })
+}
+
+pub fn block_dto(record: &BlockRecord) -> BlockDto {
+    BlockDto {
+        hash: record.block.header.hash(),
+        header: header_dto(&record.block.header),
+        txs: (0..record.outcomes.len()).filter_map(|i| tx_result_dto(record, i)).collect(),
+        end_events: record.end_events.clone(),
+        commit_signatures: record.certificate.signatures.len(),
+    }
+}
+
+pub fn block_event_json(record: &BlockRecord) -> String {
+    let dto = BlockEventDto {
+        height: record.block.header.height,
+        hash: record.block.header.hash(),
+        time_ms: record.block.header.time_ms,
+        app_hash: record.block.header.app_hash,
+        txs: (0..record.outcomes.len()).filter_map(|i| tx_result_dto(record, i)).collect(),
+        end_events: record.end_events.clone(),
+    };
+    serde_json::to_string(&dto).expect("event serialises")
+}
+
+pub fn provider_dto(p: &Provider) -> ProviderDto {
+    ProviderDto {
+        owner: p.owner,
+        info: p.info.clone(),
+        stake: p.stake,
+        status: match p.status {
+            ProviderStatus::Active => "active".into(),
+            ProviderStatus::Unbonding { until } => format!("unbonding until {until}"),
+        },
+        registered_at: p.registered_at,
+        last_heartbeat: p.last_heartbeat,
+        reputation_ppm: p.reputation.score_ppm(),
+        active_leases: p.active_leases,
+        completed_leases: p.completed_leases,
+        failed_leases: p.failed_leases,
+    }
+}
+
+pub fn order_dto(o: &Order, bids: &[Bid]) -> OrderDto {
+    let (state, lease) = match o.state {
+        OrderState::Open { closes_at } => (format!("open until {closes_at}"), None),
+        OrderState::Leased { lease } => (format!("leased (lease {lease})"), Some(lease)),
+        OrderState::Expired => ("expired".into(), None),
+        OrderState::Cancelled => ("cancelled".into(), None),
+    };
+    OrderDto {
+        id: o.id,
+        buyer: o.buyer,
+        spec: o.spec.clone(),
+        created_at: o.created_at,
+        escrow: o.escrow,
+        state,
+        lease,
+        bids: bids
+            .iter()
+            .map(|b| BidDto { provider: b.provider, price_per_block: b.price_per_block, placed_at: b.placed_at })
+            .collect(),
+    }
+}
+
+pub fn lease_dto(l: &Lease) -> LeaseDto {
+    let state = match l.state {
+        LeaseState::Active => "active".to_string(),
+        LeaseState::Closed { at, reason } => {
+            let why = match reason {
+                CloseReason::Completed => "completed",
+                CloseReason::ClosedByBuyer => "closed by buyer",
+                CloseReason::ClosedByProvider => "closed by provider",
+                CloseReason::ProviderLost => "provider lost",
+            };
+            format!("closed at {at}: {why}")
+        }
+    };
+    LeaseDto {
+        id: l.id,
+        order: l.order,
+        buyer: l.buyer,
+        provider: l.provider,
+        price_per_block: l.price_per_block,
+        start: l.start,
+        end: l.end,
+        paid: l.paid,
+        escrow_remaining: l.escrow_remaining,
+        state,
+    }
+}
