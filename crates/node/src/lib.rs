@@ -2,6 +2,7 @@
 //! consensus boundary), the RPC server and the devnet launcher.
 
 pub mod app;
+pub mod bench;
 pub mod block;
 pub mod devnet;
 pub mod mempool;

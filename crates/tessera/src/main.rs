@@ -1,1 +1,15 @@
-fn main(){}
+//! `tessera`: one binary, subcommands only; the logic lives in the crates.
+
+mod cli;
+mod query;
+mod txcmd;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    if let Err(e) = cli::dispatch(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,233 @@
+//! Command-line shape and dispatch.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tessera_client::{Client, Keyring};
+use tessera_types::Address;
+
+use crate::query::QueryCmd;
+use crate::txcmd::TxCmd;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Tessera: rent and provide GPUs, CPUs and storage on one verified network")]
+pub struct Cli {
+    /// Home directory: keyring in <home>/keys, devnet data in <home>/devnet.
+    #[arg(long, global = true, env = "TESSERA_HOME", default_value = ".tessera")]
+    pub home: PathBuf,
+    /// Node RPC address: where `devnet` listens and where other commands connect.
+    #[arg(long, global = true, env = "TESSERA_RPC", default_value = "127.0.0.1:7700")]
+    pub rpc: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start a whole local network (one validator, RPC, event stream) until Ctrl-C.
+    Devnet(DevnetArgs),
+    /// Manage named keys in the local keyring.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Sign and send a transaction.
+    #[command(subcommand)]
+    Tx(TxCmd),
+    /// Read chain state.
+    #[command(subcommand)]
+    Query(QueryCmd),
+    /// Height, app hash, peers and validator of the node.
+    Status,
+    /// Benchmarks that print a ratio against a peer measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args)]
+pub struct DevnetArgs {
+    /// Data directory (default: <home>/devnet).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Milliseconds between blocks.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub block_time_ms: u64,
+    #[arg(long, default_value = "tessera-devnet")]
+    pub chain_id: String,
+    /// Funded test accounts (test1, test2, ...) created in the keyring.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub test_accounts: u32,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Create a new key.
+    New { name: String },
+    /// List keys and their addresses.
+    List,
+    /// Show one key's address and public key.
+    Show { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Signed transfers through decode, signature check, execute and redb commit,
+    /// against the raw ed25519 batch-verify rate on one core.
+    Ledger {
+        #[arg(long, default_value_t = 50_000)]
+        txs: usize,
+        #[arg(long, default_value_t = 2_000)]
+        block_size: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+    },
+}
+
+pub struct Ctx {
+    pub keyring: Keyring,
+    pub rpc: String,
+    pub output: Output,
+}
+
+impl Ctx {
+    pub fn client(&self) -> Client {
+        let url = if self.rpc.starts_with("http://") || self.rpc.starts_with("https://") {
+            self.rpc.clone()
+        } else {
+            format!("http://{}", self.rpc)
+        };
+        Client::new(&url)
+    }
+
+    /// A keyring name or a `tsr1...` address.
+    pub fn resolve_address(&self, who: &str) -> anyhow::Result<Address> {
+        if who.starts_with("tsr1") {
+            return Ok(who.parse()?);
+        }
+        Ok(self.keyring.get(who).with_context(|| format!("{who:?} is neither an address (tsr1...) nor a key name"))?.address())
+    }
+
+    /// Prints `value` as JSON, or runs `text` for humans.
+    pub fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) {
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(value).expect("serialisable")),
+            Output::Text => text(value),
+        }
+    }
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx { keyring: Keyring::new(cli.home.join("keys")), rpc: cli.rpc.clone(), output: cli.output };
+    match cli.command {
+        Command::Devnet(a) => devnet(&cli.home, &ctx, a),
+        Command::Keys(k) => keys(&ctx, k),
+        Command::Tx(t) => crate::txcmd::run(&ctx, t),
+        Command::Query(q) => crate::query::run(&ctx, q),
+        Command::Status => crate::query::status(&ctx),
+        Command::Bench(BenchCmd::Ledger { txs, block_size, accounts }) => bench_ledger(&ctx, txs, block_size, accounts),
+    }
+}
+
+fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()> {
+    let listen = ctx.rpc.trim_start_matches("http://").trim_end_matches('/');
+    let rpc: SocketAddr = listen.parse().with_context(|| format!("--rpc {listen:?} is not an address like 127.0.0.1:7700"))?;
+    let cfg = tessera_node::devnet::DevnetConfig {
+        dir: a.dir.unwrap_or_else(|| home.join("devnet")),
+        keyring: Keyring::new(ctx.keyring.dir().to_path_buf()),
+        rpc,
+        block_time: Duration::from_millis(a.block_time_ms),
+        chain_id: a.chain_id,
+        test_accounts: a.test_accounts,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(tessera_node::devnet::run(cfg))
+}
+
+#[derive(Serialize)]
+struct KeyView {
+    name: String,
+    address: Address,
+    public_key: String,
+}
+
+fn keys(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::New { name } => {
+            let key = ctx.keyring.create(&name)?;
+            let view = KeyView { name, address: key.address(), public_key: hex::encode(key.public_key()) };
+            ctx.print(&view, |v| {
+                println!("created key {:?}", v.name);
+                println!("address     {}", v.address);
+                println!("public key  {}", v.public_key);
+                println!("stored in   {}", ctx.keyring.dir().display());
+            });
+        }
+        KeysCmd::List => {
+            let list: Vec<KeyView> = ctx
+                .keyring
+                .list()?
+                .into_iter()
+                .map(|(name, address)| {
+                    let public_key = ctx.keyring.get(&name).map(|k| hex::encode(k.public_key())).unwrap_or_default();
+                    KeyView { name, address, public_key }
+                })
+                .collect();
+            ctx.print(&list, |l| {
+                if l.is_empty() {
+                    println!("no keys in {} (create one with `tessera keys new NAME`)", ctx.keyring.dir().display());
+                }
+                for k in l {
+                    println!("{:<16} {}", k.name, k.address);
+                }
+            });
+        }
+        KeysCmd::Show { name } => {
+            let key = ctx.keyring.get(&name)?;
+            let view = KeyView { name, address: key.address(), public_key: hex::encode(key.public_key()) };
+            ctx.print(&view, |v| println!("{}  {}  public key {}", v.name, v.address, v.public_key));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct BenchView {
+    txs: usize,
+    blocks: usize,
+    ledger_tx_per_s: f64,
+    raw_ed25519_batch_verify_per_s_one_core: f64,
+    ratio: f64,
+    peak_rss_mib: f64,
+}
+
+fn bench_ledger(ctx: &Ctx, txs: usize, block_size: usize, accounts: usize) -> anyhow::Result<()> {
+    let cfg = tessera_node::bench::LedgerBenchConfig { txs, block_size, accounts };
+    let mut progress = |m: &str| eprintln!("bench: {m}");
+    let r = tessera_node::bench::run_ledger_bench(&cfg, &mut progress)?;
+    let view = BenchView {
+        txs: r.txs,
+        blocks: r.blocks,
+        ledger_tx_per_s: r.ledger_tps,
+        raw_ed25519_batch_verify_per_s_one_core: r.raw_verify_per_s,
+        ratio: r.ratio,
+        peak_rss_mib: r.peak_rss_mib,
+    };
+    ctx.print(&view, |v| {
+        println!("ledger bench: {} signed transfers in {} blocks", v.txs, v.blocks);
+        println!("  real path (decode, verify, execute, Merkle root, durable commit): {:>10.0} tx/s", v.ledger_tx_per_s);
+        println!("  raw ed25519 batch verify, one core (same txs, same run):          {:>10.0} sig/s", v.raw_ed25519_batch_verify_per_s_one_core);
+        println!("  ratio: {:.2} (target >= 0.50)", v.ratio);
+        println!("  peak RSS: {:.1} MiB", v.peak_rss_mib);
+    });
+    Ok(())
+}
