@@ -49,7 +49,7 @@ pub enum TxCmd {
         #[arg(long)]
         to: String,
         /// Amount in TSR, up to 6 decimals (e.g. 25.5).
-        #[arg(long, value_parser = parse_positive)]
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_positive)]
         amount: Amount,
     },
     /// Become a validator with a consensus key and a self bond.
@@ -61,7 +61,7 @@ pub enum TxCmd {
         consensus_key: PublicKey,
         #[arg(long)]
         moniker: String,
-        #[arg(long, value_parser = parse_positive)]
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_positive)]
         self_bond: Amount,
     },
     /// Bond TSR to a validator.
@@ -70,7 +70,7 @@ pub enum TxCmd {
         common: Common,
         #[arg(long)]
         validator: String,
-        #[arg(long, value_parser = parse_positive)]
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_positive)]
         amount: Amount,
     },
     /// Start unbonding; the TSR returns after the unbonding period.
@@ -79,7 +79,7 @@ pub enum TxCmd {
         common: Common,
         #[arg(long)]
         validator: String,
-        #[arg(long, value_parser = parse_positive)]
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_positive)]
         amount: Amount,
     },
     /// Register as a provider with a stake, hardware, region, endpoints and prices.
@@ -88,7 +88,7 @@ pub enum TxCmd {
         common: Common,
         #[command(flatten)]
         info: ProviderArgs,
-        #[arg(long, value_parser = parse_positive)]
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_positive)]
         stake: Amount,
     },
     /// Replace a provider's hardware, region, endpoints and prices.
@@ -123,7 +123,7 @@ pub enum TxCmd {
         #[arg(long, default_value_t = 0)]
         gpu_memory_mb: u64,
         /// Highest price per block, in TSR.
-        #[arg(long, value_parser = parse_positive)]
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_positive)]
         max_price: Amount,
         /// Lease length in blocks.
         #[arg(long)]
@@ -142,7 +142,7 @@ pub enum TxCmd {
         #[arg(long)]
         order: u64,
         /// Price per block, in TSR.
-        #[arg(long, value_parser = parse_positive)]
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_positive)]
         price: Amount,
     },
     /// Cancel an open order and get its escrow back.

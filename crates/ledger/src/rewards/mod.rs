@@ -108,8 +108,8 @@ mod tests {
         assert_eq!(block_reward(&p, Amount(499)), Amount(100));
         assert_eq!(block_reward(&p, Amount(500)), Amount(50));
         assert_eq!(block_reward(&p, Amount(750)), Amount(25));
-        assert_eq!(block_reward(&p, Amount(990)), Amount(3));
-        assert_eq!(block_reward(&p, Amount(999)), Amount(1));
+        assert_eq!(block_reward(&p, Amount(900)), Amount(12));
+        assert_eq!(block_reward(&p, Amount(999)), Amount(0), "halved below one micro-unit");
         assert_eq!(block_reward(&p, Amount(1_000)), Amount(0));
     }
 }
