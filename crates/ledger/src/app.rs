@@ -82,19 +82,33 @@ fn direct_spend(msg: &Msg) -> Amount {
     }
 }
 
-pub fn execute_block(st: &mut Overlay, ctx: &BlockContext, txs: &[SignedTx]) -> BlockOutcome {
-    let p = params(st);
-    let chain = chain_id(st);
+/// Verifies every transaction's signature in one batch; one verdict per transaction.
+pub fn verify_signatures(txs: &[SignedTx]) -> Vec<bool> {
     let sign_bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.body.sign_bytes()).collect();
     let items: Vec<SignedMessage> = txs
         .iter()
         .zip(&sign_bytes)
         .map(|(t, m)| SignedMessage { public_key: t.body.signer.0, message: m, signature: t.signature })
         .collect();
-    let verdicts = verify_batch(&items);
+    verify_batch(&items)
+}
 
+/// Executes a block, checking its signatures first.
+pub fn execute_block(st: &mut Overlay, ctx: &BlockContext, txs: &[SignedTx]) -> BlockOutcome {
+    let verdicts = verify_signatures(txs);
+    execute_verified_block(st, ctx, txs, &verdicts)
+}
+
+/// Executes a block whose signatures the caller already checked with
+/// [`verify_signatures`] or [`check_tx`] (a node verifies at mempool admission,
+/// on another thread, so execution need not repeat it). `verdicts[i]` is the
+/// verdict for `txs[i]`; a transaction without a true verdict is rejected.
+pub fn execute_verified_block(st: &mut Overlay, ctx: &BlockContext, txs: &[SignedTx], verdicts: &[bool]) -> BlockOutcome {
+    let p = params(st);
+    let chain = chain_id(st);
     let mut outcomes = Vec::with_capacity(txs.len());
-    for (tx, signature_ok) in txs.iter().zip(verdicts) {
+    for (i, tx) in txs.iter().enumerate() {
+        let signature_ok = verdicts.get(i).copied().unwrap_or(false);
         let hash = tx.hash();
         let (code, log, events) = match apply_tx(st, ctx, &p, &chain, tx, signature_ok) {
             Ok(events) => (0, String::new(), events),

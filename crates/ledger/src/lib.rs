@@ -16,7 +16,7 @@ pub mod tx;
 
 mod app;
 
-pub use app::{check_tx, check_tx_state, execute_block, BlockOutcome, TxOutcome};
+pub use app::{check_tx, check_tx_state, execute_block, execute_verified_block, verify_signatures, BlockOutcome, TxOutcome};
 pub use error::TxError;
 pub use events::{Event, Events};
 pub use genesis::{init_genesis, Genesis, GenesisAccount, GenesisProvider, GenesisValidator};

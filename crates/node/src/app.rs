@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use tessera_consensus::{AppMsg, CommitCertificate, ProposedValue, StartInfo};
-use tessera_ledger::{execute_block, BlockContext, Changes, Events, Overlay, SignedTx, TxOutcome};
+use tessera_ledger::{execute_verified_block, verify_signatures, BlockContext, Changes, Events, Overlay, SignedTx, TxOutcome};
 use tessera_state::{CommitBatch, Snapshot, Store};
 use tessera_types::{Address, Hash32, Height, PublicKey};
 use tokio::sync::{broadcast, mpsc};
@@ -97,7 +97,9 @@ impl NodeApp {
                         pool.peek_batch(self.limits.max_txs, self.limits.max_bytes)
                     };
                     let time_ms = now_ms();
-                    let executed = self.execute(height, time_ms, &txs)?;
+                    // Mempool transactions had their signatures checked at admission.
+                    let verdicts = vec![true; txs.len()];
+                    let executed = self.execute(height, time_ms, &txs, &verdicts)?;
                     let value = executed.block.encode();
                     let value_id = executed.hash;
                     self.pending = Some(executed);
@@ -117,13 +119,13 @@ impl NodeApp {
     }
 
     /// Executes `txs` on top of the committed state as block `height`.
-    fn execute(&self, height: Height, time_ms: u64, txs: &[SignedTx]) -> anyhow::Result<Executed> {
+    fn execute(&self, height: Height, time_ms: u64, txs: &[SignedTx], verdicts: &[bool]) -> anyhow::Result<Executed> {
         let snap = self.shared.store.snapshot()?;
         let mut st = Overlay::new(&snap);
         st.put(HEIGHT_KEY.to_vec(), height.to_be_bytes().to_vec());
         st.commit_tx();
         let ctx = BlockContext { height, time_ms, proposer: self.shared.proposer };
-        let outcome = execute_block(&mut st, &ctx, txs);
+        let outcome = execute_verified_block(&mut st, &ctx, txs, verdicts);
         let changes = st.into_changes();
         let (root, tree) = snap.compute_root(&changes, height)?;
         let hashes: Vec<Hash32> = outcome.txs.iter().map(|o| o.hash).collect();
@@ -150,7 +152,8 @@ impl NodeApp {
                 let block = Block::decode(value)?;
                 anyhow::ensure!(block.header.hash() == certificate.value_id, "decided value does not match its id");
                 let txs = block.txs.iter().map(|t| SignedTx::decode(t)).collect::<Result<Vec<_>, _>>()?;
-                let e = self.execute(block.header.height, block.header.time_ms, &txs)?;
+                let verdicts = verify_signatures(&txs);
+                let e = self.execute(block.header.height, block.header.time_ms, &txs, &verdicts)?;
                 anyhow::ensure!(e.hash == certificate.value_id, "re-executed block differs from the decided one");
                 e
             }

@@ -94,8 +94,11 @@ impl Store {
                 let kh = key_hash(k);
                 match v {
                     Some(v) => {
-                        state.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
-                        preimages.insert(kh.0.as_slice(), k.as_slice()).map_err(db_err)?;
+                        // A key that already had a value already has its preimage.
+                        let existed = state.insert(k.as_slice(), v.as_slice()).map_err(db_err)?.is_some();
+                        if !existed {
+                            preimages.insert(kh.0.as_slice(), k.as_slice()).map_err(db_err)?;
+                        }
                     }
                     None => {
                         state.remove(k.as_slice()).map_err(db_err)?;
