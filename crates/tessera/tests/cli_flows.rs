@@ -1,0 +1,112 @@
+//! End-to-end: the README's flows with the real CLI against a real devnet.
+
+mod support;
+
+use support::*;
+
+fn micro(v: &serde_json::Value) -> u128 {
+    v.as_str().expect("amount string").parse().unwrap()
+}
+
+#[test]
+fn devnet_cli_flows_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start(dir.path(), free_port());
+
+    // Keys.
+    let out = net.ok(&["keys", "new", "alice"]);
+    assert!(out.contains("address"), "{out}");
+    let alice = net.json(&["keys", "show", "alice"])["address"].as_str().unwrap().to_string();
+    let list = net.ok(&["keys", "list"]);
+    for name in ["alice", "dev", "test1", "test2", "test3"] {
+        assert!(list.contains(name), "{list}");
+    }
+    assert!(net.fails(&["keys", "new", "alice"]).contains("already exists"));
+
+    // Transfer and balance, with and without proof.
+    let tx = net.json(&["tx", "transfer", "--from", "dev", "--to", &alice, "--amount", "25.5"]);
+    assert_eq!(tx["code"], 0, "{tx}");
+    let hash = tx["hash"].as_str().unwrap().to_string();
+    let bal = net.json(&["query", "balance", "alice"]);
+    assert_eq!(micro(&bal["balance"]), 25_500_000);
+    assert!(net.ok(&["query", "balance", &alice]).contains("25.500000 TSR"));
+    let proved = net.ok(&["query", "balance", "alice", "--prove"]);
+    assert!(proved.contains("verified against app hash"), "{proved}");
+    let found = net.json(&["query", "tx", &hash]);
+    assert_eq!(found["msg"], "bank.transfer");
+    let height = found["height"].as_u64().unwrap();
+    let block = net.json(&["query", "block", &height.to_string()]);
+    assert!(block["txs"].as_array().unwrap().iter().any(|t| t["hash"] == hash.as_str()));
+    assert!(net.ok(&["query", "block"]).starts_with("block "));
+    let status = net.json(&["status"]);
+    assert_eq!(status["chain_id"], "tessera-devnet");
+    assert!(status["validator"]["voting_power"].as_u64().unwrap() > 0);
+
+    // Bad input: clear errors, nothing changes.
+    for (amount, why) in [("-1", "negative"), ("abc", "not a decimal"), ("1e99", "not a decimal"), ("1.0000001", "6 decimal")] {
+        let err = net.fails(&["tx", "transfer", "--from", "alice", "--to", "dev", "--amount", amount]);
+        assert!(err.contains(why), "amount {amount}: {err}");
+    }
+    let err = net.fails(&["tx", "transfer", "--from", "alice", "--to", "dev", "--amount", "100"]);
+    assert!(err.contains("insufficient funds") && err.contains("balance 25.500000"), "{err}");
+    assert!(net.fails(&["tx", "transfer", "--from", "nobody", "--to", "dev", "--amount", "1"]).contains("no key named"));
+    assert!(net.fails(&["query", "balance", "tsr1xyz"]).contains("40 hex digits"));
+    assert!(net.fails(&["query", "tx", &"00".repeat(32)]).contains("not in a committed block"));
+    assert_eq!(micro(&net.json(&["query", "balance", "alice"])["balance"]), 25_500_000);
+
+    // Raw RPC: malformed and oversized bodies.
+    let url = format!("http://{}/txs", net.rpc);
+    let resp = ureq::post(&url).send_json(serde_json::json!({ "tx": "01ffff" }));
+    match resp {
+        Err(ureq::Error::Status(400, r)) => assert!(r.into_string().unwrap().contains("does not decode")),
+        other => panic!("expected 400, got {other:?}"),
+    }
+    let huge = "00".repeat(300 * 1024);
+    match ureq::post(&url).send_json(serde_json::json!({ "tx": huge })) {
+        Err(ureq::Error::Status(413, _)) => {}
+        other => panic!("expected 413, got {other:?}"),
+    }
+
+    // Staking.
+    let validators = net.json(&["query", "validators"]);
+    let validator = validators[0]["operator"].as_str().unwrap().to_string();
+    assert_eq!(net.json(&["tx", "bond", "--from", "test1", "--validator", &validator, "--amount", "100"])["code"], 0);
+    assert_eq!(net.json(&["tx", "unbond", "--from", "test1", "--validator", &validator, "--amount", "40"])["code"], 0);
+    let unbonding = net.json(&["query", "unbonding", "test1"]);
+    assert_eq!(micro(&unbonding[0]["amount"]), 40_000_000);
+
+    // Registry and market: a provider, an auction won by a bid, a fixed-price lease.
+    let reg = net.json(&[
+        "tx", "provider-register", "--from", "test2", "--stake", "150", "--cpu-cores", "16", "--ram-mb", "65536",
+        "--disk-gb", "500", "--gpu", "A100:81920", "--region", "eu-west", "--endpoint", "http://127.0.0.1:9100",
+        "--price-cpu", "0.01",
+    ]);
+    assert_eq!(reg["code"], 0, "{reg}");
+    let providers = net.json(&["query", "providers"]);
+    assert_eq!(providers[0]["info"]["hardware"]["gpus"][0]["model"], "A100");
+    let ord = net.json(&["tx", "order", "--from", "dev", "--cpu-cores", "4", "--max-price", "1", "--duration", "50", "--bid-window", "20"]);
+    assert_eq!(ord["code"], 0, "{ord}");
+    let order_id = ord["events"][0]["attributes"].as_array().unwrap().iter().find(|a| a[0] == "order").unwrap()[1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = net.json(&["tx", "bid", "--from", "test2", "--order", &order_id, "--price", "0.5"]);
+    assert_eq!(b["code"], 0, "{b}");
+    let too_high = net.fails(&["tx", "bid", "--from", "test2", "--order", &order_id, "--price", "2"]);
+    assert!(too_high.contains("above the order's maximum"), "{too_high}");
+    let fixed = net.json(&["tx", "order", "--from", "dev", "--cpu-cores", "2", "--max-price", "1", "--duration", "10", "--fixed"]);
+    assert_eq!(fixed["code"], 0, "{fixed}");
+    assert!(fixed["events"].as_array().unwrap().iter().any(|e| e["kind"] == "market.lease_opened"), "{fixed}");
+    let leases = net.json(&["query", "leases"]);
+    assert!(!leases.as_array().unwrap().is_empty());
+    let supply = net.json(&["query", "supply"]);
+    assert_eq!(
+        micro(&supply["supply"]),
+        micro(&supply["genesis_supply"]) + micro(&supply["issued"]) - micro(&supply["burned"])
+    );
+
+    // Ctrl-C path: clean exit.
+    let status = net.stop();
+    assert!(status.success(), "devnet exit: {status:?}\n{}", net.log());
+    assert!(net.log().contains("Stopped cleanly"), "{}", net.log());
+}

@@ -1,0 +1,124 @@
+//! Runs the real `tessera` binary: a devnet process on a free loopback port and
+//! CLI commands against it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Devnet {
+    pub child: Option<Child>,
+    pub home: PathBuf,
+    pub rpc: String,
+}
+
+impl Devnet {
+    pub fn start(home: &Path, port: u16) -> Devnet {
+        let rpc = format!("127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("devnet.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["--home", home.to_str().unwrap(), "--rpc", &rpc, "devnet", "--block-time-ms", "100"])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn devnet");
+        let d = Devnet { child: Some(child), home: home.to_path_buf(), rpc };
+        d.wait_ready();
+        d
+    }
+
+    /// Polls `/status` until the node answers with a committed block.
+    pub fn wait_ready(&self) {
+        let client = tessera_client::Client::new(&format!("http://{}", self.rpc));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(s) = client.status() {
+                if s.height >= 1 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "devnet did not start; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn client(&self) -> tessera_client::Client {
+        tessera_client::Client::new(&format!("http://{}", self.rpc))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("devnet.log")).unwrap_or_default()
+    }
+
+    /// Runs `tessera <args>` against this devnet.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(["--home", self.home.to_str().unwrap(), "--rpc", &self.rpc])
+            .args(args)
+            .output()
+            .expect("run tessera")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "tessera {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "tessera {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("json output")
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM (what Ctrl-C's handler also does) and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "devnet did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
