@@ -45,7 +45,8 @@ pub struct BlockDto {
     pub header: HeaderDto,
     pub txs: Vec<TxResultDto>,
     pub end_events: Vec<Event>,
-    pub commit_signatures: usize,
+    /// Signatures of the validators that decided this block.
+    pub commit: tessera_consensus::CommitCertificate,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -64,7 +64,7 @@ pub fn block_dto(record: &BlockRecord) -> BlockDto {
         header: header_dto(&record.block.header),
         txs: (0..record.outcomes.len()).filter_map(|i| tx_result_dto(record, i)).collect(),
         end_events: record.end_events.clone(),
-        commit_signatures: record.certificate.signatures.len(),
+        commit: record.certificate.clone(),
     }
 }
 

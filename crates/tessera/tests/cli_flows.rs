@@ -23,6 +23,27 @@ fn devnet_cli_flows_and_bad_input() {
     }
     assert!(net.fails(&["keys", "new", "alice"]).contains("already exists"));
 
+    // Watch the event stream while the transfer commits.
+    let events_url = format!("http://{}/events", net.rpc);
+    let watcher = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let agent = ureq::AgentBuilder::new().timeout_read(std::time::Duration::from_secs(30)).build();
+        let resp = agent.get(&events_url).call().expect("events stream");
+        let mut saw_block = false;
+        for line in std::io::BufReader::new(resp.into_reader()).lines().take(10_000) {
+            let line = line.expect("event line");
+            if line == "event: block" {
+                saw_block = true;
+            }
+            if saw_block && line.starts_with("data:") && line.contains("bank.transfer") {
+                let dto: tessera_client::api::BlockEventDto = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+                return dto;
+            }
+        }
+        panic!("no block event with the transfer");
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
     // Transfer and balance, with and without proof.
     let tx = net.json(&["tx", "transfer", "--from", "dev", "--to", &alice, "--amount", "25.5"]);
     assert_eq!(tx["code"], 0, "{tx}");
@@ -32,6 +53,8 @@ fn devnet_cli_flows_and_bad_input() {
     assert!(net.ok(&["query", "balance", &alice]).contains("25.500000 TSR"));
     let proved = net.ok(&["query", "balance", "alice", "--prove"]);
     assert!(proved.contains("verified against app hash"), "{proved}");
+    let event = watcher.join().unwrap();
+    assert!(event.txs.iter().any(|t| t.hash.to_string() == hash && t.code == 0), "{event:?}");
     let found = net.json(&["query", "tx", &hash]);
     assert_eq!(found["msg"], "bank.transfer");
     let height = found["height"].as_u64().unwrap();
