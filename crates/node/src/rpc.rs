@@ -68,7 +68,26 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
         .route("/leases/{id}", get(lease))
         .route("/events", get(events))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(shared)
+}
+
+/// Answers 413 from a too-large `Content-Length` before reading any of the body
+/// (bodies without a declared length are still cut at the limit while read).
+async fn refuse_declared_oversize(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {} bytes is over the limit of {MAX_BODY_BYTES}", declared.unwrap_or(0)),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 fn snapshot(s: &NodeShared) -> Result<(Snapshot, u64), ApiError> {
