@@ -92,6 +92,29 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10_000)]
         accounts: usize,
     },
+    /// Erasure encode and decode throughput against the raw reed-solomon-simd
+    /// crate on the same shards.
+    Storage {
+        /// Data to encode, MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: usize,
+        /// Segment size, KiB (each segment is split into the data shards).
+        #[arg(long, default_value_t = 4096)]
+        segment_kib: usize,
+        /// Erasure scheme K+M.
+        #[arg(long, default_value = "4+2", value_parser = parse_scheme)]
+        erasure: tessera_storage::ErasureScheme,
+    },
+}
+
+fn parse_scheme(s: &str) -> Result<tessera_storage::ErasureScheme, String> {
+    let (k, m) = s.split_once('+').ok_or_else(|| format!("erasure scheme {s:?} must look like 4+2"))?;
+    let scheme = tessera_storage::ErasureScheme {
+        data: k.trim().parse().map_err(|_| format!("{k:?} is not a number of data shards"))?,
+        parity: m.trim().parse().map_err(|_| format!("{m:?} is not a number of parity shards"))?,
+    };
+    scheme.validate().map_err(|e| e.to_string())?;
+    Ok(scheme)
 }
 
 pub struct Ctx {
@@ -136,6 +159,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Query(q) => crate::query::run(&ctx, q),
         Command::Status => crate::query::status(&ctx),
         Command::Bench(BenchCmd::Ledger { txs, block_size, accounts }) => bench_ledger(&ctx, txs, block_size, accounts),
+        Command::Bench(BenchCmd::Storage { size_mib, segment_kib, erasure }) => {
+            bench_storage(&ctx, size_mib, segment_kib, erasure)
+        }
     }
 }
 
@@ -240,6 +266,47 @@ fn bench_ledger(ctx: &Ctx, txs: usize, block_size: usize, accounts: usize) -> an
             "  stage busy time: ingress (decode + batch verify) {} ms | execute {} ms | Merkle root {} ms | commit {} ms",
             v.ingress_busy_ms, v.execute_busy_ms, v.merkle_root_busy_ms, v.commit_busy_ms
         );
+        println!("  peak RSS: {:.1} MiB", v.peak_rss_mib);
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StorageBenchView {
+    segments: usize,
+    erasure: String,
+    encode_gib_s: f64,
+    raw_encode_gib_s: f64,
+    encode_ratio: f64,
+    decode_gib_s: f64,
+    raw_decode_gib_s: f64,
+    decode_ratio: f64,
+    peak_rss_mib: f64,
+}
+
+fn bench_storage(ctx: &Ctx, size_mib: usize, segment_kib: usize, scheme: tessera_storage::ErasureScheme) -> anyhow::Result<()> {
+    let cfg = tessera_node::bench::StorageBenchConfig {
+        total_bytes: size_mib.max(1) << 20,
+        segment_bytes: segment_kib.max(1) << 10,
+        scheme,
+    };
+    let mut progress = |m: &str| eprintln!("bench: {m}");
+    let r = tessera_node::bench::run_storage_bench(&cfg, &mut progress)?;
+    let view = StorageBenchView {
+        segments: r.segments,
+        erasure: format!("{}+{}", scheme.data, scheme.parity),
+        encode_gib_s: r.encode_gib_s,
+        raw_encode_gib_s: r.raw_encode_gib_s,
+        encode_ratio: r.encode_gib_s / r.raw_encode_gib_s,
+        decode_gib_s: r.decode_gib_s,
+        raw_decode_gib_s: r.raw_decode_gib_s,
+        decode_ratio: r.decode_gib_s / r.raw_decode_gib_s,
+        peak_rss_mib: r.peak_rss_mib,
+    };
+    ctx.print(&view, |v| {
+        println!("storage bench: {} segments, erasure {}", v.segments, v.erasure);
+        println!("  encode: {:.2} GiB/s vs raw reed-solomon-simd {:.2} GiB/s, ratio {:.2} (goal >= 0.90)", v.encode_gib_s, v.raw_encode_gib_s, v.encode_ratio);
+        println!("  decode: {:.2} GiB/s vs raw reed-solomon-simd {:.2} GiB/s, ratio {:.2} (goal >= 0.90)", v.decode_gib_s, v.raw_decode_gib_s, v.decode_ratio);
         println!("  peak RSS: {:.1} MiB", v.peak_rss_mib);
     });
     Ok(())

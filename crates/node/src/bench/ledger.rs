@@ -18,6 +18,7 @@ use tessera_ledger::{
 use tessera_state::{CommitBatch, Store};
 use tessera_types::{Amount, PublicKey};
 
+use super::peak_rss_mib;
 use crate::app::HEIGHT_KEY;
 use crate::devnet::ensure_genesis;
 
@@ -39,19 +40,6 @@ pub struct LedgerBenchReport {
     pub root_busy: Duration,
     pub commit_busy: Duration,
     pub peak_rss_mib: f64,
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
-pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn bench_genesis(chain_id: &str, keys: &[KeyPair], validator: &KeyPair) -> Genesis {

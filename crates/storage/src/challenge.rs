@@ -1,0 +1,85 @@
+//! Storage challenges: each epoch, k leaf indexes of each piece are drawn from
+//! the beacon. A provider that lost a fraction f of a piece's leaves escapes
+//! all k with probability (1-f)^k (DESIGN.md section 3: f = 10%, k = 50 gives
+//! 0.5%).
+
+use tessera_types::Hash32;
+
+/// `k` leaf indexes in `0..leaf_count`, uniform and independent, from
+/// blake3(beacon || piece || epoch) read as a stream (rejection sampling, so no
+/// modulo bias). Same inputs, same indexes, on every node.
+pub fn challenge_indices(beacon: &Hash32, piece: &Hash32, epoch: u64, leaf_count: u64, k: u32) -> Vec<u64> {
+    if leaf_count == 0 {
+        return Vec::new();
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"tessera-storage-challenge-v1");
+    h.update(&beacon.0);
+    h.update(&piece.0);
+    h.update(&epoch.to_le_bytes());
+    let mut stream = h.finalize_xof();
+    let zone = u64::MAX - (u64::MAX % leaf_count);
+    let mut out = Vec::with_capacity(k as usize);
+    while out.len() < k as usize {
+        let mut b = [0u8; 8];
+        stream.fill(&mut b);
+        let v = u64::from_le_bytes(b);
+        if v < zone {
+            out.push(v % leaf_count);
+        }
+    }
+    out
+}
+
+/// (1 - f)^k in parts per million, for f in parts per million.
+pub fn escape_probability_ppm(lost_ppm: u32, k: u32) -> u32 {
+    let keep = 1.0 - lost_ppm.min(1_000_000) as f64 / 1e6;
+    (keep.powi(k as i32) * 1e6).round() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_are_deterministic_in_range_and_vary_by_epoch() {
+        let beacon = Hash32::blake3(b"beacon");
+        let piece = Hash32::blake3(b"piece");
+        let a = challenge_indices(&beacon, &piece, 7, 1000, 50);
+        assert_eq!(a, challenge_indices(&beacon, &piece, 7, 1000, 50));
+        assert_ne!(a, challenge_indices(&beacon, &piece, 8, 1000, 50));
+        assert!(a.iter().all(|i| *i < 1000));
+        assert_eq!(a.len(), 50);
+        assert_eq!(escape_probability_ppm(100_000, 50), 5_154);
+    }
+
+    /// Simulation: a provider missing a fraction f of leaves passes an epoch's
+    /// k challenges about (1-f)^k of the time. With uniform independent draws
+    /// only the count of lost leaves matters, so each trial loses a run of them
+    /// at a trial-dependent offset.
+    #[test]
+    fn escape_rate_matches_one_minus_f_to_the_k() {
+        let leaves = 10_000u64;
+        let trials = 20_000u64;
+        for (lost_ppm, k) in [(100_000u32, 10u32), (100_000, 20), (300_000, 5), (50_000, 30)] {
+            let lost = leaves * lost_ppm as u64 / 1_000_000;
+            let mut escaped = 0u64;
+            for t in 0..trials {
+                let offset = (t * 7_919) % leaves;
+                let is_lost = |i: u64| (i + leaves - offset) % leaves < lost;
+                let beacon = Hash32::blake3(&t.to_le_bytes());
+                let asked = challenge_indices(&beacon, &Hash32::blake3(b"piece"), t, leaves, k);
+                if asked.iter().all(|i| !is_lost(*i)) {
+                    escaped += 1;
+                }
+            }
+            let expected = escape_probability_ppm(lost_ppm, k) as f64 / 1e6;
+            let observed = escaped as f64 / trials as f64;
+            let sigma = (expected * (1.0 - expected) / trials as f64).sqrt();
+            assert!(
+                (observed - expected).abs() < 5.0 * sigma + 0.001,
+                "f={lost_ppm}ppm k={k}: observed {observed}, expected {expected}"
+            );
+        }
+    }
+}

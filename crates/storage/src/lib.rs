@@ -1,0 +1,14 @@
+//! Storage core: erasure coding of segments into pieces, content ids, piece
+//! Merkle trees and proofs, and storage challenges. Pure: bytes in, bytes out;
+//! no clock, no randomness (challenge indices come from a beacon), no I/O
+//! beyond the `Read` a caller hands to [`SegmentReader`].
+
+mod challenge;
+mod erasure;
+mod manifest;
+mod merkle;
+
+pub use challenge::{challenge_indices, escape_probability_ppm};
+pub use erasure::{ErasureError, ErasureScheme, SegmentCodec, Shards};
+pub use manifest::{Cid, EncodedSegment, Manifest, PieceEntry, SegmentEntry, SegmentReader, MANIFEST_VERSION};
+pub use merkle::{leaf_count, MerkleProof, PieceTree, LEAF_BYTES};
