@@ -187,3 +187,43 @@ pub struct BlockEventDto {
     pub txs: Vec<TxResultDto>,
     pub end_events: Vec<Event>,
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DealPieceDto {
+    pub segment: u32,
+    pub index: u16,
+    pub hash: Hash32,
+    pub merkle_root: Hash32,
+    pub len: u64,
+    pub provider: Address,
+    pub faults: u32,
+    pub lost: bool,
+    pub proven_epochs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DealDto {
+    pub id: u64,
+    pub owner: Address,
+    /// Hash part of the content id (`tcid1` + this).
+    pub cid: Hash32,
+    pub erasure: String,
+    pub start: u64,
+    pub end: u64,
+    pub escrow_remaining: Amount,
+    pub paid: Amount,
+    pub active: bool,
+    pub pieces: Vec<DealPieceDto>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChallengeDto {
+    pub deal: u64,
+    pub piece: u32,
+    pub epoch: u64,
+    pub deadline: u64,
+    pub provider: Address,
+    pub piece_hash: Hash32,
+    /// Leaf indexes to answer with, drawn from the epoch's beacon.
+    pub leaves: Vec<u64>,
+}

@@ -11,7 +11,7 @@ use crate::params::{chain_id, params};
 use crate::staking::Validator;
 use crate::store::Overlay;
 use crate::tx::{Msg, SignedTx};
-use crate::{bank, genesis, market, registry, rewards, staking, BlockContext, Params, TxContext};
+use crate::{bank, genesis, market, registry, rewards, staking, storage, BlockContext, Params, TxContext};
 
 /// Result of one transaction as recorded in the block. `code` 0 is success.
 #[derive(Clone, Debug, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
@@ -78,6 +78,10 @@ fn direct_spend(msg: &Msg) -> Amount {
         Msg::Market(MarketMsg::CreateOrder { spec }) => {
             spec.max_price_per_block.checked_mul(spec.duration_blocks as u128).unwrap_or(Amount(u128::MAX))
         }
+        Msg::Storage(storage::StorageMsg::CreateDeal { segments, duration_blocks, max_price_per_gib_block, .. }) => {
+            let bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
+            storage::deal_escrow(*max_price_per_gib_block, bytes, *duration_blocks).unwrap_or(Amount(u128::MAX))
+        }
         _ => Amount::ZERO,
     }
 }
@@ -119,8 +123,14 @@ pub fn execute_verified_block(st: &mut Overlay, ctx: &BlockContext, txs: &[Signe
 
     let mut end_events = staking::end_block(st, ctx);
     end_events.extend(registry::end_block(st, ctx));
-    let (market_events, provider_work) = market::end_block(st, ctx, &p);
+    let (market_events, mut provider_work) = market::end_block(st, ctx, &p);
     end_events.extend(market_events);
+    let (storage_events, storage_work) = storage::end_block(st, ctx, &p);
+    end_events.extend(storage_events);
+    for (provider, amount) in storage_work {
+        let entry = provider_work.entry(provider).or_default();
+        *entry = entry.checked_add(amount).expect("earnings overflow");
+    }
     let validator_set = staking::validator_set(st, &p);
     end_events.extend(rewards::end_block(st, ctx, &p, &validator_set, &provider_work));
     st.commit_tx();
@@ -169,6 +179,7 @@ fn apply_tx(
         Msg::Staking(m) => staking::execute(st, &tx_ctx, p, m),
         Msg::Registry(m) => registry::execute(st, &tx_ctx, p, m),
         Msg::Market(m) => market::execute(st, &tx_ctx, p, m),
+        Msg::Storage(m) => storage::execute(st, &tx_ctx, p, m),
     };
     match result {
         Ok(events) => {

@@ -11,6 +11,7 @@ pub mod params;
 pub mod registry;
 pub mod rewards;
 pub mod staking;
+pub mod storage;
 pub mod store;
 pub mod tx;
 
@@ -24,7 +25,7 @@ pub use params::Params;
 pub use store::{Changes, MemStore, Overlay, StateRead};
 pub use tx::{Msg, SignedTx, TxBody};
 
-use tessera_types::{Address, Height};
+use tessera_types::{Address, Hash32, Height};
 
 /// What the proposer fixes for a whole block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub struct BlockContext {
     pub time_ms: u64,
     /// Operator of the proposing validator; collects the block's fees.
     pub proposer: Address,
+    /// Randomness for challenges: the previous block's hash (zero for block 1).
+    pub beacon: Hash32,
 }
 
 /// What a module sees while executing one transaction.

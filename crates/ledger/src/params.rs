@@ -7,6 +7,7 @@ use crate::market::MarketParams;
 use crate::registry::RegistryParams;
 use crate::rewards::RewardsParams;
 use crate::staking::StakingParams;
+use crate::storage::StorageParams;
 use crate::store::Overlay;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize, serde::Deserialize)]
@@ -16,6 +17,7 @@ pub struct Params {
     pub registry: RegistryParams,
     pub market: MarketParams,
     pub rewards: RewardsParams,
+    pub storage: StorageParams,
 }
 
 const PARAMS_KEY: &str = "params";

@@ -6,7 +6,7 @@ use tessera_crypto::KeyPair;
 use tessera_types::{decode_versioned, encode_versioned, Address, Amount, DecodeError, Hash32, PublicKey};
 
 use crate::error::{invalid, TxError};
-use crate::{bank, market, registry, staking};
+use crate::{bank, market, registry, staking, storage};
 
 /// Encoding version of [`SignedTx`].
 pub const TX_VERSION: u8 = 1;
@@ -20,6 +20,7 @@ pub enum Msg {
     Staking(staking::StakingMsg),
     Registry(registry::RegistryMsg),
     Market(market::MarketMsg),
+    Storage(storage::StorageMsg),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -81,6 +82,7 @@ impl SignedTx {
             Msg::Staking(m) => m.validate_basic(),
             Msg::Registry(m) => m.validate_basic(),
             Msg::Market(m) => m.validate_basic(),
+            Msg::Storage(m) => m.validate_basic(),
         }
     }
 }

@@ -89,7 +89,12 @@ impl Chain {
 
     pub fn block(&mut self, txs: &[SignedTx]) -> BlockOutcome {
         self.height += 1;
-        let ctx = BlockContext { height: self.height, time_ms: self.height * 500, proposer: self.validator.address() };
+        let ctx = BlockContext {
+            height: self.height,
+            time_ms: self.height * 500,
+            proposer: self.validator.address(),
+            beacon: tessera_types::Hash32::blake3(&self.height.to_be_bytes()),
+        };
         let (outcome, changes) = {
             let mut st = Overlay::new(&self.store);
             let outcome = execute_block(&mut st, &ctx, txs);
@@ -135,6 +140,8 @@ impl Chain {
                 sum
             };
             assert_eq!(bank::account(st, &staking::STAKING_POOL).balance.micro(), bonded + unbonding, "staking pool");
+            let deal_escrow: u128 = storage::all_deals(st).iter().map(|d| d.escrow_remaining.micro()).sum();
+            assert_eq!(bank::account(st, &storage::STORAGE_POOL).balance.micro(), deal_escrow, "storage pool");
             let stakes: u128 = registry::all_providers(st).iter().map(|p| p.stake.micro()).sum();
             assert_eq!(bank::account(st, &registry::REGISTRY_POOL).balance.micro(), stakes, "registry pool");
         });

@@ -124,7 +124,7 @@ impl NodeApp {
         let mut st = Overlay::new(&snap);
         st.put(HEIGHT_KEY.to_vec(), height.to_be_bytes().to_vec());
         st.commit_tx();
-        let ctx = BlockContext { height, time_ms, proposer: self.shared.proposer };
+        let ctx = BlockContext { height, time_ms, proposer: self.shared.proposer, beacon: self.last_hash };
         let outcome = execute_verified_block(&mut st, &ctx, txs, verdicts);
         let changes = st.into_changes();
         let (root, tree) = snap.compute_root(&changes, height)?;

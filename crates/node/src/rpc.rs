@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use futures_util::stream::Stream;
 use std::sync::Arc;
 use tessera_client::api::*;
-use tessera_ledger::{bank, genesis, market, params, registry, rewards, staking, Overlay, SignedTx};
+use tessera_ledger::{bank, genesis, market, params, registry, rewards, staking, storage, Overlay, SignedTx};
 use tessera_state::Snapshot;
 use tessera_types::{Address, Hash32};
 use tokio_stream::wrappers::BroadcastStream;
@@ -66,6 +66,9 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
         .route("/orders/{id}", get(order))
         .route("/leases", get(leases))
         .route("/leases/{id}", get(lease))
+        .route("/deals", get(deals))
+        .route("/deals/{id}", get(deal))
+        .route("/storage/challenges", get(challenges))
         .route("/events", get(events))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
@@ -296,6 +299,50 @@ async fn lease(State(s): Shared, Path(id): Path<String>) -> ApiResult<LeaseDto> 
     let st = Overlay::new(&snap);
     let l = market::lease(&st, id).ok_or_else(|| not_found(format!("no lease {id}")))?;
     Ok(Json(lease_dto(&l)))
+}
+
+async fn deals(State(s): Shared) -> ApiResult<Vec<DealDto>> {
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    Ok(Json(storage::all_deals(&st).iter().map(deal_dto).collect()))
+}
+
+async fn deal(State(s): Shared, Path(id): Path<String>) -> ApiResult<DealDto> {
+    let id = parse_id(&id, "deal")?;
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let d = storage::deal(&st, id).ok_or_else(|| not_found(format!("no deal {id}")))?;
+    Ok(Json(deal_dto(&d)))
+}
+
+/// Open storage challenges with the leaves each one asks for.
+async fn challenges(State(s): Shared) -> ApiResult<Vec<ChallengeDto>> {
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let p = params::params(&st);
+    let mut out = Vec::new();
+    for c in storage::pending_challenges(&st) {
+        let Some(d) = storage::deal(&st, c.deal) else { continue };
+        let Some(piece) = d.pieces.get(c.piece as usize) else { continue };
+        let Some(beacon) = storage::beacon(&st, c.epoch) else { continue };
+        let leaves = tessera_storage::challenge_indices(
+            &beacon,
+            &piece.hash,
+            c.epoch,
+            tessera_storage::leaf_count(piece.len),
+            p.storage.challenges_per_piece,
+        );
+        out.push(ChallengeDto {
+            deal: c.deal,
+            piece: c.piece,
+            epoch: c.epoch,
+            deadline: c.deadline,
+            provider: piece.provider,
+            piece_hash: piece.hash,
+            leaves,
+        });
+    }
+    Ok(Json(out))
 }
 
 /// Each committed block as one `block` event whose data is a `BlockEventDto`.

@@ -24,6 +24,7 @@ pub fn msg_name(msg: &Msg) -> String {
     use tessera_ledger::market::MarketMsg;
     use tessera_ledger::registry::RegistryMsg;
     use tessera_ledger::staking::StakingMsg;
+    use tessera_ledger::storage::StorageMsg;
     match msg {
         Msg::Bank(BankMsg::Transfer { .. }) => "bank.transfer",
         Msg::Staking(StakingMsg::CreateValidator { .. }) => "staking.create_validator",
@@ -37,6 +38,9 @@ pub fn msg_name(msg: &Msg) -> String {
         Msg::Market(MarketMsg::PlaceBid { .. }) => "market.place_bid",
         Msg::Market(MarketMsg::CancelOrder { .. }) => "market.cancel_order",
         Msg::Market(MarketMsg::CloseLease { .. }) => "market.close_lease",
+        Msg::Storage(StorageMsg::CreateDeal { .. }) => "storage.create_deal",
+        Msg::Storage(StorageMsg::ProveStorage { .. }) => "storage.prove",
+        Msg::Storage(StorageMsg::EndDeal { .. }) => "storage.end_deal",
     }
     .to_string()
 }
@@ -144,5 +148,34 @@ pub fn lease_dto(l: &Lease) -> LeaseDto {
         paid: l.paid,
         escrow_remaining: l.escrow_remaining,
         state,
+    }
+}
+
+pub fn deal_dto(d: &tessera_ledger::storage::Deal) -> DealDto {
+    DealDto {
+        id: d.id,
+        owner: d.owner,
+        cid: d.cid,
+        erasure: format!("{}+{}", d.scheme.data, d.scheme.parity),
+        start: d.start,
+        end: d.end,
+        escrow_remaining: d.escrow_remaining,
+        paid: d.paid,
+        active: d.active,
+        pieces: d
+            .pieces
+            .iter()
+            .map(|p| DealPieceDto {
+                segment: p.segment,
+                index: p.index,
+                hash: p.hash,
+                merkle_root: p.merkle_root,
+                len: p.len,
+                provider: p.provider,
+                faults: p.faults,
+                lost: p.lost,
+                proven_epochs: p.proven_epochs,
+            })
+            .collect(),
     }
 }

@@ -9,7 +9,8 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use tessera_types::Hash32;
 
-pub const LEAF_BYTES: usize = 1024;
+/// Small enough that a proof of 50 leaves (DESIGN.md section 3) fits in one transaction.
+pub const LEAF_BYTES: usize = 512;
 
 pub fn leaf_count(piece_len: u64) -> u64 {
     piece_len.div_ceil(LEAF_BYTES as u64).max(1)

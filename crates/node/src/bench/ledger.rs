@@ -16,7 +16,7 @@ use tessera_ledger::{
     Params, SignedTx, TxBody,
 };
 use tessera_state::{CommitBatch, Store};
-use tessera_types::{Amount, PublicKey};
+use tessera_types::{Amount, Hash32, PublicKey};
 
 use super::peak_rss_mib;
 use crate::app::HEIGHT_KEY;
@@ -136,7 +136,7 @@ pub fn run_ledger_bench(cfg: &LedgerBenchConfig, progress: &mut dyn FnMut(&str))
             let snap = store.snapshot()?;
             let mut st = Overlay::new(&snap);
             st.put(HEIGHT_KEY.to_vec(), height.to_be_bytes().to_vec());
-            let ctx = BlockContext { height, time_ms: height * 500, proposer: validator.address() };
+            let ctx = BlockContext { height, time_ms: height * 500, proposer: validator.address(), beacon: Hash32::blake3(&height.to_be_bytes()) };
             let outcome = execute_verified_block(&mut st, &ctx, &txs, &verdicts);
             if let Some(bad) = outcome.txs.iter().find(|o| o.code != 0) {
                 anyhow::bail!("benchmark transaction failed: {}", bad.log);

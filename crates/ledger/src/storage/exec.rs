@@ -1,0 +1,363 @@
+//! storage execution: deal creation with placement, proofs of storage, deal
+//! ends, and the per-block challenge, fault and repair work.
+
+use std::collections::{BTreeMap, BTreeSet};
+use tessera_storage::{challenge_indices, leaf_count};
+use tessera_types::{Address, Amount, Hash32, Height};
+
+use super::msg::StorageMsg;
+use super::state::*;
+use crate::error::{invalid, TxError};
+use crate::events::{Event, Events};
+use crate::registry::{self, ProviderStatus};
+use crate::store::{key, Overlay};
+use crate::{bank, BlockContext, Params, TxContext};
+
+const GIB: u128 = 1 << 30;
+const EARNED_PREFIX: &str = "storage/earned/";
+
+/// `price` per GiB per block for `bytes` over `blocks`, rounded up.
+fn gib_block_cost(price: Amount, bytes: u64, blocks: u64) -> Option<Amount> {
+    let numerator = price.micro().checked_mul(bytes as u128)?.checked_mul(blocks as u128)?;
+    Some(Amount(numerator.div_ceil(GIB)))
+}
+
+/// Escrow a deal locks: the max price for every byte over the whole duration.
+pub fn deal_escrow(max_price_per_gib_block: Amount, total_bytes: u64, duration_blocks: u64) -> Option<Amount> {
+    gib_block_cost(max_price_per_gib_block, total_bytes, duration_blocks)
+}
+
+/// Chooses `count` distinct providers for the pieces of one segment: active,
+/// heartbeating, reputable, offering disk at or below `max_price` with room
+/// for `piece_len`, not in `exclude`. The order is a hash of (deal, segment,
+/// provider), so placement spreads across providers; distinct regions are
+/// taken first.
+pub fn place_pieces(
+    st: &Overlay,
+    params: &Params,
+    height: Height,
+    deal: u64,
+    segment: u32,
+    piece_len: u64,
+    count: usize,
+    max_price: Amount,
+    exclude: &BTreeSet<Address>,
+) -> Result<Vec<Address>, String> {
+    let mut candidates: Vec<(Hash32, Address, String)> = registry::all_providers(st)
+        .into_iter()
+        .filter(|p| {
+            p.status == ProviderStatus::Active
+                && p.last_heartbeat + params.registry.heartbeat_timeout_blocks >= height
+                && p.reputation.score_ppm() >= params.registry.disqualify_below_ppm
+                && p.info.prices.per_gb_disk <= max_price
+                && !exclude.contains(&p.owner)
+                && (p.info.hardware.disk_gb as u128 * GIB).saturating_sub(used_bytes(st, &p.owner) as u128)
+                    >= piece_len as u128
+        })
+        .map(|p| {
+            let mut seed = b"tessera-placement-v1".to_vec();
+            seed.extend_from_slice(&deal.to_be_bytes());
+            seed.extend_from_slice(&segment.to_be_bytes());
+            seed.extend_from_slice(&p.owner.0);
+            (Hash32::blake3(&seed), p.owner, p.info.region.clone())
+        })
+        .collect();
+    candidates.sort();
+    let found = candidates.len();
+    let mut chosen: Vec<Address> = Vec::new();
+    let mut regions = BTreeSet::new();
+    for (_, owner, region) in &candidates {
+        if chosen.len() < count && regions.insert(region.clone()) {
+            chosen.push(*owner);
+        }
+    }
+    for (_, owner, _) in &candidates {
+        if chosen.len() < count && !chosen.contains(owner) {
+            chosen.push(*owner);
+        }
+    }
+    if chosen.len() < count {
+        return Err(format!(
+            "not enough storage providers: need {count} distinct providers with {piece_len} bytes free at or below \
+             {max_price} TSR per GiB per block, found {found}"
+        ));
+    }
+    Ok(chosen)
+}
+
+pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &StorageMsg) -> Result<Events, TxError> {
+    match msg {
+        StorageMsg::CreateDeal { cid, scheme, segments, duration_blocks, max_price_per_gib_block } => {
+            let total_bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
+            let escrow = deal_escrow(*max_price_per_gib_block, total_bytes, *duration_blocks)
+                .ok_or_else(|| invalid("price x bytes x duration overflows"))?;
+            bank::transfer(st, &ctx.sender, &STORAGE_POOL, escrow)?;
+            let id = next_deal_id(st);
+            let mut pieces = Vec::new();
+            let mut events = Vec::new();
+            for s in segments {
+                let longest = s.pieces.iter().map(|p| p.len).max().unwrap_or(0);
+                let providers = place_pieces(
+                    st,
+                    params,
+                    ctx.height,
+                    id,
+                    s.segment,
+                    longest,
+                    s.pieces.len(),
+                    *max_price_per_gib_block,
+                    &BTreeSet::new(),
+                )
+                .map_err(invalid)?;
+                for (i, (meta, provider)) in s.pieces.iter().zip(providers).enumerate() {
+                    add_used(st, &provider, meta.len as i128);
+                    events.push(
+                        Event::new("storage.piece_assigned")
+                            .attr("deal", id)
+                            .attr("piece", pieces.len())
+                            .attr("segment", s.segment)
+                            .attr("index", i)
+                            .attr("hash", meta.hash)
+                            .attr("provider", provider),
+                    );
+                    pieces.push(Piece {
+                        segment: s.segment,
+                        index: i as u16,
+                        hash: meta.hash,
+                        merkle_root: meta.merkle_root,
+                        len: meta.len,
+                        provider,
+                        faults: 0,
+                        lost: false,
+                        proven_epochs: 0,
+                    });
+                }
+            }
+            let end = ctx.height + duration_blocks;
+            schedule_end(st, end, id);
+            put_deal(
+                st,
+                &Deal {
+                    id,
+                    owner: ctx.sender,
+                    cid: *cid,
+                    scheme: *scheme,
+                    pieces,
+                    max_price_per_gib_block: *max_price_per_gib_block,
+                    start: ctx.height,
+                    end,
+                    escrow_remaining: escrow,
+                    paid: Amount::ZERO,
+                    active: true,
+                },
+            );
+            events.insert(
+                0,
+                Event::new("storage.deal_created")
+                    .attr("deal", id)
+                    .attr("cid", cid)
+                    .attr("owner", ctx.sender)
+                    .attr("bytes", total_bytes)
+                    .attr("escrow", escrow)
+                    .attr("end", end),
+            );
+            Ok(events)
+        }
+        StorageMsg::ProveStorage { deal: deal_id, piece: piece_idx, epoch, leaves, proofs } => {
+            let mut d = deal(st, *deal_id).ok_or_else(|| TxError::NotFound(format!("deal {deal_id}")))?;
+            if !d.active {
+                return Err(invalid(format!("deal {deal_id} has ended")));
+            }
+            let p = d.pieces.get(*piece_idx as usize).ok_or_else(|| TxError::NotFound(format!("piece {piece_idx} of deal {deal_id}")))?;
+            if p.provider != ctx.sender {
+                return Err(TxError::Unauthorized(format!("piece {piece_idx} of deal {deal_id} is held by {}", p.provider)));
+            }
+            let sp = &params.storage;
+            let deadline = epoch * sp.epoch_blocks + sp.challenge_window_blocks;
+            let open = pending(st, deadline, *deal_id, *piece_idx)
+                .ok_or_else(|| invalid(format!("no open challenge for piece {piece_idx} of deal {deal_id} in epoch {epoch}")))?;
+            let beacon = beacon(st, *epoch).ok_or_else(|| invalid(format!("no beacon for epoch {epoch}")))?;
+            let leaves_total = leaf_count(p.len);
+            let indices = challenge_indices(&beacon, &p.hash, *epoch, leaves_total, sp.challenges_per_piece);
+            if proofs.len() != indices.len() {
+                return Err(invalid(format!("expected {} challenged leaves, got {}", indices.len(), proofs.len())));
+            }
+            for (n, ((want, proof), leaf)) in indices.iter().zip(proofs).zip(leaves).enumerate() {
+                if proof.index != *want || !proof.verify(&p.merkle_root, leaves_total, leaf) {
+                    return Err(invalid(format!("proof of storage does not verify at challenge {n} (leaf {want})")));
+                }
+            }
+            delete_pending(st, &open);
+            let provider = p.provider;
+            let price = registry::provider(st, &provider).map(|x| x.info.prices.per_gb_disk).unwrap_or_default();
+            let due = gib_block_cost(price.min(d.max_price_per_gib_block), p.len, sp.epoch_blocks)
+                .ok_or(TxError::Overflow("storage payment"))?;
+            let pay = due.min(d.escrow_remaining);
+            bank::transfer(st, &STORAGE_POOL, &provider, pay)?;
+            d.escrow_remaining = d.escrow_remaining.checked_sub(pay).ok_or(TxError::Overflow("escrow"))?;
+            d.paid = d.paid.checked_add(pay).ok_or(TxError::Overflow("paid"))?;
+            let piece = &mut d.pieces[*piece_idx as usize];
+            piece.faults = 0;
+            piece.proven_epochs += 1;
+            put_deal(st, &d);
+            add_earned(st, &provider, pay);
+            registry::record_outcome(st, params, &provider, true);
+            Ok(vec![Event::new("storage.proof_accepted")
+                .attr("deal", deal_id)
+                .attr("piece", piece_idx)
+                .attr("epoch", epoch)
+                .attr("provider", provider)
+                .attr("paid", pay)])
+        }
+        StorageMsg::EndDeal { deal: deal_id } => {
+            let d = deal(st, *deal_id).ok_or_else(|| TxError::NotFound(format!("deal {deal_id}")))?;
+            if d.owner != ctx.sender {
+                return Err(TxError::Unauthorized(format!("only the owner can end deal {deal_id}")));
+            }
+            if !d.active {
+                return Err(invalid(format!("deal {deal_id} has already ended")));
+            }
+            unschedule_end(st, d.end, d.id);
+            close_deal(st, d, "ended by owner")
+        }
+    }
+}
+
+fn add_earned(st: &mut Overlay, provider: &Address, amount: Amount) {
+    let k = key(EARNED_PREFIX, &[&provider.0]);
+    let now: Amount = st.get_obj(&k).unwrap_or_default();
+    st.put_obj(k, &now.checked_add(amount).unwrap_or(now));
+}
+
+fn close_deal(st: &mut Overlay, mut d: Deal, reason: &str) -> Result<Events, TxError> {
+    bank::transfer(st, &STORAGE_POOL, &d.owner, d.escrow_remaining)?;
+    let refund = d.escrow_remaining;
+    d.escrow_remaining = Amount::ZERO;
+    d.active = false;
+    for p in &d.pieces {
+        add_used(st, &p.provider, -(p.len as i128));
+    }
+    put_deal(st, &d);
+    Ok(vec![Event::new("storage.deal_ended").attr("deal", d.id).attr("reason", reason).attr("paid", d.paid).attr("refund", refund)])
+}
+
+/// Moves the lost pieces of `segment` to new providers once its healthy pieces
+/// fall to K + margin. Repairers rebuild the moved pieces from the survivors.
+fn repair_segment(st: &mut Overlay, params: &Params, height: Height, d: &mut Deal, segment: u32) -> Events {
+    let in_segment: Vec<usize> = (0..d.pieces.len()).filter(|i| d.pieces[*i].segment == segment).collect();
+    let healthy = in_segment.iter().filter(|i| !d.pieces[**i].lost).count();
+    if healthy > d.scheme.data as usize + params.storage.repair_margin as usize {
+        return Vec::new();
+    }
+    let mut events = Vec::new();
+    for &i in &in_segment {
+        if !d.pieces[i].lost {
+            continue;
+        }
+        let exclude: BTreeSet<Address> = in_segment.iter().map(|j| d.pieces[*j].provider).collect();
+        let len = d.pieces[i].len;
+        match place_pieces(st, params, height, d.id, segment, len, 1, d.max_price_per_gib_block, &exclude) {
+            Ok(to) => {
+                let from = d.pieces[i].provider;
+                add_used(st, &from, -(len as i128));
+                add_used(st, &to[0], len as i128);
+                let p = &mut d.pieces[i];
+                p.provider = to[0];
+                p.lost = false;
+                p.faults = 0;
+                events.push(
+                    Event::new("storage.piece_moved")
+                        .attr("deal", d.id)
+                        .attr("piece", i)
+                        .attr("segment", segment)
+                        .attr("index", p.index)
+                        .attr("hash", p.hash)
+                        .attr("from", from)
+                        .attr("to", to[0]),
+                );
+            }
+            Err(why) => events.push(
+                Event::new("storage.repair_pending").attr("deal", d.id).attr("piece", i).attr("reason", why),
+            ),
+        }
+    }
+    events
+}
+
+/// Faults for unanswered challenges, deal ends, and a new epoch's challenges.
+/// Returns the events and what each storage provider was paid this block.
+pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Events, BTreeMap<Address, Amount>) {
+    let sp = &params.storage;
+    let mut events = Vec::new();
+
+    let mut earned = BTreeMap::new();
+    for (k, amount) in st.scan_objs::<Amount>(EARNED_PREFIX.as_bytes()) {
+        st.delete(k.clone());
+        let mut addr = [0u8; 20];
+        addr.copy_from_slice(&k[EARNED_PREFIX.len()..]);
+        earned.insert(Address(addr), amount);
+    }
+
+    for c in take_pending_due(st, ctx.height) {
+        let Some(mut d) = deal(st, c.deal) else { continue };
+        if !d.active {
+            continue;
+        }
+        let Some(p) = d.pieces.get_mut(c.piece as usize) else { continue };
+        p.faults += 1;
+        let provider = p.provider;
+        let faults = p.faults;
+        let newly_lost = faults >= sp.max_faults && !p.lost;
+        if newly_lost {
+            p.lost = true;
+        }
+        let segment = p.segment;
+        if let Ok(e) = registry::slash_provider(st, &provider, sp.fault_fee, "missed storage proof") {
+            events.extend(e);
+        }
+        registry::record_outcome(st, params, &provider, false);
+        events.push(
+            Event::new("storage.fault").attr("deal", c.deal).attr("piece", c.piece).attr("provider", provider).attr("faults", faults),
+        );
+        if newly_lost {
+            if let Ok(e) = registry::slash_provider(st, &provider, sp.lost_piece_slash, "lost a stored piece") {
+                events.extend(e);
+            }
+            events.push(Event::new("storage.piece_lost").attr("deal", c.deal).attr("piece", c.piece).attr("provider", provider));
+        }
+        events.extend(repair_segment(st, params, ctx.height, &mut d, segment));
+        put_deal(st, &d);
+    }
+
+    for deal_id in take_ends_at(st, ctx.height) {
+        if let Some(d) = deal(st, deal_id) {
+            if d.active {
+                events.extend(close_deal(st, d, "completed").expect("invariant: storage pool holds deal escrow"));
+            }
+        }
+    }
+
+    if sp.epoch_blocks > 0 && ctx.height % sp.epoch_blocks == 0 {
+        let epoch = ctx.height / sp.epoch_blocks;
+        set_beacon(st, epoch, &ctx.beacon);
+        if epoch >= 2 {
+            clear_beacon(st, epoch - 2);
+        }
+        let deadline = ctx.height + sp.challenge_window_blocks;
+        let mut issued = 0u64;
+        for d in all_deals(st).into_iter().filter(|d| d.active) {
+            for (i, p) in d.pieces.iter().enumerate() {
+                if !p.lost {
+                    put_pending(st, &PendingChallenge { deal: d.id, piece: i as u32, epoch, deadline });
+                    issued += 1;
+                }
+            }
+        }
+        if issued > 0 {
+            events.push(
+                Event::new("storage.challenges_issued").attr("epoch", epoch).attr("pieces", issued).attr("deadline", deadline),
+            );
+        }
+    }
+    (events, earned)
+}

@@ -1,0 +1,12 @@
+//! storage: storage deals over erasure-coded pieces, placement on distinct
+//! providers, proofs of storage each epoch, fault fees, slashing and repair.
+
+mod exec;
+mod msg;
+mod params;
+mod state;
+
+pub use exec::{deal_escrow, end_block, execute, place_pieces};
+pub use msg::{PieceMeta, SegmentPieces, StorageMsg, MAX_PIECE_BYTES, MAX_SEGMENTS_PER_DEAL};
+pub use params::StorageParams;
+pub use state::{all_deals, beacon, deal, pending_challenges, used_bytes, Deal, Piece, PendingChallenge, STORAGE_POOL};

@@ -1,0 +1,161 @@
+//! storage state: deals with their piece assignments, per-epoch beacons,
+//! pending challenges by deadline, deal ends by height, bytes used per provider.
+//! Deal escrow sits in `STORAGE_POOL`; invariant: its balance equals the
+//! unspent escrow of active deals.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use std::sync::LazyLock;
+use tessera_storage::ErasureScheme;
+use tessera_types::{Address, Amount, Hash32, Height};
+
+use crate::store::{key, Overlay};
+
+pub static STORAGE_POOL: LazyLock<Address> = LazyLock::new(|| Address::module("storage"));
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Piece {
+    pub segment: u32,
+    /// Position in the segment: 0..K data, K.. parity.
+    pub index: u16,
+    pub hash: Hash32,
+    pub merkle_root: Hash32,
+    pub len: u64,
+    pub provider: Address,
+    /// Consecutive missed or wrong answers.
+    pub faults: u32,
+    /// Counted lost (too many faults) and waiting for a new provider.
+    pub lost: bool,
+    pub proven_epochs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Deal {
+    pub id: u64,
+    pub owner: Address,
+    pub cid: Hash32,
+    pub scheme: ErasureScheme,
+    pub pieces: Vec<Piece>,
+    pub max_price_per_gib_block: Amount,
+    pub start: Height,
+    pub end: Height,
+    pub escrow_remaining: Amount,
+    pub paid: Amount,
+    pub active: bool,
+}
+
+/// A challenge waiting for its answer.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct PendingChallenge {
+    pub deal: u64,
+    pub piece: u32,
+    pub epoch: u64,
+    pub deadline: Height,
+}
+
+const NEXT_DEAL_KEY: &str = "storage/next_deal";
+const DEAL_PREFIX: &str = "storage/deal/";
+const END_PREFIX: &str = "storage/end/";
+const BEACON_PREFIX: &str = "storage/beacon/";
+const PENDING_PREFIX: &str = "storage/pending/";
+const USED_PREFIX: &str = "storage/used/";
+
+pub fn next_deal_id(st: &mut Overlay) -> u64 {
+    let id: u64 = st.get_obj(NEXT_DEAL_KEY.as_bytes()).unwrap_or(1);
+    st.put_obj(NEXT_DEAL_KEY.as_bytes().to_vec(), &(id + 1));
+    id
+}
+
+pub fn deal(st: &Overlay, id: u64) -> Option<Deal> {
+    st.get_obj(&key(DEAL_PREFIX, &[&id.to_be_bytes()]))
+}
+
+pub fn put_deal(st: &mut Overlay, d: &Deal) {
+    st.put_obj(key(DEAL_PREFIX, &[&d.id.to_be_bytes()]), d);
+}
+
+pub fn all_deals(st: &Overlay) -> Vec<Deal> {
+    st.scan_objs::<Deal>(DEAL_PREFIX.as_bytes()).into_iter().map(|(_, d)| d).collect()
+}
+
+pub fn schedule_end(st: &mut Overlay, at: Height, deal: u64) {
+    st.put(key(END_PREFIX, &[&at.to_be_bytes(), &deal.to_be_bytes()]), Vec::new());
+}
+
+pub fn unschedule_end(st: &mut Overlay, at: Height, deal: u64) {
+    st.delete(key(END_PREFIX, &[&at.to_be_bytes(), &deal.to_be_bytes()]));
+}
+
+fn take_ids(st: &mut Overlay, prefix: Vec<u8>) -> Vec<Vec<u8>> {
+    let entries = st.scan_prefix(&prefix);
+    entries
+        .into_iter()
+        .map(|(k, _)| {
+            st.delete(k.clone());
+            k[prefix.len()..].to_vec()
+        })
+        .collect()
+}
+
+pub fn take_ends_at(st: &mut Overlay, at: Height) -> Vec<u64> {
+    take_ids(st, key(END_PREFIX, &[&at.to_be_bytes()]))
+        .into_iter()
+        .map(|rest| u64::from_be_bytes(rest[..8].try_into().expect("8-byte deal id")))
+        .collect()
+}
+
+pub fn set_beacon(st: &mut Overlay, epoch: u64, beacon: &Hash32) {
+    st.put_obj(key(BEACON_PREFIX, &[&epoch.to_be_bytes()]), beacon);
+}
+
+pub fn beacon(st: &Overlay, epoch: u64) -> Option<Hash32> {
+    st.get_obj(&key(BEACON_PREFIX, &[&epoch.to_be_bytes()]))
+}
+
+pub fn clear_beacon(st: &mut Overlay, epoch: u64) {
+    st.delete(key(BEACON_PREFIX, &[&epoch.to_be_bytes()]));
+}
+
+fn pending_key(deadline: Height, deal: u64, piece: u32) -> Vec<u8> {
+    key(PENDING_PREFIX, &[&deadline.to_be_bytes(), &deal.to_be_bytes(), &piece.to_be_bytes()])
+}
+
+pub fn put_pending(st: &mut Overlay, c: &PendingChallenge) {
+    st.put_obj(pending_key(c.deadline, c.deal, c.piece), c);
+}
+
+pub fn pending(st: &Overlay, deadline: Height, deal: u64, piece: u32) -> Option<PendingChallenge> {
+    st.get_obj(&pending_key(deadline, deal, piece))
+}
+
+pub fn delete_pending(st: &mut Overlay, c: &PendingChallenge) {
+    st.delete(pending_key(c.deadline, c.deal, c.piece));
+}
+
+pub fn take_pending_due(st: &mut Overlay, deadline: Height) -> Vec<PendingChallenge> {
+    let prefix = key(PENDING_PREFIX, &[&deadline.to_be_bytes()]);
+    let entries = st.scan_objs::<PendingChallenge>(&prefix);
+    for (k, _) in &entries {
+        st.delete(k.clone());
+    }
+    entries.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Every open challenge (for providers and the RPC).
+pub fn pending_challenges(st: &Overlay) -> Vec<PendingChallenge> {
+    st.scan_objs::<PendingChallenge>(PENDING_PREFIX.as_bytes()).into_iter().map(|(_, c)| c).collect()
+}
+
+pub fn used_bytes(st: &Overlay, provider: &Address) -> u64 {
+    st.get_obj(&key(USED_PREFIX, &[&provider.0])).unwrap_or(0)
+}
+
+pub fn add_used(st: &mut Overlay, provider: &Address, delta: i128) {
+    let now = used_bytes(st, provider) as i128 + delta;
+    let value = now.clamp(0, u64::MAX as i128) as u64;
+    let k = key(USED_PREFIX, &[&provider.0]);
+    if value == 0 {
+        st.delete(k);
+    } else {
+        st.put_obj(k, &value);
+    }
+}

@@ -1,0 +1,224 @@
+//! Storage deals: placement on distinct providers, proofs of storage, faults,
+//! slashing, repair and escrow, driven block by block.
+
+mod common;
+
+use common::*;
+use tessera_ledger::registry::{Hardware, PriceList, ProviderInfo, RegistryMsg};
+use tessera_ledger::storage::{self, PieceMeta, SegmentPieces, StorageMsg};
+use tessera_ledger::*;
+use tessera_storage::{challenge_indices, leaf_count, ErasureScheme, PieceTree, SegmentReader};
+use tessera_types::{Amount, Hash32};
+
+fn storage_provider(region: &str) -> Msg {
+    Msg::Registry(RegistryMsg::Register {
+        info: ProviderInfo {
+            hardware: Hardware { cpu_cores: 0, ram_mb: 0, disk_gb: 10, gpus: vec![] },
+            region: region.into(),
+            endpoints: vec!["http://127.0.0.1:9200".into()],
+            prices: PriceList { per_gb_disk: Amount(1_000), ..PriceList::default() },
+        },
+        stake: Amount::from_tsr(100),
+    })
+}
+
+struct File {
+    cid: Hash32,
+    segments: Vec<SegmentPieces>,
+    /// Piece bytes in deal order (segment by segment, index by index).
+    pieces: Vec<Vec<u8>>,
+}
+
+fn file(len: usize) -> File {
+    let data: Vec<u8> = (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1]).collect();
+    let mut reader = SegmentReader::new(&data[..], ErasureScheme::DEVNET, 8 * 1024).unwrap();
+    let encoded: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+    let manifest = reader.manifest();
+    let segments = encoded
+        .iter()
+        .map(|s| SegmentPieces {
+            segment: s.index as u32,
+            pieces: s.entry.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
+        })
+        .collect();
+    File { cid: manifest.cid().0, segments, pieces: encoded.into_iter().flat_map(|s| s.pieces).collect() }
+}
+
+fn create_deal(f: &File, duration: u64) -> Msg {
+    Msg::Storage(StorageMsg::CreateDeal {
+        cid: f.cid,
+        scheme: ErasureScheme::DEVNET,
+        segments: f.segments.clone(),
+        duration_blocks: duration,
+        max_price_per_gib_block: Amount(2_000),
+    })
+}
+
+/// Builds the provider's answer to the open challenge of one piece.
+fn answer(c: &Chain, f: &File, deal_id: u64, piece: u32) -> Option<Msg> {
+    let open = c.view(storage::pending_challenges).into_iter().find(|p| p.deal == deal_id && p.piece == piece)?;
+    let d = c.view(|st| storage::deal(st, deal_id)).unwrap();
+    let beacon = c.view(|st| storage::beacon(st, open.epoch)).unwrap();
+    let bytes = &f.pieces[piece as usize];
+    let tree = PieceTree::build(bytes);
+    let p = &d.pieces[piece as usize];
+    let k = Params::default().storage.challenges_per_piece;
+    let indices = challenge_indices(&beacon, &p.hash, open.epoch, leaf_count(p.len), k);
+    let leaves = indices
+        .iter()
+        .map(|i| bytes.chunks(tessera_storage::LEAF_BYTES).nth(*i as usize).unwrap().to_vec())
+        .collect();
+    let proofs = indices.iter().map(|i| tree.prove(*i).unwrap()).collect();
+    Some(Msg::Storage(StorageMsg::ProveStorage { deal: deal_id, piece, epoch: open.epoch, leaves, proofs }))
+}
+
+fn user_of(c: &Chain, provider: tessera_types::Address) -> usize {
+    (0..c.users.len()).find(|i| c.addr(*i) == provider).unwrap()
+}
+
+#[test]
+fn deal_places_pieces_on_distinct_providers_and_pays_for_proofs() {
+    let mut c = Chain::new(8);
+    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap", "sa"].iter().enumerate() {
+        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
+    }
+    let f = file(30_000);
+    let owner_before = c.balance(&c.addr(0));
+    let (code, log) = c.run(0, create_deal(&f, 200));
+    assert_eq!(code, 0, "{log}");
+    let d = c.view(|st| storage::deal(st, 1)).unwrap();
+    assert_eq!(d.pieces.len(), f.pieces.len());
+    for s in &f.segments {
+        let holders: std::collections::BTreeSet<_> =
+            d.pieces.iter().filter(|p| p.segment == s.segment).map(|p| p.provider).collect();
+        assert_eq!(holders.len(), 6, "each piece of a segment on a distinct provider");
+    }
+    assert!(c.balance(&c.addr(0)) < owner_before);
+    c.assert_pools_backed();
+
+    // Run to the first epoch; every provider answers every challenge.
+    while c.view(storage::pending_challenges).is_empty() {
+        c.block(&[]);
+    }
+    let open = c.view(storage::pending_challenges);
+    assert_eq!(open.len(), d.pieces.len());
+    let mut txs = Vec::new();
+    let mut nonces = std::collections::BTreeMap::new();
+    for ch in &open {
+        let user = user_of(&c, d.pieces[ch.piece as usize].provider);
+        let nonce = *nonces.entry(user).or_insert_with(|| c.nonce(&c.addr(user)));
+        nonces.insert(user, nonce + 1);
+        txs.push(c.sign(user, nonce, answer(&c, &f, 1, ch.piece).unwrap()));
+    }
+    let out = c.block(&txs);
+    assert!(out.txs.iter().all(|t| t.code == 0), "{:?}", out.txs.iter().map(|t| &t.log).collect::<Vec<_>>());
+    assert!(c.view(storage::pending_challenges).is_empty());
+    let d = c.view(|st| storage::deal(st, 1)).unwrap();
+    assert!(d.paid > Amount::ZERO);
+    assert!(d.pieces.iter().all(|p| p.proven_epochs == 1));
+    c.assert_pools_backed();
+    c.assert_supply_matches_balances();
+}
+
+#[test]
+fn wrong_proof_is_refused_and_silence_faults_then_moves_the_piece() {
+    let mut c = Chain::new(8);
+    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap", "sa"].iter().enumerate() {
+        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
+    }
+    let f = file(5_000);
+    assert_eq!(c.run(0, create_deal(&f, 1_000)).0, 0);
+    let victim_piece = 0u32;
+    let victim = c.view(|st| storage::deal(st, 1)).unwrap().pieces[0].provider;
+    let victim_user = user_of(&c, victim);
+    let stake_before = c.view(|st| registry::provider(st, &victim).unwrap().stake);
+    let supply_before = c.view(bank::supply);
+
+    let mut faults_seen = 0;
+    let mut moved_to = None;
+    for _ in 0..200 {
+        let open = c.view(storage::pending_challenges);
+        let d = c.view(|st| storage::deal(st, 1)).unwrap();
+        let mut txs = Vec::new();
+        let mut nonces = std::collections::BTreeMap::new();
+        for ch in &open {
+            let user = user_of(&c, d.pieces[ch.piece as usize].provider);
+            if ch.piece == victim_piece && d.pieces[0].provider == victim {
+                // The victim sends garbage instead of its piece's leaves.
+                if let Some(Msg::Storage(StorageMsg::ProveStorage { deal, piece, epoch, mut leaves, proofs })) = answer(&c, &f, 1, ch.piece) {
+                    leaves[0][0] ^= 1;
+                    let nonce = *nonces.entry(user).or_insert_with(|| c.nonce(&c.addr(user)));
+                    nonces.insert(user, nonce + 1);
+                    txs.push(c.sign(user, nonce, Msg::Storage(StorageMsg::ProveStorage { deal, piece, epoch, leaves, proofs })));
+                }
+                continue;
+            }
+            let nonce = *nonces.entry(user).or_insert_with(|| c.nonce(&c.addr(user)));
+            nonces.insert(user, nonce + 1);
+            txs.push(c.sign(user, nonce, answer(&c, &f, 1, ch.piece).unwrap()));
+        }
+        let out = c.block(&txs);
+        for t in &out.txs {
+            if t.code != 0 {
+                assert!(t.log.contains("does not verify"), "{}", t.log);
+            }
+        }
+        for e in &out.end_events {
+            if e.kind == "storage.fault" && e.get("provider") == Some(&victim.to_string()) {
+                faults_seen += 1;
+            }
+            if e.kind == "storage.piece_moved" {
+                moved_to = e.get("to").map(str::to_string);
+            }
+        }
+        if moved_to.is_some() {
+            break;
+        }
+        // Keep every provider alive.
+        let hb: Vec<SignedTx> = (1..8).map(|u| c.tx(u, Msg::Registry(RegistryMsg::Heartbeat))).collect();
+        c.block(&hb);
+        c.assert_pools_backed();
+    }
+    let moved_to = moved_to.expect("the piece was moved after repeated faults");
+    assert_eq!(faults_seen, Params::default().storage.max_faults);
+    assert_ne!(moved_to, victim.to_string());
+    let d = c.view(|st| storage::deal(st, 1)).unwrap();
+    let holders: std::collections::BTreeSet<_> = d.pieces.iter().map(|p| p.provider).collect();
+    assert_eq!(holders.len(), 6, "still on six distinct providers");
+    let sp = Params::default().storage;
+    let expected_burn = sp.fault_fee.micro() * sp.max_faults as u128 + sp.lost_piece_slash.micro();
+    let stake_after = c.view(|st| registry::provider(st, &victim).unwrap().stake);
+    assert_eq!(stake_before.micro() - stake_after.micro(), expected_burn);
+    let burned = supply_before.micro() + c.view(rewards::issued).micro() - c.view(bank::supply).micro();
+    assert!(burned >= expected_burn);
+    assert!(c.view(|st| registry::provider(st, &victim).unwrap().reputation.score_ppm()) < 980_000);
+    let _ = victim_user;
+    c.assert_pools_backed();
+    c.assert_supply_matches_balances();
+}
+
+#[test]
+fn too_few_providers_fails_clearly_and_ending_a_deal_refunds() {
+    let mut c = Chain::new(8);
+    for i in 1..=3 {
+        assert_eq!(c.run(i, storage_provider("eu")).0, 0);
+    }
+    let f = file(2_000);
+    let before = c.balance(&c.addr(0));
+    let (code, log) = c.run(0, create_deal(&f, 100));
+    assert_eq!(code, 7);
+    assert!(log.contains("not enough storage providers: need 6"), "{log}");
+    assert_eq!(c.balance(&c.addr(0)).micro(), before.micro() - 1_000, "only the fee is spent");
+    for i in 4..=6 {
+        assert_eq!(c.run(i, storage_provider("us")).0, 0);
+    }
+    assert_eq!(c.run(0, create_deal(&f, 100)).0, 0);
+    assert_eq!(c.run(1, Msg::Storage(StorageMsg::EndDeal { deal: 1 })).0, 9, "only the owner ends a deal");
+    let mid = c.balance(&c.addr(0));
+    let escrow = c.view(|st| storage::deal(st, 1)).unwrap().escrow_remaining;
+    assert_eq!(c.run(0, Msg::Storage(StorageMsg::EndDeal { deal: 1 })).0, 0);
+    assert_eq!(c.balance(&c.addr(0)).micro(), mid.micro() + escrow.micro() - 1_000);
+    assert!(c.view(|st| (1..=6).all(|u| storage::used_bytes(st, &c.addr(u)) == 0)));
+    c.assert_pools_backed();
+    c.assert_supply_matches_balances();
+}
