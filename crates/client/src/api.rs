@@ -208,6 +208,9 @@ pub struct DealDto {
     /// Hash part of the content id (`tcid1` + this).
     pub cid: Hash32,
     pub erasure: String,
+    pub segment_bytes: u64,
+    /// (segment number, plain length, plain hash).
+    pub segments: Vec<(u32, u64, Hash32)>,
     pub start: u64,
     pub end: u64,
     pub escrow_remaining: Amount,

@@ -110,3 +110,37 @@ impl Client {
         }
     }
 }
+
+/// Largest piece body a provider accepts or a client downloads.
+pub const MAX_PIECE_BODY: u64 = 64 * 1024 * 1024;
+
+/// Uploads a piece to a provider's piece server.
+pub fn upload_piece(endpoint: &str, hash: &Hash32, bytes: &[u8]) -> Result<(), ClientError> {
+    let url = format!("{}/pieces/{hash}", endpoint.trim_end_matches('/'));
+    match ureq::put(&url).timeout(Duration::from_secs(120)).send_bytes(bytes) {
+        Ok(_) => Ok(()),
+        Err(ureq::Error::Status(_, resp)) => Err(ClientError::Rejected(resp.into_string().unwrap_or_default())),
+        Err(e) => Err(ClientError::Unreachable { url, reason: e.to_string() }),
+    }
+}
+
+/// Downloads a piece and checks it against its hash; a wrong piece is an error.
+pub fn fetch_piece(endpoint: &str, hash: &Hash32) -> Result<Vec<u8>, ClientError> {
+    use std::io::Read;
+    let url = format!("{}/pieces/{hash}", endpoint.trim_end_matches('/'));
+    let resp = match ureq::get(&url).timeout(Duration::from_secs(120)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(404, _)) => return Err(ClientError::NotFound(format!("piece {hash} at {endpoint}"))),
+        Err(ureq::Error::Status(_, resp)) => return Err(ClientError::Rejected(resp.into_string().unwrap_or_default())),
+        Err(e) => return Err(ClientError::Unreachable { url, reason: e.to_string() }),
+    };
+    let mut bytes = Vec::new();
+    resp.into_reader().take(MAX_PIECE_BODY + 1).read_to_end(&mut bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if bytes.len() as u64 > MAX_PIECE_BODY {
+        return Err(ClientError::Protocol(format!("piece {hash} from {endpoint} is over the size limit")));
+    }
+    if Hash32::blake3(&bytes) != *hash {
+        return Err(ClientError::Protocol(format!("piece {hash} from {endpoint} failed its hash check")));
+    }
+    Ok(bytes)
+}

@@ -4,6 +4,7 @@
 pub mod api;
 mod http;
 pub mod keyring;
+pub mod storage;
 
-pub use http::{Client, ClientError};
+pub use http::{fetch_piece, upload_piece, Client, ClientError, MAX_PIECE_BODY};
 pub use keyring::{Keyring, KeyringError};

@@ -38,6 +38,8 @@ fn file(len: usize) -> File {
         .iter()
         .map(|s| SegmentPieces {
             segment: s.index as u32,
+            len: s.entry.len,
+            hash: s.entry.hash,
             pieces: s.entry.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
         })
         .collect();
@@ -48,6 +50,7 @@ fn create_deal(f: &File, duration: u64) -> Msg {
     Msg::Storage(StorageMsg::CreateDeal {
         cid: f.cid,
         scheme: ErasureScheme::DEVNET,
+        segment_bytes: 8 * 1024,
         segments: f.segments.clone(),
         duration_blocks: duration,
         max_price_per_gib_block: Amount(2_000),

@@ -22,6 +22,71 @@ pub struct DevnetConfig {
     pub block_time: Duration,
     pub chain_id: String,
     pub test_accounts: u32,
+    /// Storage provider agents to run as child processes (`provider1`, ...).
+    pub storage_providers: u32,
+}
+
+const PROVIDER_BALANCE: Amount = Amount::from_tsr(1_000);
+const PROVIDER_REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+
+/// A provider agent child process of the devnet.
+struct ProviderChild {
+    name: String,
+    child: std::process::Child,
+}
+
+fn provider_port(rpc: SocketAddr, i: u32) -> u16 {
+    rpc.port().wrapping_add(10 + i as u16)
+}
+
+/// Starts `tessera provider run` for each devnet provider key. Each stops by
+/// itself when this process is gone, even after kill -9.
+fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
+    let exe = std::env::current_exe().context("locating the tessera binary")?;
+    let home = cfg.keyring.dir().parent().unwrap_or(Path::new(".")).to_path_buf();
+    let logs = cfg.dir.join("providers");
+    std::fs::create_dir_all(&logs)?;
+    let mut children = Vec::new();
+    for i in 1..=cfg.storage_providers {
+        let name = format!("provider{i}");
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let child = std::process::Command::new(&exe)
+            .arg("--home")
+            .arg(&home)
+            .args(["--rpc", &format!("http://{}", cfg.rpc), "provider", "run", "--key", &name])
+            .args(["--listen", &format!("127.0.0.1:{}", provider_port(cfg.rpc, i))])
+            .arg("--data-dir")
+            .arg(logs.join(&name))
+            .args(["--storage-gb", "10", "--region", PROVIDER_REGIONS[(i as usize - 1) % PROVIDER_REGIONS.len()]])
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        children.push(ProviderChild { name, child });
+    }
+    Ok(children)
+}
+
+fn stop_providers(children: &mut [ProviderChild]) {
+    for p in children.iter() {
+        let _ = std::process::Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
+    }
+    for p in children.iter_mut() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match p.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    eprintln!("{} did not stop; killing it", p.name);
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    break;
+                }
+            }
+        }
+    }
 }
 
 pub const DEV_BALANCE: Amount = Amount::from_tsr(1_000_000);
@@ -68,6 +133,10 @@ pub fn devnet_genesis(cfg: &DevnetConfig, validator: &KeyPair) -> anyhow::Result
     for i in 1..=cfg.test_accounts {
         let key = key_or_create(&cfg.keyring, &format!("test{i}"))?;
         accounts.push(GenesisAccount { address: key.address(), balance: TEST_BALANCE });
+    }
+    for i in 1..=cfg.storage_providers {
+        let key = key_or_create(&cfg.keyring, &format!("provider{i}"))?;
+        accounts.push(GenesisAccount { address: key.address(), balance: PROVIDER_BALANCE });
     }
     accounts.push(GenesisAccount { address: validator.address(), balance: VALIDATOR_BALANCE });
     let genesis_time_ms =
@@ -141,6 +210,8 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
             .await
     });
 
+    let mut providers = spawn_providers(&cfg)?;
+
     println!("Tessera devnet \"{}\" {}", genesis.chain_id, if fresh { "created" } else { "resumed" });
     println!("  data dir     {}", cfg.dir.display());
     println!("  keyring      {}", cfg.keyring.dir().display());
@@ -159,6 +230,15 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
             .unwrap_or_else(|| "validator".into());
         println!("  account      {:<10} {}  {} TSR at genesis", name, a.address, a.balance);
     }
+    for (i, p) in providers.iter().enumerate() {
+        println!(
+            "  provider     {:<10} pid {}  pieces on http://127.0.0.1:{}  log {}",
+            p.name,
+            p.child.id(),
+            provider_port(cfg.rpc, i as u32 + 1),
+            cfg.dir.join("providers").join(format!("{}.log", p.name)).display()
+        );
+    }
     println!("Press Ctrl-C to stop.");
 
     let result = tokio::select! {
@@ -170,6 +250,7 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
         },
     };
     let _ = stop_tx.send(true);
+    stop_providers(&mut providers);
     if let Err(e) = result {
         app_task.abort();
         bail!(e);

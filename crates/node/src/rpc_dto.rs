@@ -157,6 +157,8 @@ pub fn deal_dto(d: &tessera_ledger::storage::Deal) -> DealDto {
         owner: d.owner,
         cid: d.cid,
         erasure: format!("{}+{}", d.scheme.data, d.scheme.parity),
+        segment_bytes: d.segment_bytes,
+        segments: d.segments.clone(),
         start: d.start,
         end: d.end,
         escrow_remaining: d.escrow_remaining,

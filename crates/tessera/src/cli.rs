@@ -49,6 +49,12 @@ pub enum Command {
     Query(QueryCmd),
     /// Height, app hash, peers and validator of the node.
     Status,
+    /// Store and fetch content on the storage network.
+    #[command(subcommand)]
+    Storage(crate::storagecmd::StorageCmd),
+    /// Run a provider agent.
+    #[command(subcommand)]
+    Provider(ProviderCmd),
     /// Benchmarks that print a ratio against a peer measured in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -67,6 +73,16 @@ pub struct DevnetArgs {
     /// Funded test accounts (test1, test2, ...) created in the keyring.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub test_accounts: u32,
+    /// Storage provider agents to start (each its own process, key and data dir;
+    /// the default 4+2 erasure scheme needs at least 6).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub storage_providers: u32,
+}
+
+#[derive(Subcommand)]
+pub enum ProviderCmd {
+    /// Register, heartbeat, store and serve pieces, answer storage challenges.
+    Run(crate::storagecmd::ProviderRunArgs),
 }
 
 #[derive(Subcommand)]
@@ -102,20 +118,11 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 4096)]
         segment_kib: usize,
         /// Erasure scheme K+M.
-        #[arg(long, default_value = "4+2", value_parser = parse_scheme)]
+        #[arg(long, default_value = "4+2", value_parser = crate::storagecmd::parse_scheme)]
         erasure: tessera_storage::ErasureScheme,
     },
 }
 
-fn parse_scheme(s: &str) -> Result<tessera_storage::ErasureScheme, String> {
-    let (k, m) = s.split_once('+').ok_or_else(|| format!("erasure scheme {s:?} must look like 4+2"))?;
-    let scheme = tessera_storage::ErasureScheme {
-        data: k.trim().parse().map_err(|_| format!("{k:?} is not a number of data shards"))?,
-        parity: m.trim().parse().map_err(|_| format!("{m:?} is not a number of parity shards"))?,
-    };
-    scheme.validate().map_err(|e| e.to_string())?;
-    Ok(scheme)
-}
 
 pub struct Ctx {
     pub keyring: Keyring,
@@ -158,6 +165,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tx(t) => crate::txcmd::run(&ctx, t),
         Command::Query(q) => crate::query::run(&ctx, q),
         Command::Status => crate::query::status(&ctx),
+        Command::Storage(s) => crate::storagecmd::run(&ctx, s),
+        Command::Provider(ProviderCmd::Run(a)) => crate::storagecmd::provider_run(&ctx, &cli.home, a),
         Command::Bench(BenchCmd::Ledger { txs, block_size, accounts }) => bench_ledger(&ctx, txs, block_size, accounts),
         Command::Bench(BenchCmd::Storage { size_mib, segment_kib, erasure }) => {
             bench_storage(&ctx, size_mib, segment_kib, erasure)
@@ -175,6 +184,7 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         block_time: Duration::from_millis(a.block_time_ms),
         chain_id: a.chain_id,
         test_accounts: a.test_accounts,
+        storage_providers: a.storage_providers,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tessera_node::devnet::run(cfg))

@@ -2,6 +2,7 @@
 
 mod cli;
 mod query;
+mod storagecmd;
 mod txcmd;
 
 use clap::Parser;

@@ -116,8 +116,9 @@ fn devnet_cli_flows_and_bad_input() {
         "--price-cpu", "0.01",
     ]);
     assert_eq!(reg["code"], 0, "{reg}");
-    let providers = net.json(&["query", "providers"]);
-    assert_eq!(providers[0]["info"]["hardware"]["gpus"][0]["model"], "A100");
+    let test2 = net.json(&["keys", "show", "test2"])["address"].as_str().unwrap().to_string();
+    let provider = net.json(&["query", "provider", &test2]);
+    assert_eq!(provider["info"]["hardware"]["gpus"][0]["model"], "A100");
     let ord = net.json(&["tx", "order", "--from", "dev", "--cpu-cores", "4", "--max-price", "1", "--duration", "50", "--bid-window", "20"]);
     assert_eq!(ord["code"], 0, "{ord}");
     let order_id = ord["events"][0]["attributes"].as_array().unwrap().iter().find(|a| a[0] == "order").unwrap()[1]

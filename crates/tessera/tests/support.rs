@@ -21,10 +21,15 @@ pub struct Devnet {
 
 impl Devnet {
     pub fn start(home: &Path, port: u16) -> Devnet {
+        Devnet::start_with(home, port, &[])
+    }
+
+    pub fn start_with(home: &Path, port: u16, extra: &[&str]) -> Devnet {
         let rpc = format!("127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("devnet.log")).unwrap();
         let child = Command::new(BIN)
             .args(["--home", home.to_str().unwrap(), "--rpc", &rpc, "devnet", "--block-time-ms", "100"])
+            .args(extra)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -46,6 +51,15 @@ impl Devnet {
             }
             assert!(Instant::now() < deadline, "devnet did not start; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `check` holds, polling; panics with `what` after `secs`.
+    pub fn wait_until(&self, secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; devnet log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

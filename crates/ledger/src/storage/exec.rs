@@ -87,7 +87,7 @@ pub fn place_pieces(
 
 pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &StorageMsg) -> Result<Events, TxError> {
     match msg {
-        StorageMsg::CreateDeal { cid, scheme, segments, duration_blocks, max_price_per_gib_block } => {
+        StorageMsg::CreateDeal { cid, scheme, segment_bytes, segments, duration_blocks, max_price_per_gib_block } => {
             let total_bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
             let escrow = deal_escrow(*max_price_per_gib_block, total_bytes, *duration_blocks)
                 .ok_or_else(|| invalid("price x bytes x duration overflows"))?;
@@ -142,6 +142,8 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
                     owner: ctx.sender,
                     cid: *cid,
                     scheme: *scheme,
+                    segment_bytes: *segment_bytes,
+                    segments: segments.iter().map(|s| (s.segment, s.len, s.hash)).collect(),
                     pieces,
                     max_price_per_gib_block: *max_price_per_gib_block,
                     start: ctx.height,

@@ -25,6 +25,9 @@ pub struct PieceMeta {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize, serde::Deserialize)]
 pub struct SegmentPieces {
     pub segment: u32,
+    /// Plain length and blake3 hash of the segment, checked after decoding.
+    pub len: u64,
+    pub hash: Hash32,
     pub pieces: Vec<PieceMeta>,
 }
 
@@ -36,6 +39,8 @@ pub enum StorageMsg {
     CreateDeal {
         cid: Hash32,
         scheme: ErasureScheme,
+        /// Segment size of the content's manifest (the last segment may be shorter).
+        segment_bytes: u64,
         segments: Vec<SegmentPieces>,
         duration_blocks: u64,
         max_price_per_gib_block: Amount,
@@ -72,6 +77,9 @@ impl StorageMsg {
                             scheme.parity,
                             scheme.total()
                         )));
+                    }
+                    if s.len == 0 {
+                        return Err(invalid(format!("segment {} is empty", s.segment)));
                     }
                     for p in &s.pieces {
                         if p.len == 0 || p.len > MAX_PIECE_BYTES {

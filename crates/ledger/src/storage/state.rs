@@ -34,6 +34,9 @@ pub struct Deal {
     pub owner: Address,
     pub cid: Hash32,
     pub scheme: ErasureScheme,
+    pub segment_bytes: u64,
+    /// (segment number, plain length, plain hash) of each segment covered.
+    pub segments: Vec<(u32, u64, Hash32)>,
     pub pieces: Vec<Piece>,
     pub max_price_per_gib_block: Amount,
     pub start: Height,

@@ -1,0 +1,221 @@
+//! `tessera provider run`: registration, heartbeats, the piece server, and
+//! answers to storage challenges (rebuilding a missing piece first).
+
+use anyhow::Context;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_client::api::{ChallengeDto, DealDto, ProviderDto};
+use tessera_client::{Client, ClientError};
+use tessera_crypto::KeyPair;
+use tessera_ledger::registry::{PriceList, ProviderInfo, RegistryMsg};
+use tessera_ledger::storage::StorageMsg;
+use tessera_ledger::{Msg, TxBody};
+use tessera_storage::{PieceTree, LEAF_BYTES};
+use tessera_types::{Amount, PublicKey};
+
+use crate::piece_store::{PieceError, PieceStore};
+use crate::server::{router, ServerState};
+
+pub struct AgentConfig {
+    pub key: KeyPair,
+    pub rpc: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub storage_gb: u64,
+    pub stake: Amount,
+    pub region: String,
+    pub price_per_gb_disk: Amount,
+    /// Stop when this process is gone (a devnet's providers end with it, even
+    /// when it is killed with -9).
+    pub parent_pid: Option<u32>,
+}
+
+/// Runs until `stop` is set.
+pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let store = Arc::new(PieceStore::open(&cfg.data_dir.join("pieces"), cfg.storage_gb << 30)?);
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (in use? pick another with --listen)", cfg.listen))?;
+    let me = cfg.key.address();
+    let state = Arc::new(ServerState { store: store.clone(), me, rpc: cfg.rpc.clone() });
+    let stop_server = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move {
+                while !stop_server.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+    });
+    println!("provider {me} serving pieces on http://{} (data in {})", cfg.listen, cfg.data_dir.display());
+    let control_stop = stop.clone();
+    let control = tokio::task::spawn_blocking(move || control_loop(&cfg, &store, &control_stop));
+    let result = control.await.context("control loop panicked")?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.await;
+    result
+}
+
+fn submit(client: &Client, key: &KeyPair, chain_id: &str, msg: Msg) -> Result<tessera_types::Hash32, ClientError> {
+    let next = client.account(&key.address())?.next_nonce;
+    let body = TxBody {
+        chain_id: chain_id.to_string(),
+        signer: PublicKey(key.public_key()),
+        nonce: next,
+        fee: Amount::from_micro(1_000),
+        msg,
+    };
+    client.submit(&body.sign(key))
+}
+
+fn ensure_registered(cfg: &AgentConfig, client: &Client, chain_id: &str) -> anyhow::Result<()> {
+    let me = cfg.key.address();
+    let endpoint = format!("http://{}", cfg.listen);
+    let info = ProviderInfo {
+        hardware: crate::hardware::detect(cfg.storage_gb),
+        region: cfg.region.clone(),
+        endpoints: vec![endpoint.clone()],
+        prices: PriceList { per_gb_disk: cfg.price_per_gb_disk, ..PriceList::default() },
+    };
+    match client.get::<ProviderDto>(&format!("/providers/{me}")) {
+        Ok(p) if p.info.endpoints.first() == Some(&endpoint) && p.info.hardware.disk_gb == cfg.storage_gb => Ok(()),
+        Ok(_) => {
+            let hash = submit(client, &cfg.key, chain_id, Msg::Registry(RegistryMsg::Update { info }))?;
+            client.wait_for_tx(&hash, Duration::from_secs(30))?;
+            println!("provider {me}: updated registration (endpoint {endpoint})");
+            Ok(())
+        }
+        Err(ClientError::NotFound(_)) => {
+            let hash = submit(client, &cfg.key, chain_id, Msg::Registry(RegistryMsg::Register { info, stake: cfg.stake }))?;
+            let r = client.wait_for_tx(&hash, Duration::from_secs(30))?;
+            anyhow::ensure!(r.code == 0, "registration failed: {}", r.log);
+            println!("provider {me}: registered with {} TSR stake", cfg.stake);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Builds the answer to one challenge from the local piece.
+fn answer(store: &PieceStore, c: &ChallengeDto) -> Result<Msg, PieceError> {
+    let bytes = store.get(&c.piece_hash)?;
+    let tree = PieceTree::build(&bytes);
+    let mut leaves = Vec::with_capacity(c.leaves.len());
+    let mut proofs = Vec::with_capacity(c.leaves.len());
+    for &i in &c.leaves {
+        let start = i as usize * LEAF_BYTES;
+        leaves.push(bytes.get(start..(start + LEAF_BYTES).min(bytes.len())).unwrap_or(&[]).to_vec());
+        proofs.push(tree.prove(i).ok_or(PieceError::Missing(c.piece_hash))?);
+    }
+    Ok(Msg::Storage(StorageMsg::ProveStorage { deal: c.deal, piece: c.piece, epoch: c.epoch, leaves, proofs }))
+}
+
+/// Rebuilds pieces assigned here that are not on disk (a wiped disk, a piece
+/// moved here by repair, an upload that never came) before a challenge finds
+/// them missing.
+fn heal_missing(client: &Client, store: &PieceStore, me: &tessera_types::Address) {
+    let Ok(deals) = client.get::<Vec<DealDto>>("/deals") else { return };
+    for d in deals.iter().filter(|d| d.active) {
+        for (i, p) in d.pieces.iter().enumerate() {
+            if p.provider != *me || store.contains(&p.hash) {
+                continue;
+            }
+            // A piece assigned in the last blocks may still be on its way from the uploader.
+            if d.start + 20 > client.status().map(|s| s.height).unwrap_or(0) && p.proven_epochs == 0 && !d.pieces.iter().any(|q| q.faults > 0) {
+                continue;
+            }
+            match crate::repair::rebuild_piece(client, d, i).and_then(|b| store.put(&p.hash, &b).map_err(anyhow::Error::from)) {
+                Ok(()) => println!("provider {me}: rebuilt missing piece {i} of deal {}", d.id),
+                Err(e) => eprintln!("provider {me}: cannot rebuild piece {i} of deal {}: {e:#}", d.id),
+            }
+        }
+    }
+}
+
+fn control_loop(cfg: &AgentConfig, store: &PieceStore, stop: &AtomicBool) -> anyhow::Result<()> {
+    let client = Client::new(&cfg.rpc);
+    let me = cfg.key.address();
+    let chain_id = loop {
+        match client.status() {
+            Ok(s) => break s.chain_id,
+            Err(e) if !stop.load(Ordering::Relaxed) => {
+                eprintln!("provider {me}: waiting for the node: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    ensure_registered(cfg, &client, &chain_id)?;
+    let heartbeat_every = (client.get::<tessera_ledger::Params>("/params")?.registry.heartbeat_timeout_blocks / 4).max(1);
+    let mut last_height = 0;
+    let mut last_heartbeat = 0;
+    let mut answered: BTreeSet<(u64, u32, u64)> = BTreeSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(pid) = cfg.parent_pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                println!("provider {me}: parent process {pid} is gone; stopping");
+                break;
+            }
+        }
+        let Ok(status) = client.status() else { continue };
+        if status.height == last_height {
+            continue;
+        }
+        last_height = status.height;
+        if last_height >= last_heartbeat + heartbeat_every {
+            match submit(&client, &cfg.key, &chain_id, Msg::Registry(RegistryMsg::Heartbeat)) {
+                Ok(_) => last_heartbeat = last_height,
+                Err(e) => eprintln!("provider {me}: heartbeat refused: {e}"),
+            }
+            heal_missing(&client, store, &me);
+        }
+        let Ok(challenges) = client.get::<Vec<ChallengeDto>>("/storage/challenges") else { continue };
+        answered.retain(|(_, _, epoch)| challenges.iter().any(|c| c.epoch == *epoch));
+        for c in challenges.iter().filter(|c| c.provider == me) {
+            if !answered.insert((c.deal, c.piece, c.epoch)) {
+                continue;
+            }
+            let msg = match answer(store, c) {
+                Ok(m) => m,
+                Err(PieceError::Missing(_) | PieceError::Corrupted { .. }) => {
+                    // Lost or damaged here: rebuild it from the rest of its segment.
+                    let rebuilt = client
+                        .get::<DealDto>(&format!("/deals/{}", c.deal))
+                        .map_err(anyhow::Error::from)
+                        .and_then(|d| crate::repair::rebuild_piece(&client, &d, c.piece as usize))
+                        .and_then(|bytes| store.put(&c.piece_hash, &bytes).map_err(anyhow::Error::from));
+                    match rebuilt {
+                        Ok(()) => println!("provider {me}: rebuilt piece {} of deal {}", c.piece, c.deal),
+                        Err(e) => {
+                            eprintln!("provider {me}: cannot rebuild piece {} of deal {}: {e:#}", c.piece, c.deal);
+                            answered.remove(&(c.deal, c.piece, c.epoch));
+                            continue;
+                        }
+                    }
+                    match answer(store, c) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            eprintln!("provider {me}: {e}");
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("provider {me}: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = submit(&client, &cfg.key, &chain_id, msg) {
+                eprintln!("provider {me}: proof for piece {} of deal {} refused: {e}", c.piece, c.deal);
+                answered.remove(&(c.deal, c.piece, c.epoch));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! `tessera storage ...` and `tessera provider run`.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tessera_client::api::DealDto;
+use tessera_client::storage::PutOptions;
+use tessera_storage::{Cid, ErasureScheme};
+use tessera_types::Amount;
+
+use crate::cli::Ctx;
+
+fn parse_amount(s: &str) -> Result<Amount, String> {
+    Amount::parse_positive_tsr(s).map_err(|e| e.to_string())
+}
+
+pub fn parse_scheme(s: &str) -> Result<ErasureScheme, String> {
+    let (k, m) = s.split_once('+').ok_or_else(|| format!("erasure scheme {s:?} must look like 4+2"))?;
+    let scheme = ErasureScheme {
+        data: k.trim().parse().map_err(|_| format!("{k:?} is not a number of data shards"))?,
+        parity: m.trim().parse().map_err(|_| format!("{m:?} is not a number of parity shards"))?,
+    };
+    scheme.validate().map_err(|e| e.to_string())?;
+    Ok(scheme)
+}
+
+#[derive(Subcommand)]
+pub enum StorageCmd {
+    /// Erasure-code a file, open storage deals and upload the pieces; prints the content id.
+    Put {
+        file: PathBuf,
+        /// Key that pays for the deals.
+        #[arg(long, default_value = "dev")]
+        from: String,
+        /// K data + M parity pieces per segment; any K rebuild it.
+        #[arg(long, default_value = "4+2", value_parser = parse_scheme)]
+        erasure: ErasureScheme,
+        /// How long to store, in blocks.
+        #[arg(long, default_value_t = 100_000)]
+        duration: u64,
+        /// Segment size in KiB.
+        #[arg(long, default_value_t = 1024)]
+        segment_kib: usize,
+        /// Highest price per GiB per block, TSR.
+        #[arg(long, default_value = "0.01", value_parser = parse_amount)]
+        max_price: Amount,
+    },
+    /// Fetch content by id, verify every byte, and write it to a file.
+    Get {
+        cid: Cid,
+        /// File to write (written whole or not at all).
+        #[arg(short = 'o', long = "out", id = "out_path")]
+        out_path: PathBuf,
+    },
+    /// Content stored by a key.
+    Ls {
+        #[arg(long, default_value = "dev")]
+        from: String,
+    },
+    /// Where each piece of some content is, its proofs and faults.
+    Status { cid: Cid },
+    /// End the deals of some content; unspent escrow returns.
+    Rm {
+        cid: Cid,
+        #[arg(long, default_value = "dev")]
+        from: String,
+    },
+}
+
+fn progress_printer() -> impl FnMut(&str, u64, u64) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last_step = u64::MAX;
+    let mut last_label = String::new();
+    move |label: &str, done: u64, total: u64| {
+        let pct = if total == 0 { 100 } else { done * 100 / total };
+        if tty {
+            eprint!("\r{label:<12} {:>8.1} / {:.1} MiB  {pct:>3}%", done as f64 / 1048576.0, total as f64 / 1048576.0);
+            if done >= total {
+                eprintln!();
+            }
+        } else if label != last_label || pct / 25 != last_step {
+            eprintln!("{label} {pct}%");
+        }
+        last_step = pct / 25;
+        last_label = label.to_string();
+    }
+}
+
+pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
+    let client = ctx.client();
+    match cmd {
+        StorageCmd::Put { file, from, erasure, duration, segment_kib, max_price } => {
+            let key = ctx.keyring.get(&from)?;
+            let k2 = 2 * erasure.data as usize;
+            let segment_bytes = (segment_kib.max(1) << 10).div_ceil(k2) * k2;
+            let opts = PutOptions { scheme: erasure, segment_bytes, duration_blocks: duration, max_price_per_gib_block: max_price };
+            let r = tessera_client::storage::put(&client, &key, &file, &opts, &mut progress_printer())?;
+            let view = serde_json::json!({
+                "cid": r.cid.to_string(), "bytes": r.bytes, "deals": r.deals, "missed_pieces": r.missed_pieces,
+            });
+            ctx.print(&view, |_| {
+                println!("{}", r.cid);
+                println!("  {} bytes in deal(s) {:?}, erasure {}+{}", r.bytes, r.deals, erasure.data, erasure.parity);
+                if r.missed_pieces > 0 {
+                    println!("  {} piece(s) did not reach their provider; the provider rebuilds them", r.missed_pieces);
+                }
+            });
+        }
+        StorageCmd::Get { cid, out_path } => {
+            let n = tessera_client::storage::get(&client, &cid, &out_path, &mut progress_printer())?;
+            ctx.print(&serde_json::json!({ "cid": cid.to_string(), "bytes": n, "output": out_path }), |_| {
+                println!("wrote {n} bytes to {} (every segment verified)", out_path.display())
+            });
+        }
+        StorageCmd::Ls { from } => {
+            let owner = ctx.resolve_address(&from)?;
+            let deals: Vec<DealDto> = client.get::<Vec<DealDto>>("/deals")?.into_iter().filter(|d| d.owner == owner).collect();
+            ctx.print(&deals, |deals| {
+                if deals.is_empty() {
+                    println!("{owner} stores nothing");
+                }
+                for d in deals {
+                    let bytes: u64 = d.segments.iter().map(|(_, l, _)| l).sum();
+                    let state = if d.active { format!("active until {}", d.end) } else { "ended".into() };
+                    println!("tcid1{}  deal {}  {} bytes  {}  {state}", d.cid, d.id, bytes, d.erasure);
+                }
+            });
+        }
+        StorageCmd::Status { cid } => {
+            let (manifest, deals) = tessera_client::storage::manifest_of(&client, &cid)?;
+            ctx.print(&deals, |deals| {
+                println!("{cid}: {} bytes, {} segment(s), erasure {}+{}", manifest.total_len, manifest.segments.len(), manifest.scheme.data, manifest.scheme.parity);
+                for d in deals {
+                    for (n, len, _) in &d.segments {
+                        let pieces: Vec<_> = d.pieces.iter().filter(|p| p.segment == *n).collect();
+                        let healthy = pieces.iter().filter(|p| !p.lost).count();
+                        let health = if healthy >= pieces.len() { "healthy" } else if healthy >= manifest.scheme.data as usize { "degraded" } else { "unreadable" };
+                        println!("  segment {n} ({len} bytes, deal {}): {healthy}/{} pieces, {health}", d.id, pieces.len());
+                        for p in pieces {
+                            println!(
+                                "    piece {} on {}  proven {} epoch(s)  faults {}{}",
+                                p.index, p.provider, p.proven_epochs, p.faults, if p.lost { "  LOST" } else { "" }
+                            );
+                        }
+                    }
+                }
+            });
+        }
+        StorageCmd::Rm { cid, from } => {
+            let key = ctx.keyring.get(&from)?;
+            let n = tessera_client::storage::remove(&client, &key, &cid)?;
+            ctx.print(&serde_json::json!({ "cid": cid.to_string(), "deals_ended": n }), |_| println!("ended {n} deal(s) of {cid}"));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ProviderRunArgs {
+    /// Keyring key the provider signs with (needs TSR for its stake and fees).
+    #[arg(long)]
+    pub key: String,
+    /// Where pieces are kept (default: <home>/providers/<key>).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the piece server.
+    #[arg(long, default_value = "127.0.0.1:7800")]
+    pub listen: SocketAddr,
+    /// Disk offered, GiB.
+    #[arg(long, default_value_t = 10)]
+    pub storage_gb: u64,
+    #[arg(long, default_value = "100", value_parser = parse_amount)]
+    pub stake: Amount,
+    #[arg(long, default_value = "local")]
+    pub region: String,
+    /// Price per GiB per block, TSR.
+    #[arg(long, default_value = "0.001", value_parser = parse_amount)]
+    pub price_per_gb: Amount,
+    /// Stop when this process id is gone.
+    #[arg(long, hide = true)]
+    pub parent_pid: Option<u32>,
+}
+
+pub fn provider_run(ctx: &Ctx, home: &std::path::Path, a: ProviderRunArgs) -> anyhow::Result<()> {
+    let key = ctx.keyring.get(&a.key)?;
+    let cfg = tessera_provider::agent::AgentConfig {
+        key,
+        rpc: ctx.client().base_url().to_string(),
+        data_dir: a.data_dir.unwrap_or_else(|| home.join("providers").join(&a.key)),
+        listen: a.listen,
+        storage_gb: a.storage_gb,
+        stake: a.stake,
+        region: a.region,
+        price_per_gb_disk: a.price_per_gb,
+        parent_pid: a.parent_pid,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let stop_signal = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop_signal.store(true, Ordering::Relaxed);
+        });
+        #[cfg(unix)]
+        {
+            let stop_term = stop.clone();
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::spawn(async move {
+                term.recv().await;
+                stop_term.store(true, Ordering::Relaxed);
+            });
+        }
+        tessera_provider::agent::run(cfg, stop).await.context("provider stopped")
+    })
+}

@@ -1,0 +1,121 @@
+//! End-to-end storage: put and get through real provider processes, then a
+//! wiped provider, a corrupted piece and a killed provider, ending with the
+//! data intact and every piece proven again.
+
+mod support;
+
+use std::collections::BTreeSet;
+use support::*;
+use tessera_client::api::{DealDto, ProviderDto};
+
+fn deal(net: &Devnet) -> DealDto {
+    net.client().get::<Vec<DealDto>>("/deals").unwrap().into_iter().next().expect("a deal")
+}
+
+#[test]
+fn put_get_and_survive_wipe_corruption_and_a_dead_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start_with(dir.path(), free_port(), &["--storage-providers", "8"]);
+    let client = net.client();
+    net.wait_until(60, "8 registered storage providers", || {
+        client.get::<Vec<ProviderDto>>("/providers").map(|p| p.len() == 8).unwrap_or(false)
+    });
+
+    let input = dir.path().join("data.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    let put = net.json(&["storage", "put", input.to_str().unwrap(), "--segment-kib", "512"]);
+    let cid = put["cid"].as_str().unwrap().to_string();
+    assert!(cid.starts_with("tcid1"), "{put}");
+    assert_eq!(put["missed_pieces"], 0);
+
+    let out = dir.path().join("out.bin");
+    net.ok(&["storage", "get", &cid, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert!(net.ok(&["storage", "ls"]).contains(&cid));
+
+    // Every piece gets proven within a couple of epochs.
+    net.wait_until(60, "every piece proven once", || deal(&net).pieces.iter().all(|p| p.proven_epochs >= 1));
+
+    // Wipe one provider's disk and corrupt a piece on another.
+    let d = deal(&net);
+    let holders: Vec<_> = d.pieces.iter().filter(|p| p.segment == 0).map(|p| p.provider).collect();
+    let provider_dir = |addr: &tessera_types::Address| {
+        let keys = tessera_client::Keyring::new(dir.path().join("keys"));
+        let name = keys.list().unwrap().into_iter().find(|(_, a)| a == addr).unwrap().0;
+        dir.path().join("devnet").join("providers").join(name).join("pieces")
+    };
+    std::fs::remove_dir_all(provider_dir(&holders[0])).unwrap();
+    let victim_piece = d.pieces.iter().find(|p| p.segment == 0 && p.provider == holders[1]).unwrap();
+    let hex = victim_piece.hash.to_string();
+    let path = provider_dir(&holders[1]).join(&hex[..2]).join(&hex);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    // Still readable (any 4 of 6), and the corrupted piece is never served.
+    let out2 = dir.path().join("out2.bin");
+    net.ok(&["storage", "get", &cid, "-o", out2.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out2).unwrap(), data);
+
+    // The damaged providers rebuild their pieces when challenged.
+    let before: u64 = deal(&net).pieces.iter().map(|p| p.proven_epochs).min().unwrap();
+    net.wait_until(60, "every piece proven again after the wipe", || {
+        deal(&net).pieces.iter().all(|p| p.proven_epochs >= before + 2)
+    });
+    assert!(deal(&net).pieces.iter().all(|p| p.faults == 0 && !p.lost));
+
+    // Kill one provider for good: its pieces move to the spare provider.
+    let log = net.log();
+    let dead = holders[2];
+    let keys = tessera_client::Keyring::new(dir.path().join("keys"));
+    let dead_name = keys.list().unwrap().into_iter().find(|(_, a)| *a == dead).unwrap().0;
+    let pid: u32 = log
+        .lines()
+        .find(|l| l.contains("provider") && l.contains(&format!(" {dead_name} ")) && l.contains("pid"))
+        .and_then(|l| l.split("pid ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("provider pid in the devnet banner");
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let moved = std::time::Instant::now();
+    while !{
+        let d = deal(&net);
+        d.pieces.iter().all(|p| p.provider != dead && !p.lost)
+    } {
+        if moved.elapsed() > std::time::Duration::from_secs(90) {
+            let d = deal(&net);
+            let providers_dir = dir.path().join("devnet").join("providers");
+            let mut logs = String::new();
+            for e in std::fs::read_dir(&providers_dir).unwrap().flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(e.path()).unwrap();
+                    let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                    logs.push_str(&format!("{}: {:?}\n", e.path().display(), tail));
+                }
+            }
+            panic!("dead provider {dead} pieces not moved: {:#?}\n{logs}", d.pieces);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The new holders rebuild the moved pieces and prove them.
+    let after_move: Vec<u64> = deal(&net).pieces.iter().map(|p| p.proven_epochs).collect();
+    net.wait_until(60, "moved pieces proven by their new providers", || {
+        deal(&net).pieces.iter().zip(&after_move).all(|(p, before)| p.proven_epochs > *before)
+    });
+    let d = deal(&net);
+    for s in d.segments.iter().map(|(n, _, _)| *n) {
+        let holders: BTreeSet<_> = d.pieces.iter().filter(|p| p.segment == s).map(|p| p.provider).collect();
+        assert_eq!(holders.len(), 6, "segment {s} on six distinct providers");
+    }
+    let out3 = dir.path().join("out3.bin");
+    net.ok(&["storage", "get", &cid, "-o", out3.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out3).unwrap(), data);
+    let status = net.ok(&["storage", "status", &cid]);
+    assert!(status.contains("healthy"), "{status}");
+
+    // Removing ends the deals and refunds.
+    net.ok(&["storage", "rm", &cid]);
+    assert!(net.fails(&["storage", "get", &cid, "-o", out3.to_str().unwrap()]).contains("no active storage deal"));
+    assert!(net.stop().success());
+}
