@@ -24,6 +24,8 @@ enum Action {
     Bid(usize, u64, u128),
     Cancel(usize, u64),
     Close(usize, u64),
+    StoreDeal(usize, u64),
+    EndDeal(usize, u64),
     Empty,
 }
 
@@ -40,6 +42,8 @@ fn action() -> impl Strategy<Value = Action> {
         (u.clone(), 1u64..6, 1u128..5_000).prop_map(|(a, o, p)| Action::Bid(a, o, p)),
         (u.clone(), 1u64..6).prop_map(|(a, o)| Action::Cancel(a, o)),
         (u.clone(), 1u64..6).prop_map(|(a, l)| Action::Close(a, l)),
+        (u.clone(), 1u64..30).prop_map(|(a, d)| Action::StoreDeal(a, d)),
+        (u.clone(), 1u64..4).prop_map(|(a, d)| Action::EndDeal(a, d)),
         Just(Action::Empty),
     ]
 }
@@ -57,7 +61,23 @@ fn to_msg(c: &Chain, a: &Action) -> Option<(usize, Msg)> {
         Action::Bid(f, o, p) => (f, bid(o, p)),
         Action::Cancel(f, o) => (f, Msg::Market(MarketMsg::CancelOrder { order: o })),
         Action::Close(f, l) => (f, Msg::Market(MarketMsg::CloseLease { lease: l })),
+        Action::StoreDeal(f, d) => (f, store_deal(d)),
+        Action::EndDeal(f, d) => (f, Msg::Storage(tessera_ledger::storage::StorageMsg::EndDeal { deal: d })),
         Action::Empty => return None,
+    })
+}
+
+/// A one-segment 1+1 deal (placement needs two storage providers).
+fn store_deal(duration: u64) -> Msg {
+    use tessera_ledger::storage::{PieceMeta, SegmentPieces, StorageMsg};
+    let piece = PieceMeta { hash: tessera_types::Hash32::blake3(b"p"), merkle_root: tessera_types::Hash32::blake3(b"r"), len: 4096 };
+    Msg::Storage(StorageMsg::CreateDeal {
+        cid: tessera_types::Hash32::blake3(b"cid"),
+        scheme: tessera_storage::ErasureScheme { data: 1, parity: 1 },
+        segment_bytes: 4096,
+        segments: vec![SegmentPieces { segment: 0, len: 4096, hash: tessera_types::Hash32::blake3(b"s"), pieces: vec![piece.clone(), piece] }],
+        duration_blocks: duration,
+        max_price_per_gib_block: Amount(5_000_000),
     })
 }
 
@@ -70,6 +90,9 @@ proptest! {
         params.staking.unbonding_blocks = 3;
         params.registry.unbonding_blocks = 3;
         params.registry.heartbeat_timeout_blocks = 4;
+        params.storage.epoch_blocks = 3;
+        params.storage.challenge_window_blocks = 1;
+        params.storage.max_faults = 2;
         let mut c = Chain::with_params(5, params);
         for actions in &blocks {
             let mut nonces: Vec<u64> = (0..5).map(|i| c.nonce(&c.addr(i))).collect();
