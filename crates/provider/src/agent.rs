@@ -157,12 +157,11 @@ fn control_loop(cfg: &AgentConfig, store: &PieceStore, stop: &AtomicBool) -> any
     let mut answered: BTreeSet<(u64, u32, u64)> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
-        if let Some(pid) = cfg.parent_pid {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if let Some(pid) = cfg.parent_pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 println!("provider {me}: parent process {pid} is gone; stopping");
                 break;
             }
-        }
         let Ok(status) = client.status() else { continue };
         if status.height == last_height {
             continue;

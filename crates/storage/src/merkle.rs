@@ -102,7 +102,7 @@ impl MerkleProof {
             let sibling = i ^ 1;
             if sibling < width {
                 let Some(s) = siblings.next() else { return false };
-                hash = if i % 2 == 0 { node_hash(&hash, s) } else { node_hash(s, &hash) };
+                hash = if i.is_multiple_of(2) { node_hash(&hash, s) } else { node_hash(s, &hash) };
             }
             i /= 2;
             width = width.div_ceil(2);

@@ -44,11 +44,10 @@ impl Devnet {
         let client = tessera_client::Client::new(&format!("http://{}", self.rpc));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(s) = client.status() {
-                if s.height >= 1 {
+            if let Ok(s) = client.status()
+                && s.height >= 1 {
                     return;
                 }
-            }
             assert!(Instant::now() < deadline, "devnet did not start; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -27,22 +27,24 @@ pub fn deal_escrow(max_price_per_gib_block: Amount, total_bytes: u64, duration_b
     gib_block_cost(max_price_per_gib_block, total_bytes, duration_blocks)
 }
 
+/// What a segment's placement asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub height: Height,
+    pub deal: u64,
+    pub segment: u32,
+    pub piece_len: u64,
+    pub count: usize,
+    pub max_price: Amount,
+}
+
 /// Chooses `count` distinct providers for the pieces of one segment: active,
 /// heartbeating, reputable, offering disk at or below `max_price` with room
 /// for `piece_len`, not in `exclude`. The order is a hash of (deal, segment,
 /// provider), so placement spreads across providers; distinct regions are
 /// taken first.
-pub fn place_pieces(
-    st: &Overlay,
-    params: &Params,
-    height: Height,
-    deal: u64,
-    segment: u32,
-    piece_len: u64,
-    count: usize,
-    max_price: Amount,
-    exclude: &BTreeSet<Address>,
-) -> Result<Vec<Address>, String> {
+pub fn place_pieces(st: &Overlay, params: &Params, want: &Placement, exclude: &BTreeSet<Address>) -> Result<Vec<Address>, String> {
+    let Placement { height, deal, segment, piece_len, count, max_price } = *want;
     let mut candidates: Vec<(Hash32, Address, String)> = registry::all_providers(st)
         .into_iter()
         .filter(|p| {
@@ -97,18 +99,15 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
             let mut events = Vec::new();
             for s in segments {
                 let longest = s.pieces.iter().map(|p| p.len).max().unwrap_or(0);
-                let providers = place_pieces(
-                    st,
-                    params,
-                    ctx.height,
-                    id,
-                    s.segment,
-                    longest,
-                    s.pieces.len(),
-                    *max_price_per_gib_block,
-                    &BTreeSet::new(),
-                )
-                .map_err(invalid)?;
+                let want = Placement {
+                    height: ctx.height,
+                    deal: id,
+                    segment: s.segment,
+                    piece_len: longest,
+                    count: s.pieces.len(),
+                    max_price: *max_price_per_gib_block,
+                };
+                let providers = place_pieces(st, params, &want, &BTreeSet::new()).map_err(invalid)?;
                 for (i, (meta, provider)) in s.pieces.iter().zip(providers).enumerate() {
                     add_used(st, &provider, meta.len as i128);
                     events.push(
@@ -258,7 +257,8 @@ fn repair_segment(st: &mut Overlay, params: &Params, height: Height, d: &mut Dea
         }
         let exclude: BTreeSet<Address> = in_segment.iter().map(|j| d.pieces[*j].provider).collect();
         let len = d.pieces[i].len;
-        match place_pieces(st, params, height, d.id, segment, len, 1, d.max_price_per_gib_block, &exclude) {
+        let want = Placement { height, deal: d.id, segment, piece_len: len, count: 1, max_price: d.max_price_per_gib_block };
+        match place_pieces(st, params, &want, &exclude) {
             Ok(to) => {
                 let from = d.pieces[i].provider;
                 add_used(st, &from, -(len as i128));
@@ -332,14 +332,13 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
     }
 
     for deal_id in take_ends_at(st, ctx.height) {
-        if let Some(d) = deal(st, deal_id) {
-            if d.active {
+        if let Some(d) = deal(st, deal_id)
+            && d.active {
                 events.extend(close_deal(st, d, "completed").expect("invariant: storage pool holds deal escrow"));
             }
-        }
     }
 
-    if sp.epoch_blocks > 0 && ctx.height % sp.epoch_blocks == 0 {
+    if sp.epoch_blocks > 0 && ctx.height.is_multiple_of(sp.epoch_blocks) {
         let epoch = ctx.height / sp.epoch_blocks;
         set_beacon(st, epoch, &ctx.beacon);
         if epoch >= 2 {

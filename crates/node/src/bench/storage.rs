@@ -33,7 +33,7 @@ pub fn run_storage_bench(cfg: &StorageBenchConfig, progress: &mut dyn FnMut(&str
     let k = cfg.scheme.data as usize;
     let m = cfg.scheme.parity as usize;
     anyhow::ensure!(
-        cfg.segment_bytes >= 2 * k && cfg.segment_bytes % (2 * k) == 0,
+        cfg.segment_bytes >= 2 * k && cfg.segment_bytes.is_multiple_of(2 * k),
         "segment size must be a multiple of 2 x data shards ({})",
         2 * k
     );
