@@ -30,9 +30,10 @@ pub fn parse_scheme(s: &str) -> Result<ErasureScheme, String> {
 
 #[derive(Subcommand)]
 pub enum StorageCmd {
-    /// Erasure-code a file, open storage deals and upload the pieces; prints the content id.
+    /// Erasure-code a file (or every file under a directory), open storage
+    /// deals and upload the pieces; prints the content id of each file.
     Put {
-        file: PathBuf,
+        path: PathBuf,
         /// Key that pays for the deals.
         #[arg(long, default_value = "dev")]
         from: String,
@@ -71,6 +72,24 @@ pub enum StorageCmd {
     },
 }
 
+/// Regular files under `dir`, in path order.
+fn collect_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for p in entries {
+        let ft = std::fs::symlink_metadata(&p)?.file_type();
+        if ft.is_dir() {
+            collect_files(&p, out)?;
+        } else if ft.is_file() {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
 fn progress_printer() -> impl FnMut(&str, u64, u64) {
     let tty = std::io::stderr().is_terminal();
     let mut last_step = u64::MAX;
@@ -93,12 +112,35 @@ fn progress_printer() -> impl FnMut(&str, u64, u64) {
 pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
     let client = ctx.client();
     match cmd {
-        StorageCmd::Put { file, from, erasure, duration, segment_kib, max_price } => {
+        StorageCmd::Put { path, from, erasure, duration, segment_kib, max_price } => {
             let key = ctx.keyring.get(&from)?;
             let k2 = 2 * erasure.data as usize;
             let segment_bytes = (segment_kib.max(1) << 10).div_ceil(k2) * k2;
             let opts = PutOptions { scheme: erasure, segment_bytes, duration_blocks: duration, max_price_per_gib_block: max_price };
-            let r = tessera_client::storage::put(&client, &key, &file, &opts, &mut progress_printer())?;
+            let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            if meta.is_dir() {
+                let mut files = Vec::new();
+                collect_files(&path, &mut files)?;
+                anyhow::ensure!(!files.is_empty(), "{} holds no files to store", path.display());
+                let mut stored = Vec::new();
+                for f in &files {
+                    let rel = f.strip_prefix(&path).unwrap_or(f).display().to_string();
+                    if std::fs::metadata(f)?.len() == 0 {
+                        eprintln!("skipping empty file {rel}");
+                        continue;
+                    }
+                    eprintln!("{rel}");
+                    let r = tessera_client::storage::put(&client, &key, f, &opts, &mut progress_printer())?;
+                    stored.push(serde_json::json!({ "path": rel, "cid": r.cid.to_string(), "bytes": r.bytes, "deals": r.deals }));
+                }
+                ctx.print(&stored, |stored| {
+                    for s in stored {
+                        println!("{}  {}", s["cid"].as_str().unwrap_or_default(), s["path"].as_str().unwrap_or_default());
+                    }
+                });
+                return Ok(());
+            }
+            let r = tessera_client::storage::put(&client, &key, &path, &opts, &mut progress_printer())?;
             let view = serde_json::json!({
                 "cid": r.cid.to_string(), "bytes": r.bytes, "deals": r.deals, "missed_pieces": r.missed_pieces,
             });

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use support::*;
 use tessera_client::api::{DealDto, ProviderDto};
 
+/// The first deal: the 3 MB file's.
 fn deal(net: &Devnet) -> DealDto {
     net.client().get::<Vec<DealDto>>("/deals").unwrap().into_iter().next().expect("a deal")
 }
@@ -33,6 +34,19 @@ fn put_get_and_survive_wipe_corruption_and_a_dead_provider() {
     net.ok(&["storage", "get", &cid, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), data);
     assert!(net.ok(&["storage", "ls"]).contains(&cid));
+
+    // A directory stores each file under its own content id.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(tree.join("sub").join("b.txt"), b"bravo bravo").unwrap();
+    let listing = net.json(&["storage", "put", tree.to_str().unwrap()]);
+    let entries = listing.as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listing}");
+    let b = entries.iter().find(|e| e["path"] == "sub/b.txt").unwrap();
+    let b_out = dir.path().join("b.out");
+    net.ok(&["storage", "get", b["cid"].as_str().unwrap(), "-o", b_out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&b_out).unwrap(), b"bravo bravo");
 
     // Every piece gets proven within a couple of epochs.
     net.wait_until(60, "every piece proven once", || deal(&net).pieces.iter().all(|p| p.proven_epochs >= 1));
