@@ -24,6 +24,8 @@ pub struct DevnetConfig {
     pub test_accounts: u32,
     /// Storage provider agents to run as child processes (`provider1`, ...).
     pub storage_providers: u32,
+    /// Where the S3 endpoint listens.
+    pub s3: SocketAddr,
 }
 
 const PROVIDER_BALANCE: Amount = Amount::from_tsr(1_000);
@@ -35,9 +37,6 @@ struct ProviderChild {
     child: std::process::Child,
 }
 
-fn provider_port(rpc: SocketAddr, i: u32) -> u16 {
-    rpc.port().wrapping_add(10 + i as u16)
-}
 
 /// Starts `tessera provider run` for each devnet provider key. Each stops by
 /// itself when this process is gone, even after kill -9.
@@ -54,7 +53,8 @@ fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
             .arg("--home")
             .arg(&home)
             .args(["--rpc", &format!("http://{}", cfg.rpc), "provider", "run", "--key", &name])
-            .args(["--listen", &format!("127.0.0.1:{}", provider_port(cfg.rpc, i))])
+            // A free port chosen by the system; the provider registers it.
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(logs.join(&name))
             .args(["--storage-gb", "10", "--region", PROVIDER_REGIONS[(i as usize - 1) % PROVIDER_REGIONS.len()]])
@@ -66,6 +66,32 @@ fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
         children.push(ProviderChild { name, child });
     }
     Ok(children)
+}
+
+/// Starts the S3 endpoint (`tessera s3 serve`) as a child process on the port
+/// after the RPC's.
+fn spawn_s3(cfg: &DevnetConfig) -> anyhow::Result<ProviderChild> {
+    let exe = std::env::current_exe().context("locating the tessera binary")?;
+    let home = cfg.keyring.dir().parent().unwrap_or(Path::new(".")).to_path_buf();
+    let log = std::fs::File::create(cfg.dir.join("s3.log"))?;
+    let child = std::process::Command::new(&exe)
+        .arg("--home")
+        .arg(&home)
+        .args(["--rpc", &format!("http://{}", cfg.rpc), "s3", "serve"])
+        .args(["--listen", &cfg.s3.to_string()])
+        .arg("--data-dir")
+        .arg(cfg.dir.join("s3"))
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the S3 endpoint")?;
+    Ok(ProviderChild { name: "s3".into(), child })
+}
+
+/// The devnet's S3 endpoint: the RPC port plus one (7701 by default).
+pub fn s3_address(rpc: SocketAddr) -> SocketAddr {
+    SocketAddr::new(rpc.ip(), rpc.port().wrapping_add(1))
 }
 
 fn stop_providers(children: &mut [ProviderChild]) {
@@ -211,6 +237,7 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
     });
 
     let mut providers = spawn_providers(&cfg)?;
+    providers.push(spawn_s3(&cfg)?);
 
     println!("Tessera devnet \"{}\" {}", genesis.chain_id, if fresh { "created" } else { "resumed" });
     println!("  data dir     {}", cfg.dir.display());
@@ -230,12 +257,12 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
             .unwrap_or_else(|| "validator".into());
         println!("  account      {:<10} {}  {} TSR at genesis", name, a.address, a.balance);
     }
-    for (i, p) in providers.iter().enumerate() {
+    println!("  S3           http://{} (keys: tessera storage s3-key create)", cfg.s3);
+    for p in providers.iter().filter(|p| p.name != "s3") {
         println!(
-            "  provider     {:<10} pid {}  pieces on http://127.0.0.1:{}  log {}",
+            "  provider     {:<10} pid {}  log {}",
             p.name,
             p.child.id(),
-            provider_port(cfg.rpc, i as u32 + 1),
             cfg.dir.join("providers").join(format!("{}.log", p.name)).display()
         );
     }

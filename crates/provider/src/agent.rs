@@ -41,6 +41,8 @@ pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("cannot listen on {} (in use? pick another with --listen)", cfg.listen))?;
     let me = cfg.key.address();
+    // Port 0 asks the system for a free port; the provider registers the real one.
+    let listen = listener.local_addr()?;
     let state = Arc::new(ServerState { store: store.clone(), me, rpc: cfg.rpc.clone() });
     let stop_server = stop.clone();
     let server = tokio::spawn(async move {
@@ -52,9 +54,9 @@ pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> 
             })
             .await
     });
-    println!("provider {me} serving pieces on http://{} (data in {})", cfg.listen, cfg.data_dir.display());
+    println!("provider {me} serving pieces on http://{listen} (data in {})", cfg.data_dir.display());
     let control_stop = stop.clone();
-    let control = tokio::task::spawn_blocking(move || control_loop(&cfg, &store, &control_stop));
+    let control = tokio::task::spawn_blocking(move || control_loop(&cfg, listen, &store, &control_stop));
     let result = control.await.context("control loop panicked")?;
     stop.store(true, Ordering::Relaxed);
     let _ = server.await;
@@ -73,9 +75,9 @@ fn submit(client: &Client, key: &KeyPair, chain_id: &str, msg: Msg) -> Result<te
     client.submit(&body.sign(key))
 }
 
-fn ensure_registered(cfg: &AgentConfig, client: &Client, chain_id: &str) -> anyhow::Result<()> {
+fn ensure_registered(cfg: &AgentConfig, listen: SocketAddr, client: &Client, chain_id: &str) -> anyhow::Result<()> {
     let me = cfg.key.address();
-    let endpoint = format!("http://{}", cfg.listen);
+    let endpoint = format!("http://{listen}");
     let info = ProviderInfo {
         hardware: crate::hardware::detect(cfg.storage_gb),
         region: cfg.region.clone(),
@@ -137,7 +139,7 @@ fn heal_missing(client: &Client, store: &PieceStore, me: &tessera_types::Address
     }
 }
 
-fn control_loop(cfg: &AgentConfig, store: &PieceStore, stop: &AtomicBool) -> anyhow::Result<()> {
+fn control_loop(cfg: &AgentConfig, listen: SocketAddr, store: &PieceStore, stop: &AtomicBool) -> anyhow::Result<()> {
     let client = Client::new(&cfg.rpc);
     let me = cfg.key.address();
     let chain_id = loop {
@@ -150,7 +152,7 @@ fn control_loop(cfg: &AgentConfig, store: &PieceStore, stop: &AtomicBool) -> any
             Err(e) => return Err(e.into()),
         }
     };
-    ensure_registered(cfg, &client, &chain_id)?;
+    ensure_registered(cfg, listen, &client, &chain_id)?;
     let heartbeat_every = (client.get::<tessera_ledger::Params>("/params")?.registry.heartbeat_timeout_blocks / 4).max(1);
     let mut last_height = 0;
     let mut last_heartbeat = 0;

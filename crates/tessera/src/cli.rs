@@ -55,6 +55,9 @@ pub enum Command {
     /// Run a provider agent.
     #[command(subcommand)]
     Provider(ProviderCmd),
+    /// The S3-compatible endpoint.
+    #[command(subcommand)]
+    S3(S3Cmd),
     /// Benchmarks that print a ratio against a peer measured in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -77,6 +80,15 @@ pub struct DevnetArgs {
     /// the default 4+2 erasure scheme needs at least 6).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=32))]
     pub storage_providers: u32,
+    /// Address of the S3 endpoint (default: the RPC port plus one, 127.0.0.1:7701).
+    #[arg(long)]
+    pub s3: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+pub enum S3Cmd {
+    /// Serve buckets and objects over the storage network (SigV4 with `storage s3-key` keys).
+    Serve(crate::storagecmd::S3ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -167,6 +179,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status => crate::query::status(&ctx),
         Command::Storage(s) => crate::storagecmd::run(&ctx, s),
         Command::Provider(ProviderCmd::Run(a)) => crate::storagecmd::provider_run(&ctx, &cli.home, a),
+        Command::S3(S3Cmd::Serve(a)) => crate::storagecmd::s3_serve(&ctx, &cli.home, a),
         Command::Bench(BenchCmd::Ledger { txs, block_size, accounts }) => bench_ledger(&ctx, txs, block_size, accounts),
         Command::Bench(BenchCmd::Storage { size_mib, segment_kib, erasure }) => {
             bench_storage(&ctx, size_mib, segment_kib, erasure)
@@ -185,6 +198,7 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         chain_id: a.chain_id,
         test_accounts: a.test_accounts,
         storage_providers: a.storage_providers,
+        s3: a.s3.unwrap_or_else(|| tessera_node::devnet::s3_address(rpc)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tessera_node::devnet::run(cfg))

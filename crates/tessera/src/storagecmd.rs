@@ -70,6 +70,18 @@ pub enum StorageCmd {
         #[arg(long, default_value = "dev")]
         from: String,
     },
+    /// S3 access keys for the S3 endpoint.
+    #[command(subcommand)]
+    S3Key(S3KeyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum S3KeyCmd {
+    /// Create an access key whose objects are stored and paid for by a keyring key.
+    Create {
+        #[arg(long, default_value = "dev")]
+        from: String,
+    },
 }
 
 /// Regular files under `dir`, in path order.
@@ -192,6 +204,17 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
                 }
             });
         }
+        StorageCmd::S3Key(S3KeyCmd::Create { from }) => {
+            ctx.keyring.get(&from)?;
+            let keys = tessera_s3::keys::AccessKeys::new(ctx.keyring.dir().parent().unwrap_or(std::path::Path::new(".")).join("s3-keys"));
+            let k = keys.create(&from)?;
+            ctx.print(&k, |k| {
+                println!("access key  {}", k.access_key);
+                println!("secret key  {}", k.secret_key);
+                println!("account     {from}");
+                println!("use with: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY=... aws --endpoint-url http://127.0.0.1:7701 s3 ls", k.access_key);
+            });
+        }
         StorageCmd::Rm { cid, from } => {
             let key = ctx.keyring.get(&from)?;
             let n = tessera_client::storage::remove(&client, &key, &cid)?;
@@ -258,5 +281,55 @@ pub fn provider_run(ctx: &Ctx, home: &std::path::Path, a: ProviderRunArgs) -> an
             });
         }
         tessera_provider::agent::run(cfg, stop).await.context("provider stopped")
+    })
+}
+
+#[derive(Args)]
+pub struct S3ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub listen: SocketAddr,
+    /// Index and spool directory (default: <home>/s3).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Stop when this process id is gone.
+    #[arg(long, hide = true)]
+    pub parent_pid: Option<u32>,
+}
+
+pub fn s3_serve(ctx: &Ctx, home: &std::path::Path, a: S3ServeArgs) -> anyhow::Result<()> {
+    let data = a.data_dir.unwrap_or_else(|| home.join("s3"));
+    std::fs::create_dir_all(&data)?;
+    let index = tessera_s3::index::Index::open(&data.join("index.redb"))
+        .with_context(|| format!("opening {} (is another S3 endpoint using it?)", data.display()))?;
+    let keys = tessera_s3::keys::AccessKeys::new(home.join("s3-keys"));
+    let keyring = tessera_client::Keyring::new(ctx.keyring.dir().to_path_buf());
+    let gateway = tessera_s3::service::Gateway::new(index, keys, keyring, ctx.client().base_url().to_string(), data.join("work"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            s.store(true, Ordering::Relaxed);
+        });
+        #[cfg(unix)]
+        {
+            let s = stop.clone();
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::spawn(async move {
+                term.recv().await;
+                s.store(true, Ordering::Relaxed);
+            });
+        }
+        if let Some(pid) = a.parent_pid {
+            let s = stop.clone();
+            tokio::spawn(async move {
+                while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                s.store(true, Ordering::Relaxed);
+            });
+        }
+        tessera_s3::server::serve(gateway, a.listen, stop).await
     })
 }

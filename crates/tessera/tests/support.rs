@@ -17,6 +17,8 @@ pub struct Devnet {
     pub child: Option<Child>,
     pub home: PathBuf,
     pub rpc: String,
+    /// Port of the devnet's S3 endpoint.
+    pub s3_port: u16,
 }
 
 impl Devnet {
@@ -26,15 +28,17 @@ impl Devnet {
 
     pub fn start_with(home: &Path, port: u16, extra: &[&str]) -> Devnet {
         let rpc = format!("127.0.0.1:{port}");
+        let s3_port = free_port();
+        let s3 = format!("127.0.0.1:{s3_port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("devnet.log")).unwrap();
         let child = Command::new(BIN)
-            .args(["--home", home.to_str().unwrap(), "--rpc", &rpc, "devnet", "--block-time-ms", "100"])
+            .args(["--home", home.to_str().unwrap(), "--rpc", &rpc, "devnet", "--block-time-ms", "100", "--s3", &s3])
             .args(extra)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn devnet");
-        let d = Devnet { child: Some(child), home: home.to_path_buf(), rpc };
+        let d = Devnet { child: Some(child), home: home.to_path_buf(), rpc, s3_port };
         d.wait_ready();
         d
     }

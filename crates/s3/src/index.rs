@@ -1,0 +1,161 @@
+//! The gateway's index of buckets and objects (redb): what each object key
+//! points to in the storage network. Writes are single durable transactions.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+
+const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BucketMeta {
+    /// Access key's keyring key that owns the bucket.
+    pub owner: String,
+    pub created_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ObjectMeta {
+    /// Content id hash; `None` for an empty object.
+    pub cid: Option<[u8; 32]>,
+    pub size: u64,
+    /// Hex MD5 of the body (S3's ETag for single-part uploads).
+    pub etag: String,
+    pub modified_ms: u64,
+    pub content_type: Option<String>,
+}
+
+pub struct Index {
+    db: Database,
+}
+
+fn object_key(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{key}")
+}
+
+impl Index {
+    pub fn open(path: &Path) -> anyhow::Result<Index> {
+        let db = Database::create(path)?;
+        let w = db.begin_write()?;
+        {
+            w.open_table(BUCKETS)?;
+            w.open_table(OBJECTS)?;
+        }
+        w.commit()?;
+        Ok(Index { db })
+    }
+
+    pub fn bucket(&self, name: &str) -> anyhow::Result<Option<BucketMeta>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(BUCKETS)?;
+        Ok(match t.get(name)? {
+            Some(v) => Some(borsh::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    pub fn buckets(&self) -> anyhow::Result<Vec<(String, BucketMeta)>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(BUCKETS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), borsh::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn put_bucket(&self, name: &str, meta: &BucketMeta) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        w.open_table(BUCKETS)?.insert(name, borsh::to_vec(meta)?.as_slice())?;
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_bucket(&self, name: &str) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        w.open_table(BUCKETS)?.remove(name)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn object(&self, bucket: &str, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(OBJECTS)?;
+        Ok(match t.get(object_key(bucket, key).as_str())? {
+            Some(v) => Some(borsh::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Stores `meta` and returns the object it replaced.
+    pub fn put_object(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> anyhow::Result<Option<ObjectMeta>> {
+        let w = self.db.begin_write()?;
+        let old = {
+            let mut t = w.open_table(OBJECTS)?;
+            let old = t.insert(object_key(bucket, key).as_str(), borsh::to_vec(meta)?.as_slice())?;
+            match old {
+                Some(v) => Some(borsh::from_slice(v.value())?),
+                None => None,
+            }
+        };
+        w.commit()?;
+        Ok(old)
+    }
+
+    pub fn delete_object(&self, bucket: &str, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
+        let w = self.db.begin_write()?;
+        let old = {
+            let mut t = w.open_table(OBJECTS)?;
+            let old = t.remove(object_key(bucket, key).as_str())?;
+            match old {
+                Some(v) => Some(borsh::from_slice(v.value())?),
+                None => None,
+            }
+        };
+        w.commit()?;
+        Ok(old)
+    }
+
+    /// Objects of `bucket` whose keys start with `prefix` and sort after
+    /// `after`, in key order, at most `limit` (plus whether more exist).
+    pub fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> anyhow::Result<(Vec<(String, ObjectMeta)>, bool)> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(OBJECTS)?;
+        let start = object_key(bucket, prefix);
+        let bucket_prefix = format!("{bucket}/");
+        let mut out = Vec::new();
+        for item in t.range::<&str>(start.as_str()..)? {
+            let (k, v) = item?;
+            let full = k.value();
+            let Some(key) = full.strip_prefix(&bucket_prefix) else { break };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push((key.to_string(), borsh::from_slice(v.value())?));
+        }
+        Ok((out, false))
+    }
+
+    /// How many objects anywhere point at content `cid`.
+    pub fn references(&self, cid: &[u8; 32]) -> anyhow::Result<usize> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(OBJECTS)?;
+        let mut n = 0;
+        for item in t.iter()? {
+            let (_, v) = item?;
+            let meta: ObjectMeta = borsh::from_slice(v.value())?;
+            if meta.cid.as_ref() == Some(cid) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,531 @@
+//! The S3 operations, over the index and the storage network.
+
+use futures_util::StreamExt;
+use md5::{Digest, Md5};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tessera_client::storage::PutOptions;
+use tessera_client::{Client, Keyring};
+use tessera_storage::{Cid, ErasureScheme};
+use tessera_types::{Amount, Hash32};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::index::{BucketMeta, Index, ObjectMeta};
+use crate::keys::{AccessKey, AccessKeys};
+
+/// Largest object or part body accepted (S3's single-PUT limit).
+pub const MAX_OBJECT_BYTES: u64 = 5 << 30;
+/// Most parts in one multipart upload.
+pub const MAX_PARTS: i32 = 10_000;
+
+pub struct Gateway {
+    pub index: Index,
+    pub keys: AccessKeys,
+    pub keyring: Keyring,
+    pub rpc: String,
+    /// Spool files and multipart parts.
+    pub work_dir: PathBuf,
+    pub put_options: PutOptions,
+}
+
+pub fn default_put_options() -> PutOptions {
+    PutOptions {
+        scheme: ErasureScheme::DEVNET,
+        segment_bytes: 1 << 20,
+        duration_blocks: 1_000_000,
+        max_price_per_gib_block: Amount::from_micro(10_000),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
+    s3_error!(InternalError, "{e}")
+}
+
+fn etag(hex: &str) -> ETag {
+    ETag::Strong(hex.to_string())
+}
+
+fn valid_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+struct Spooled {
+    path: PathBuf,
+    size: u64,
+    md5: [u8; 16],
+}
+
+impl Gateway {
+    pub fn new(index: Index, keys: AccessKeys, keyring: Keyring, rpc: String, work_dir: PathBuf) -> anyhow::Result<Gateway> {
+        std::fs::create_dir_all(work_dir.join("spool"))?;
+        std::fs::create_dir_all(work_dir.join("uploads"))?;
+        Ok(Gateway { index, keys, keyring, rpc, work_dir, put_options: default_put_options() })
+    }
+
+    fn caller<T>(&self, req: &S3Request<T>) -> S3Result<AccessKey> {
+        let creds = req.credentials.as_ref().ok_or_else(|| s3_error!(AccessDenied, "anonymous requests are not allowed"))?;
+        self.keys.get(&creds.access_key).ok_or_else(|| s3_error!(InvalidAccessKeyId))
+    }
+
+    /// The bucket, if the caller owns it.
+    fn owned_bucket(&self, bucket: &str, caller: &AccessKey) -> S3Result<BucketMeta> {
+        let meta = self.index.bucket(bucket).map_err(internal)?.ok_or_else(|| s3_error!(NoSuchBucket))?;
+        if meta.owner != caller.key_name {
+            return Err(s3_error!(AccessDenied, "bucket {bucket} belongs to another account"));
+        }
+        Ok(meta)
+    }
+
+    fn spool_path(&self) -> PathBuf {
+        let mut n = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut n);
+        self.work_dir.join("spool").join(hex::encode(n))
+    }
+
+    /// Writes a request body to a file in bounded memory, with its MD5.
+    async fn spool(&self, body: Option<StreamingBlob>, path: PathBuf) -> S3Result<Spooled> {
+        let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        if let Some(mut body) = body {
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&path).await;
+                        return Err(s3_error!(IncompleteBody, "request body ended early: {e}"));
+                    }
+                };
+                size += chunk.len() as u64;
+                if size > MAX_OBJECT_BYTES {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Err(s3_error!(EntityTooLarge, "object bodies are at most {MAX_OBJECT_BYTES} bytes"));
+                }
+                md5.update(&chunk);
+                file.write_all(&chunk).await.map_err(internal)?;
+            }
+        }
+        file.sync_all().await.map_err(internal)?;
+        Ok(Spooled { path, size, md5: md5.finalize().into() })
+    }
+
+    /// Stores a spooled file as content paid by `caller`; returns its cid.
+    async fn store(&self, caller: &AccessKey, spooled: &Spooled) -> S3Result<Option<[u8; 32]>> {
+        if spooled.size == 0 {
+            return Ok(None);
+        }
+        let key = self.keyring.get(&caller.key_name).map_err(|e| s3_error!(AccessDenied, "{e}"))?;
+        let rpc = self.rpc.clone();
+        let path = spooled.path.clone();
+        let opts = PutOptions { ..clone_opts(&self.put_options) };
+        let result = tokio::task::spawn_blocking(move || {
+            tessera_client::storage::put(&Client::new(&rpc), &key, &path, &opts, &mut |_, _, _| {})
+        })
+        .await
+        .map_err(internal)?;
+        match result {
+            Ok(r) => Ok(Some(r.cid.0 .0)),
+            Err(e) => Err(s3_error!(ServiceUnavailable, "the storage network did not take the object: {e:#}")),
+        }
+    }
+
+    /// Ends the deals of `cid` once no object points at it any more.
+    async fn release(&self, caller: &AccessKey, cid: Option<[u8; 32]>) {
+        let Some(cid) = cid else { return };
+        if self.index.references(&cid).unwrap_or(1) > 0 {
+            return;
+        }
+        let Ok(key) = self.keyring.get(&caller.key_name) else { return };
+        let rpc = self.rpc.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            tessera_client::storage::remove(&Client::new(&rpc), &key, &Cid(Hash32(cid)))
+        })
+        .await;
+    }
+
+    async fn put_spooled(&self, caller: &AccessKey, bucket: &str, key: &str, spooled: Spooled, etag_hex: String, content_type: Option<String>) -> S3Result<ObjectMeta> {
+        let stored = self.store(caller, &spooled).await;
+        let _ = tokio::fs::remove_file(&spooled.path).await;
+        let cid = stored?;
+        let meta = ObjectMeta { cid, size: spooled.size, etag: etag_hex, modified_ms: now_ms(), content_type };
+        let old = self.index.put_object(bucket, key, &meta).map_err(internal)?;
+        if let Some(old) = old {
+            if old.cid != meta.cid {
+                self.release(caller, old.cid).await;
+            }
+        }
+        Ok(meta)
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> S3Result<PathBuf> {
+        if upload_id.len() != 32 || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        let dir = self.work_dir.join("uploads").join(upload_id);
+        if !dir.exists() {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        Ok(dir)
+    }
+}
+
+fn clone_opts(o: &PutOptions) -> PutOptions {
+    PutOptions {
+        scheme: o.scheme,
+        segment_bytes: o.segment_bytes,
+        duration_blocks: o.duration_blocks,
+        max_price_per_gib_block: o.max_price_per_gib_block,
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UploadMeta {
+    bucket: String,
+    key: String,
+    owner: String,
+    content_type: Option<String>,
+}
+
+fn read_upload(dir: &Path) -> S3Result<UploadMeta> {
+    let text = std::fs::read_to_string(dir.join("upload.json")).map_err(|_| s3_error!(NoSuchUpload))?;
+    serde_json::from_str(&text).map_err(internal)
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let caller = self.caller(&req)?;
+        let buckets = self
+            .index
+            .buckets()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(_, m)| m.owner == caller.key_name)
+            .map(|(name, m)| Bucket { name: Some(name), creation_date: Some(timestamp(m.created_ms)), ..Default::default() })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let caller = self.caller(&req)?;
+        let name = &req.input.bucket;
+        if !valid_bucket_name(name) {
+            return Err(s3_error!(InvalidBucketName, "bucket names are 3-63 lowercase letters, digits, '-' and '.'"));
+        }
+        match self.index.bucket(name).map_err(internal)? {
+            Some(m) if m.owner == caller.key_name => return Err(s3_error!(BucketAlreadyOwnedByYou)),
+            Some(_) => return Err(s3_error!(BucketAlreadyExists)),
+            None => {}
+        }
+        self.index.put_bucket(name, &BucketMeta { owner: caller.key_name, created_ms: now_ms() }).map_err(internal)?;
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")), ..Default::default() }))
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        let caller = self.caller(&req)?;
+        self.owned_bucket(&req.input.bucket, &caller)?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let caller = self.caller(&req)?;
+        self.owned_bucket(&req.input.bucket, &caller)?;
+        let (objects, _) = self.index.list(&req.input.bucket, "", None, 1).map_err(internal)?;
+        if !objects.is_empty() {
+            return Err(s3_error!(BucketNotEmpty));
+        }
+        self.index.delete_bucket(&req.input.bucket).map_err(internal)?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let caller = self.caller(&req)?;
+        let input = req.input;
+        self.owned_bucket(&input.bucket, &caller)?;
+        let spooled = self.spool(input.body, self.spool_path()).await?;
+        let etag_hex = hex::encode(spooled.md5);
+        let size = spooled.size;
+        let meta = self.put_spooled(&caller, &input.bucket, &input.key, spooled, etag_hex, input.content_type).await?;
+        Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(&meta.etag)), size: Some(size as i64), ..Default::default() }))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let caller = self.caller(&req)?;
+        self.owned_bucket(&req.input.bucket, &caller)?;
+        let meta = self.index.object(&req.input.bucket, &req.input.key).map_err(internal)?.ok_or_else(|| s3_error!(NoSuchKey))?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(meta.size as i64),
+            e_tag: Some(etag(&meta.etag)),
+            last_modified: Some(timestamp(meta.modified_ms)),
+            content_type: meta.content_type.clone(),
+            accept_ranges: Some("bytes".into()),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let caller = self.caller(&req)?;
+        let input = req.input;
+        self.owned_bucket(&input.bucket, &caller)?;
+        let meta = self.index.object(&input.bucket, &input.key).map_err(internal)?.ok_or_else(|| s3_error!(NoSuchKey))?;
+        let range = match &input.range {
+            Some(r) => Some(r.check(meta.size).map_err(|_| s3_error!(InvalidRange))?),
+            None => None,
+        };
+        let (start, end) = match &range {
+            Some(r) => (r.start, r.end),
+            None => (0, meta.size),
+        };
+        let body = match meta.cid {
+            None => StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
+            Some(cid) => {
+                let out = self.spool_path();
+                let rpc = self.rpc.clone();
+                let target = out.clone();
+                tokio::task::spawn_blocking(move || {
+                    tessera_client::storage::get(&Client::new(&rpc), &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
+                })
+                .await
+                .map_err(internal)?
+                .map_err(|e| s3_error!(ServiceUnavailable, "the storage network did not return the object: {e:#}"))?;
+                let mut file = tokio::fs::File::open(&out).await.map_err(internal)?;
+                // The open handle keeps the data readable; the name goes now.
+                let _ = tokio::fs::remove_file(&out).await;
+                file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
+                StreamingBlob::wrap(tokio_util::io::ReaderStream::new(file.take(end - start)))
+            }
+        };
+        let mut output = GetObjectOutput {
+            body: Some(body),
+            content_length: Some((end - start) as i64),
+            e_tag: Some(etag(&meta.etag)),
+            last_modified: Some(timestamp(meta.modified_ms)),
+            content_type: meta.content_type.clone(),
+            accept_ranges: Some("bytes".into()),
+            ..Default::default()
+        };
+        if range.is_some() {
+            output.content_range = Some(format!("bytes {}-{}/{}", start, end.saturating_sub(1), meta.size));
+            let mut resp = S3Response::new(output);
+            resp.status = Some(hyper::StatusCode::PARTIAL_CONTENT);
+            return Ok(resp);
+        }
+        Ok(S3Response::new(output))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let caller = self.caller(&req)?;
+        self.owned_bucket(&req.input.bucket, &caller)?;
+        if let Some(old) = self.index.delete_object(&req.input.bucket, &req.input.key).map_err(internal)? {
+            self.release(&caller, old.cid).await;
+        }
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let caller = self.caller(&req)?;
+        let input = req.input;
+        self.owned_bucket(&input.bucket, &caller)?;
+        let CopySource::Bucket { bucket: src_bucket, key: src_key, .. } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "only bucket/key copy sources are supported"));
+        };
+        self.owned_bucket(src_bucket, &caller)?;
+        let mut meta = self.index.object(src_bucket, src_key).map_err(internal)?.ok_or_else(|| s3_error!(NoSuchKey))?;
+        meta.modified_ms = now_ms();
+        if input.content_type.is_some() {
+            meta.content_type = input.content_type.clone();
+        }
+        // The copy shares the stored content; deals end when the last reference goes.
+        let old = self.index.put_object(&input.bucket, &input.key, &meta).map_err(internal)?;
+        if let Some(old) = old {
+            if old.cid != meta.cid {
+                self.release(&caller, old.cid).await;
+            }
+        }
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&meta.etag)),
+                last_modified: Some(timestamp(meta.modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let caller = self.caller(&req)?;
+        let input = req.input;
+        self.owned_bucket(&input.bucket, &caller)?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after = match &input.continuation_token {
+            Some(t) => Some(String::from_utf8(hex::decode(t).map_err(|_| s3_error!(InvalidArgument, "bad continuation token"))?).map_err(|_| s3_error!(InvalidArgument, "bad continuation token"))?),
+            None => input.start_after.clone(),
+        };
+        let mut contents = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut cursor = after.clone();
+        let mut truncated = false;
+        let mut last_key = None;
+        // Walk keys in order, folding those below a delimiter into common prefixes.
+        'walk: loop {
+            let (batch, more) = self.index.list(&input.bucket, &prefix, cursor.as_deref(), 1000).map_err(internal)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (key, meta) in batch {
+                cursor = Some(key.clone());
+                if contents.len() + prefixes.len() >= max_keys {
+                    truncated = true;
+                    break 'walk;
+                }
+                let rest = &key[prefix.len()..];
+                if let Some(d) = input.delimiter.as_deref().filter(|d| !d.is_empty()) {
+                    if let Some(pos) = rest.find(d) {
+                        let common = format!("{prefix}{}", &rest[..pos + d.len()]);
+                        if prefixes.last() != Some(&common) {
+                            prefixes.push(common);
+                        }
+                        last_key = Some(key);
+                        continue;
+                    }
+                }
+                contents.push(Object {
+                    key: Some(key.clone()),
+                    size: Some(meta.size as i64),
+                    e_tag: Some(etag(&meta.etag)),
+                    last_modified: Some(timestamp(meta.modified_ms)),
+                    ..Default::default()
+                });
+                last_key = Some(key);
+            }
+            if !more {
+                break;
+            }
+        }
+        let key_count = (contents.len() + prefixes.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket.clone()),
+            prefix: input.prefix.clone(),
+            delimiter: input.delimiter.clone(),
+            max_keys: Some(max_keys as i32),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token.clone(),
+            start_after: input.start_after.clone(),
+            is_truncated: Some(truncated),
+            next_continuation_token: if truncated { last_key.map(|k| hex::encode(k.as_bytes())) } else { None },
+            contents: Some(contents),
+            common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let caller = self.caller(&req)?;
+        let input = req.input;
+        self.owned_bucket(&input.bucket, &caller)?;
+        let mut id = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let upload_id = hex::encode(id);
+        let dir = self.work_dir.join("uploads").join(&upload_id);
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        let meta = UploadMeta { bucket: input.bucket.clone(), key: input.key.clone(), owner: caller.key_name, content_type: input.content_type };
+        std::fs::write(dir.join("upload.json"), serde_json::to_string(&meta).map_err(internal)?).map_err(internal)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let caller = self.caller(&req)?;
+        let input = req.input;
+        let dir = self.upload_dir(&input.upload_id)?;
+        let meta = read_upload(&dir)?;
+        if meta.owner != caller.key_name || meta.bucket != input.bucket || meta.key != input.key {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        if !(1..=MAX_PARTS).contains(&input.part_number) {
+            return Err(s3_error!(InvalidArgument, "part numbers are 1 to {MAX_PARTS}"));
+        }
+        let tmp = dir.join(format!("part-{}.tmp", input.part_number));
+        let spooled = self.spool(input.body, tmp.clone()).await?;
+        let md5_hex = hex::encode(spooled.md5);
+        std::fs::rename(&tmp, dir.join(format!("part-{}-{md5_hex}", input.part_number))).map_err(internal)?;
+        Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag(&md5_hex)), ..Default::default() }))
+    }
+
+    async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let caller = self.caller(&req)?;
+        let input = req.input;
+        let dir = self.upload_dir(&input.upload_id)?;
+        let meta = read_upload(&dir)?;
+        if meta.owner != caller.key_name || meta.bucket != input.bucket || meta.key != input.key {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if parts.is_empty() {
+            return Err(s3_error!(MalformedXML, "a completed upload lists at least one part"));
+        }
+        let out_path = self.spool_path();
+        let mut out = tokio::fs::File::create(&out_path).await.map_err(internal)?;
+        let mut md5s = Vec::new();
+        let mut size = 0u64;
+        let mut last = 0;
+        for p in &parts {
+            let n = p.part_number.ok_or_else(|| s3_error!(InvalidPart, "a part has no number"))?;
+            if n <= last {
+                return Err(s3_error!(InvalidPartOrder));
+            }
+            last = n;
+            let tag = match &p.e_tag {
+                Some(ETag::Strong(t)) | Some(ETag::Weak(t)) => t.trim_matches('"').to_string(),
+                None => return Err(s3_error!(InvalidPart, "part {n} has no ETag")),
+            };
+            let path = dir.join(format!("part-{n}-{tag}"));
+            let mut f = tokio::fs::File::open(&path).await.map_err(|_| s3_error!(InvalidPart, "part {n} with ETag {tag} was not uploaded"))?;
+            size += tokio::io::copy(&mut f, &mut out).await.map_err(internal)?;
+            md5s.extend_from_slice(&hex::decode(&tag).map_err(|_| s3_error!(InvalidPart))?);
+        }
+        out.sync_all().await.map_err(internal)?;
+        drop(out);
+        let etag_hex = format!("{}-{}", hex::encode(Md5::digest(&md5s)), parts.len());
+        let mut whole = Md5::new();
+        whole.update(&md5s);
+        let spooled = Spooled { path: out_path, size, md5: whole.finalize().into() };
+        let stored = self.put_spooled(&caller, &meta.bucket, &meta.key, spooled, etag_hex.clone(), meta.content_type).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(meta.bucket),
+            key: Some(meta.key),
+            e_tag: Some(etag(&stored.etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let caller = self.caller(&req)?;
+        let dir = self.upload_dir(&req.input.upload_id)?;
+        let meta = read_upload(&dir)?;
+        if meta.owner != caller.key_name {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        std::fs::remove_dir_all(&dir).map_err(internal)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+}
