@@ -166,7 +166,10 @@ fn wrong_proof_is_refused_and_silence_faults_then_moves_the_piece() {
                 assert!(t.log.contains("does not verify"), "{}", t.log);
             }
         }
-        for e in &out.end_events {
+        // Keep every provider alive.
+        let hb: Vec<SignedTx> = (1..8).map(|u| c.tx(u, Msg::Registry(RegistryMsg::Heartbeat))).collect();
+        let beat = c.block(&hb);
+        for e in out.end_events.iter().chain(&beat.end_events) {
             if e.kind == "storage.fault" && e.get("provider") == Some(&victim.to_string()) {
                 faults_seen += 1;
             }
@@ -177,9 +180,6 @@ fn wrong_proof_is_refused_and_silence_faults_then_moves_the_piece() {
         if moved_to.is_some() {
             break;
         }
-        // Keep every provider alive.
-        let hb: Vec<SignedTx> = (1..8).map(|u| c.tx(u, Msg::Registry(RegistryMsg::Heartbeat))).collect();
-        c.block(&hb);
         c.assert_pools_backed();
     }
     let moved_to = moved_to.expect("the piece was moved after repeated faults");

@@ -63,7 +63,12 @@ pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> 
     result
 }
 
+/// Serialises this process's transactions so that two threads never sign
+/// with the same nonce.
+static SUBMIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn submit(client: &Client, key: &KeyPair, chain_id: &str, msg: Msg) -> Result<tessera_types::Hash32, ClientError> {
+    let _turn = SUBMIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let next = client.account(&key.address())?.next_nonce;
     let body = TxBody {
         chain_id: chain_id.to_string(),
@@ -120,15 +125,16 @@ fn answer(store: &PieceStore, c: &ChallengeDto) -> Result<Msg, PieceError> {
 /// Rebuilds pieces assigned here that are not on disk (a wiped disk, a piece
 /// moved here by repair, an upload that never came) before a challenge finds
 /// them missing.
-fn heal_missing(client: &Client, store: &PieceStore, me: &tessera_types::Address) {
+fn heal_missing(client: &Client, store: &PieceStore, me: &tessera_types::Address, grace: u64) {
     let Ok(deals) = client.get::<Vec<DealDto>>("/deals") else { return };
+    let height = client.status().map(|s| s.height).unwrap_or(0);
     for d in deals.iter().filter(|d| d.active) {
         for (i, p) in d.pieces.iter().enumerate() {
             if p.provider != *me || store.contains(&p.hash) {
                 continue;
             }
             // A piece assigned in the last blocks may still be on its way from the uploader.
-            if d.start + 20 > client.status().map(|s| s.height).unwrap_or(0) && p.proven_epochs == 0 && !d.pieces.iter().any(|q| q.faults > 0) {
+            if d.start + grace > height && p.proven_epochs == 0 && !d.pieces.iter().any(|q| q.faults > 0) {
                 continue;
             }
             match crate::repair::rebuild_piece(client, d, i).and_then(|b| store.put(&p.hash, &b).map_err(anyhow::Error::from)) {
@@ -153,9 +159,38 @@ fn control_loop(cfg: &AgentConfig, listen: SocketAddr, store: &PieceStore, stop:
         }
     };
     ensure_registered(cfg, listen, &client, &chain_id)?;
-    let heartbeat_every = (client.get::<tessera_ledger::Params>("/params")?.registry.heartbeat_timeout_blocks / 4).max(1);
+    let params = client.get::<tessera_ledger::Params>("/params")?;
+    let heartbeat_every = (params.registry.heartbeat_timeout_blocks / 4).max(1);
+    let grace = params.storage.upload_grace_blocks;
     let mut last_height = 0;
-    let mut last_heartbeat = 0;
+    let mut last_heal = 0;
+    // Liveness must not wait behind repairs or proofs: heartbeats get their own thread.
+    let heartbeat = {
+        let rpc = cfg.rpc.clone();
+        let key = cfg.key.clone();
+        let chain_id = chain_id.clone();
+        let parent = cfg.parent_pid;
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stopped_here = stopped.clone();
+        let handle = std::thread::spawn(move || {
+            let client = Client::new(&rpc);
+            let mut last = 0;
+            while !stopped_here.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if parent.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+                    break;
+                }
+                let Ok(status) = client.status() else { continue };
+                if status.height >= last + heartbeat_every {
+                    match submit(&client, &key, &chain_id, Msg::Registry(RegistryMsg::Heartbeat)) {
+                        Ok(_) => last = status.height,
+                        Err(e) => eprintln!("provider {}: heartbeat refused: {e}", key.address()),
+                    }
+                }
+            }
+        });
+        (stopped, handle)
+    };
     let mut answered: BTreeSet<(u64, u32, u64)> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -169,12 +204,9 @@ fn control_loop(cfg: &AgentConfig, listen: SocketAddr, store: &PieceStore, stop:
             continue;
         }
         last_height = status.height;
-        if last_height >= last_heartbeat + heartbeat_every {
-            match submit(&client, &cfg.key, &chain_id, Msg::Registry(RegistryMsg::Heartbeat)) {
-                Ok(_) => last_heartbeat = last_height,
-                Err(e) => eprintln!("provider {me}: heartbeat refused: {e}"),
-            }
-            heal_missing(&client, store, &me);
+        if last_height >= last_heal + heartbeat_every {
+            last_heal = last_height;
+            heal_missing(&client, store, &me, grace);
         }
         let Ok(challenges) = client.get::<Vec<ChallengeDto>>("/storage/challenges") else { continue };
         answered.retain(|(_, _, epoch)| challenges.iter().any(|c| c.epoch == *epoch));
@@ -218,5 +250,7 @@ fn control_loop(cfg: &AgentConfig, listen: SocketAddr, store: &PieceStore, stop:
             }
         }
     }
+    heartbeat.0.store(true, Ordering::Relaxed);
+    let _ = heartbeat.1.join();
     Ok(())
 }

@@ -346,7 +346,7 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
         }
         let deadline = ctx.height + sp.challenge_window_blocks;
         let mut issued = 0u64;
-        for d in all_deals(st).into_iter().filter(|d| d.active) {
+        for d in all_deals(st).into_iter().filter(|d| d.active && d.start + sp.upload_grace_blocks <= ctx.height) {
             for (i, p) in d.pieces.iter().enumerate() {
                 if !p.lost {
                     put_pending(st, &PendingChallenge { deal: d.id, piece: i as u32, epoch, deadline });

@@ -19,6 +19,9 @@ pub struct StorageParams {
     pub lost_piece_slash: Amount,
     /// A segment is repaired when its healthy pieces fall to K + this margin.
     pub repair_margin: u16,
+    /// Blocks a new deal's pieces have to reach their providers before the
+    /// first challenge.
+    pub upload_grace_blocks: u64,
 }
 
 impl Default for StorageParams {
@@ -26,11 +29,12 @@ impl Default for StorageParams {
         StorageParams {
             epoch_blocks: 10,
             challenges_per_piece: 50,
-            challenge_window_blocks: 5,
+            challenge_window_blocks: 10,
             fault_fee: Amount::from_tsr(1),
             max_faults: 3,
             lost_piece_slash: Amount::from_tsr(10),
             repair_margin: 1,
+            upload_grace_blocks: 20,
         }
     }
 }
