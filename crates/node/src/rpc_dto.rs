@@ -19,6 +19,20 @@ pub fn header_dto(h: &Header) -> HeaderDto {
     }
 }
 
+impl From<&HeaderDto> for Header {
+    fn from(h: &HeaderDto) -> Header {
+        Header {
+            chain_id: h.chain_id.clone(),
+            height: h.height,
+            time_ms: h.time_ms,
+            prev_hash: h.prev_hash,
+            tx_root: h.tx_root,
+            app_hash: h.app_hash,
+            proposer: h.proposer,
+        }
+    }
+}
+
 pub fn msg_name(msg: &Msg) -> String {
     use tessera_ledger::bank::BankMsg;
     use tessera_ledger::market::MarketMsg;

@@ -170,6 +170,16 @@ impl Gateway {
         Ok(meta)
     }
 
+    /// A multipart upload of `bucket/key` started by `caller`.
+    fn caller_upload(&self, caller: &AccessKey, upload_id: &str, bucket: &str, key: &str) -> S3Result<(PathBuf, UploadMeta)> {
+        let dir = self.upload_dir(upload_id)?;
+        let meta = read_upload(&dir)?;
+        if meta.owner != caller.key_name || meta.bucket != bucket || meta.key != key {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        Ok((dir, meta))
+    }
+
     fn upload_dir(&self, upload_id: &str) -> S3Result<PathBuf> {
         if upload_id.len() != 32 || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(s3_error!(NoSuchUpload));
@@ -455,11 +465,7 @@ impl S3 for Gateway {
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let caller = self.caller(&req)?;
         let input = req.input;
-        let dir = self.upload_dir(&input.upload_id)?;
-        let meta = read_upload(&dir)?;
-        if meta.owner != caller.key_name || meta.bucket != input.bucket || meta.key != input.key {
-            return Err(s3_error!(NoSuchUpload));
-        }
+        let (dir, _) = self.caller_upload(&caller, &input.upload_id, &input.bucket, &input.key)?;
         if !(1..=MAX_PARTS).contains(&input.part_number) {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to {MAX_PARTS}"));
         }
@@ -473,11 +479,7 @@ impl S3 for Gateway {
     async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let caller = self.caller(&req)?;
         let input = req.input;
-        let dir = self.upload_dir(&input.upload_id)?;
-        let meta = read_upload(&dir)?;
-        if meta.owner != caller.key_name || meta.bucket != input.bucket || meta.key != input.key {
-            return Err(s3_error!(NoSuchUpload));
-        }
+        let (dir, meta) = self.caller_upload(&caller, &input.upload_id, &input.bucket, &input.key)?;
         let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         if parts.is_empty() {
             return Err(s3_error!(MalformedXML, "a completed upload lists at least one part"));

@@ -54,16 +54,7 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
 /// signs, and that the signatures carry more than 2/3 of the validators' power.
 fn verify_header(c: &tessera_client::Client, block: &BlockDto) -> anyhow::Result<()> {
     let h = &block.header;
-    let header = tessera_node::block::Header {
-        chain_id: h.chain_id.clone(),
-        height: h.height,
-        time_ms: h.time_ms,
-        prev_hash: h.prev_hash,
-        tx_root: h.tx_root,
-        app_hash: h.app_hash,
-        proposer: h.proposer,
-    };
-    let hash = header.hash();
+    let hash = tessera_node::block::Header::from(h).hash();
     anyhow::ensure!(hash == block.hash && hash == block.commit.value_id, "block {} header does not hash to its committed id", h.height);
     anyhow::ensure!(block.commit.height == h.height, "commit certificate is for another height");
     let validators: Vec<ValidatorDto> = c.get("/validators")?;

@@ -263,25 +263,7 @@ pub fn provider_run(ctx: &Ctx, home: &std::path::Path, a: ProviderRunArgs) -> an
         price_per_gb_disk: a.price_per_gb,
         parent_pid: a.parent_pid,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(async {
-        let stop_signal = stop.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            stop_signal.store(true, Ordering::Relaxed);
-        });
-        #[cfg(unix)]
-        {
-            let stop_term = stop.clone();
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::spawn(async move {
-                term.recv().await;
-                stop_term.store(true, Ordering::Relaxed);
-            });
-        }
-        tessera_provider::agent::run(cfg, stop).await.context("provider stopped")
-    })
+    run_until_stopped(None, |stop| async move { tessera_provider::agent::run(cfg, stop).await.context("provider stopped") })
 }
 
 #[derive(Args)]
@@ -304,6 +286,17 @@ pub fn s3_serve(ctx: &Ctx, home: &std::path::Path, a: S3ServeArgs) -> anyhow::Re
     let keys = tessera_s3::keys::AccessKeys::new(home.join("s3-keys"));
     let keyring = tessera_client::Keyring::new(ctx.keyring.dir().to_path_buf());
     let gateway = tessera_s3::service::Gateway::new(index, keys, keyring, ctx.client().base_url().to_string(), data.join("work"))?;
+    let listen = a.listen;
+    run_until_stopped(a.parent_pid, |stop| tessera_s3::server::serve(gateway, listen, stop))
+}
+
+/// Runs `work` on a small runtime with a stop flag that Ctrl-C, SIGTERM or
+/// the end of process `parent_pid` sets.
+fn run_until_stopped<F, Fut>(parent_pid: Option<u32>, work: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Arc<AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
@@ -321,7 +314,7 @@ pub fn s3_serve(ctx: &Ctx, home: &std::path::Path, a: S3ServeArgs) -> anyhow::Re
                 s.store(true, Ordering::Relaxed);
             });
         }
-        if let Some(pid) = a.parent_pid {
+        if let Some(pid) = parent_pid {
             let s = stop.clone();
             tokio::spawn(async move {
                 while std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -330,6 +323,6 @@ pub fn s3_serve(ctx: &Ctx, home: &std::path::Path, a: S3ServeArgs) -> anyhow::Re
                 s.store(true, Ordering::Relaxed);
             });
         }
-        tessera_s3::server::serve(gateway, a.listen, stop).await
+        work(stop).await
     })
 }
