@@ -36,7 +36,7 @@ fn object_key(bucket: &str, key: &str) -> String {
 
 impl Index {
     pub fn open(path: &Path) -> anyhow::Result<Index> {
-        let db = Database::create(path)?;
+        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
         let w = db.begin_write()?;
         {
             w.open_table(BUCKETS)?;

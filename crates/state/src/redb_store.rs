@@ -15,6 +15,9 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// redb page cache of the state store.
+const STATE_CACHE_BYTES: usize = 128 << 20;
+
 const META_HEIGHT: &str = "height";
 const META_APP_HASH: &str = "app_hash";
 
@@ -55,7 +58,8 @@ pub struct Store {
 impl Store {
     /// Opens or creates the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(db_err)?;
+        // A bounded page cache: the node's memory must not grow with the chain.
+        let db = Database::builder().set_cache_size(STATE_CACHE_BYTES).create(path).map_err(db_err)?;
         let w = db.begin_write().map_err(db_err)?;
         {
             w.open_table(STATE).map_err(db_err)?;
