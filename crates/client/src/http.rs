@@ -3,8 +3,9 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::{Duration, Instant};
-use tessera_ledger::SignedTx;
-use tessera_types::{Address, Hash32};
+use tessera_crypto::KeyPair;
+use tessera_ledger::{Msg, SignedTx, TxBody};
+use tessera_types::{Address, Amount, Hash32, PublicKey};
 
 use crate::api::*;
 
@@ -93,6 +94,14 @@ impl Client {
     pub fn submit(&self, tx: &SignedTx) -> Result<Hash32, ClientError> {
         let resp: SubmitResponse = self.post("/txs", &SubmitRequest { tx: hex::encode(tx.encode()) })?;
         Ok(resp.hash)
+    }
+
+    /// Signs `msg` with `key` at the account's next nonce (pending transactions
+    /// counted) and submits it; returns the transaction hash.
+    pub fn sign_and_submit(&self, key: &KeyPair, chain_id: &str, fee: Amount, msg: Msg) -> Result<Hash32, ClientError> {
+        let nonce = self.account(&key.address())?.next_nonce;
+        let body = TxBody { chain_id: chain_id.to_string(), signer: PublicKey(key.public_key()), nonce, fee, msg };
+        self.submit(&body.sign(key))
     }
 
     /// Polls until the transaction is in a committed block or `timeout` passes.

@@ -68,10 +68,7 @@ impl Keyring {
             secret_key: key.secret_hex(),
         };
         let text = serde_json::to_string_pretty(&file).expect("key file serialises");
-        let tmp = self.dir.join(format!(".{name}.json.tmp"));
-        write_private(&tmp, text.as_bytes()).map_err(|e| io_err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
-        Ok(())
+        write_private_atomic(&path, text.as_bytes()).map_err(|e| io_err(&path, e))
     }
 
     pub fn create(&self, name: &str) -> Result<KeyPair, KeyringError> {
@@ -115,18 +112,24 @@ impl Keyring {
     }
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` readable only by its owner, atomically: a
+/// temporary file beside it is synced and renamed into place, so a crash
+/// leaves the old file or the new one, never half of one.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 use tessera_crypto::KeyPair;
 use tessera_ledger::storage::{PieceMeta, SegmentPieces, StorageMsg, MAX_SEGMENTS_PER_DEAL};
-use tessera_ledger::{Msg, TxBody};
+use tessera_ledger::Msg;
 use tessera_storage::{Cid, ErasureScheme, Manifest, PieceEntry, SegmentCodec, SegmentEntry, SegmentReader};
-use tessera_types::{Address, Amount, Hash32, PublicKey};
+use tessera_types::{Address, Amount, Hash32};
 
 use crate::api::{DealDto, ProviderDto};
 use crate::{fetch_piece, upload_piece, Client};
@@ -33,10 +33,8 @@ pub struct PutResult {
 }
 
 fn submit_and_wait(client: &Client, key: &KeyPair, msg: Msg) -> anyhow::Result<crate::api::TxResultDto> {
-    let status = client.status()?;
-    let nonce = client.account(&key.address())?.next_nonce;
-    let body = TxBody { chain_id: status.chain_id, signer: PublicKey(key.public_key()), nonce, fee: Amount::from_micro(1_000), msg };
-    let hash = client.submit(&body.sign(key))?;
+    let chain_id = client.status()?.chain_id;
+    let hash = client.sign_and_submit(key, &chain_id, Amount::from_micro(1_000), msg)?;
     let r = client.wait_for_tx(&hash, Duration::from_secs(60))?;
     anyhow::ensure!(r.code == 0, "{}", r.log);
     Ok(r)
@@ -138,10 +136,7 @@ pub fn put(
 pub fn manifest_of(client: &Client, cid: &Cid) -> anyhow::Result<(Manifest, Vec<DealDto>)> {
     let deals: Vec<DealDto> = client.get::<Vec<DealDto>>("/deals")?.into_iter().filter(|d| d.cid == cid.0 && d.active).collect();
     anyhow::ensure!(!deals.is_empty(), "no active storage deal holds {cid}");
-    let scheme = {
-        let (k, m) = deals[0].erasure.split_once('+').ok_or_else(|| anyhow::anyhow!("bad scheme"))?;
-        ErasureScheme { data: k.parse()?, parity: m.parse()? }
-    };
+    let scheme: ErasureScheme = deals[0].erasure.parse().map_err(anyhow::Error::msg)?;
     let mut segments: BTreeMap<u32, SegmentEntry> = BTreeMap::new();
     for d in &deals {
         for (n, len, hash) in &d.segments {

@@ -116,6 +116,23 @@ impl<'a> Overlay<'a> {
         self.put(key, borsh::to_vec(value).expect("borsh to Vec cannot fail"));
     }
 
+    /// Removes every entry under `prefix`, returning (key after the prefix, value).
+    /// Index entries keyed by height are consumed this way in end-of-block work.
+    pub fn take_prefix(&mut self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let entries = self.scan_prefix(prefix);
+        for (k, _) in &entries {
+            self.delete(k.clone());
+        }
+        entries.into_iter().map(|(k, v)| (k[prefix.len()..].to_vec(), v)).collect()
+    }
+
+    /// Returns the counter at `key` (starting at 1) and stores its successor.
+    pub fn next_counter(&mut self, key: &str) -> u64 {
+        let id: u64 = self.get_obj(key.as_bytes()).unwrap_or(1);
+        self.put_obj(key.as_bytes().to_vec(), &(id + 1));
+        id
+    }
+
     pub fn scan_objs<T: BorshDeserialize>(&self, prefix: &[u8]) -> Vec<(Vec<u8>, T)> {
         self.scan_prefix(prefix)
             .into_iter()
@@ -127,6 +144,18 @@ impl<'a> Overlay<'a> {
             })
             .collect()
     }
+}
+
+/// The address stored at the start of a key suffix.
+pub fn address_at(suffix: &[u8]) -> tessera_types::Address {
+    let mut addr = [0u8; 20];
+    addr.copy_from_slice(&suffix[..20]);
+    tessera_types::Address(addr)
+}
+
+/// The big-endian u64 at the start of a key suffix.
+pub fn u64_at(suffix: &[u8]) -> u64 {
+    u64::from_be_bytes(suffix[..8].try_into().expect("8-byte id in key"))
 }
 
 /// Builds a key from a module prefix and binary parts. Integers are big-endian so

@@ -41,52 +41,44 @@ struct ProviderChild {
 /// Starts `tessera provider run` for each devnet provider key. Each stops by
 /// itself when this process is gone, even after kill -9.
 fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
-    let exe = std::env::current_exe().context("locating the tessera binary")?;
-    let home = cfg.keyring.dir().parent().unwrap_or(Path::new(".")).to_path_buf();
     let logs = cfg.dir.join("providers");
     std::fs::create_dir_all(&logs)?;
     let mut children = Vec::new();
     for i in 1..=cfg.storage_providers {
         let name = format!("provider{i}");
-        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-        let child = std::process::Command::new(&exe)
-            .arg("--home")
-            .arg(&home)
-            .args(["--rpc", &format!("http://{}", cfg.rpc), "provider", "run", "--key", &name])
-            // A free port chosen by the system; the provider registers it.
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(logs.join(&name))
-            .args(["--storage-gb", "10", "--region", PROVIDER_REGIONS[(i as usize - 1) % PROVIDER_REGIONS.len()]])
-            .args(["--parent-pid", &std::process::id().to_string()])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        children.push(ProviderChild { name, child });
+        let data_dir = logs.join(&name).display().to_string();
+        let region = PROVIDER_REGIONS[(i as usize - 1) % PROVIDER_REGIONS.len()];
+        // Port 0: a free port chosen by the system; the provider registers it.
+        let args = ["provider", "run", "--key", &name, "--listen", "127.0.0.1:0", "--data-dir", &data_dir, "--storage-gb", "10", "--region", region];
+        children.push(spawn_child(cfg, &name, &args, &logs.join(format!("{name}.log")))?);
     }
     Ok(children)
 }
 
-/// Starts the S3 endpoint (`tessera s3 serve`) as a child process on the port
-/// after the RPC's.
+/// Starts the S3 endpoint (`tessera s3 serve`) as a child process.
 fn spawn_s3(cfg: &DevnetConfig) -> anyhow::Result<ProviderChild> {
+    let data_dir = cfg.dir.join("s3").display().to_string();
+    let args = ["s3", "serve", "--listen", &cfg.s3.to_string(), "--data-dir", &data_dir];
+    spawn_child(cfg, "s3", &args, &cfg.dir.join("s3.log"))
+}
+
+/// Runs `tessera <args>` against this devnet's home and RPC, logging to
+/// `log`; the child stops by itself when this process is gone.
+fn spawn_child(cfg: &DevnetConfig, name: &str, args: &[&str], log: &Path) -> anyhow::Result<ProviderChild> {
     let exe = std::env::current_exe().context("locating the tessera binary")?;
     let home = cfg.keyring.dir().parent().unwrap_or(Path::new(".")).to_path_buf();
-    let log = std::fs::File::create(cfg.dir.join("s3.log"))?;
+    let log = std::fs::File::create(log)?;
     let child = std::process::Command::new(&exe)
         .arg("--home")
         .arg(&home)
-        .args(["--rpc", &format!("http://{}", cfg.rpc), "s3", "serve"])
-        .args(["--listen", &cfg.s3.to_string()])
-        .arg("--data-dir")
-        .arg(cfg.dir.join("s3"))
+        .args(["--rpc", &format!("http://{}", cfg.rpc)])
+        .args(args)
         .args(["--parent-pid", &std::process::id().to_string()])
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .context("starting the S3 endpoint")?;
-    Ok(ProviderChild { name: "s3".into(), child })
+        .with_context(|| format!("starting {name}"))?;
+    Ok(ProviderChild { name: name.to_string(), child })
 }
 
 /// The devnet's S3 endpoint: the RPC port plus one (7701 by default).
@@ -132,16 +124,7 @@ fn validator_key(path: &Path) -> anyhow::Result<KeyPair> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    tessera_client::keyring::write_private_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 fn key_or_create(ring: &Keyring, name: &str) -> anyhow::Result<KeyPair> {
@@ -246,15 +229,9 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
     println!("  events       http://{}/events", cfg.rpc);
     println!("  validator    {} (solo, block every {} ms)", validator.address(), cfg.block_time.as_millis());
     println!("  height       {height}");
+    let names = cfg.keyring.list().unwrap_or_default();
     for a in &genesis.accounts {
-        let name = cfg
-            .keyring
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .find(|(_, addr)| *addr == a.address)
-            .map(|(n, _)| n)
-            .unwrap_or_else(|| "validator".into());
+        let name = names.iter().find(|(_, addr)| *addr == a.address).map(|(n, _)| n.as_str()).unwrap_or("validator");
         println!("  account      {:<10} {}  {} TSR at genesis", name, a.address, a.balance);
     }
     println!("  S3           http://{} (keys: tessera storage s3-key create)", cfg.s3);

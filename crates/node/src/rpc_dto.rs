@@ -170,7 +170,7 @@ pub fn deal_dto(d: &tessera_ledger::storage::Deal) -> DealDto {
         id: d.id,
         owner: d.owner,
         cid: d.cid,
-        erasure: format!("{}+{}", d.scheme.data, d.scheme.parity),
+        erasure: d.scheme.to_string(),
         segment_bytes: d.segment_bytes,
         segments: d.segments.clone(),
         start: d.start,

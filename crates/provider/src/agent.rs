@@ -13,9 +13,9 @@ use tessera_client::{Client, ClientError};
 use tessera_crypto::KeyPair;
 use tessera_ledger::registry::{PriceList, ProviderInfo, RegistryMsg};
 use tessera_ledger::storage::StorageMsg;
-use tessera_ledger::{Msg, TxBody};
+use tessera_ledger::Msg;
 use tessera_storage::{PieceTree, LEAF_BYTES};
-use tessera_types::{Amount, PublicKey};
+use tessera_types::Amount;
 
 use crate::piece_store::{PieceError, PieceStore};
 use crate::server::{router, ServerState};
@@ -69,15 +69,7 @@ static SUBMIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn submit(client: &Client, key: &KeyPair, chain_id: &str, msg: Msg) -> Result<tessera_types::Hash32, ClientError> {
     let _turn = SUBMIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let next = client.account(&key.address())?.next_nonce;
-    let body = TxBody {
-        chain_id: chain_id.to_string(),
-        signer: PublicKey(key.public_key()),
-        nonce: next,
-        fee: Amount::from_micro(1_000),
-        msg,
-    };
-    client.submit(&body.sign(key))
+    client.sign_and_submit(key, chain_id, Amount::from_micro(1_000), msg)
 }
 
 fn ensure_registered(cfg: &AgentConfig, listen: SocketAddr, client: &Client, chain_id: &str) -> anyhow::Result<()> {

@@ -25,13 +25,18 @@ pub enum PieceError {
 pub struct PieceStore {
     dir: PathBuf,
     capacity_bytes: u64,
+    /// Bytes of stored pieces: counted once at open, then kept in step by
+    /// `put`, `get` (quarantine) and `remove`, so a write does not walk the disk.
+    used: std::sync::Mutex<u64>,
 }
 
 impl PieceStore {
     pub fn open(dir: &Path, capacity_bytes: u64) -> Result<PieceStore, PieceError> {
         std::fs::create_dir_all(dir.join("tmp"))?;
         std::fs::create_dir_all(dir.join("corrupted"))?;
-        Ok(PieceStore { dir: dir.to_path_buf(), capacity_bytes })
+        let mut store = PieceStore { dir: dir.to_path_buf(), capacity_bytes, used: std::sync::Mutex::new(0) };
+        store.used = std::sync::Mutex::new(store.scan_used_bytes());
+        Ok(store)
     }
 
     fn path(&self, hash: &Hash32) -> PathBuf {
@@ -45,6 +50,10 @@ impl PieceStore {
 
     /// Bytes of all stored pieces.
     pub fn used_bytes(&self) -> u64 {
+        *self.used.lock().expect("piece store lock")
+    }
+
+    fn scan_used_bytes(&self) -> u64 {
         let mut total = 0;
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for shard in entries.flatten() {
@@ -70,14 +79,16 @@ impl PieceStore {
         if actual != *hash {
             return Err(PieceError::Corrupted { expected: *hash, actual });
         }
+        // Holding the count across the write keeps concurrent uploads within capacity.
+        let mut used = self.used.lock().expect("piece store lock");
         if self.contains(hash) {
             return Ok(());
         }
-        let used = self.used_bytes();
-        if used + bytes.len() as u64 > self.capacity_bytes {
-            return Err(PieceError::Full { used, capacity: self.capacity_bytes });
+        if *used + bytes.len() as u64 > self.capacity_bytes {
+            return Err(PieceError::Full { used: *used, capacity: self.capacity_bytes });
         }
         let tmp = self.dir.join("tmp").join(format!("{hash}.part"));
+        std::fs::create_dir_all(self.dir.join("tmp"))?;
         {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
@@ -86,6 +97,7 @@ impl PieceStore {
         let dest = self.path(hash);
         std::fs::create_dir_all(dest.parent().expect("sharded path"))?;
         std::fs::rename(&tmp, &dest)?;
+        *used += bytes.len() as u64;
         Ok(())
     }
 
@@ -99,15 +111,24 @@ impl PieceStore {
         };
         let actual = Hash32::blake3(&bytes);
         if actual != *hash {
-            let _ = std::fs::rename(&path, self.dir.join("corrupted").join(hash.to_string()));
+            if std::fs::rename(&path, self.dir.join("corrupted").join(hash.to_string())).is_ok() {
+                let mut used = self.used.lock().expect("piece store lock");
+                *used = used.saturating_sub(bytes.len() as u64);
+            }
             return Err(PieceError::Corrupted { expected: *hash, actual });
         }
         Ok(bytes)
     }
 
     pub fn remove(&self, hash: &Hash32) -> Result<(), PieceError> {
-        match std::fs::remove_file(self.path(hash)) {
-            Ok(()) => Ok(()),
+        let path = self.path(hash);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                let mut used = self.used.lock().expect("piece store lock");
+                *used = used.saturating_sub(len);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }

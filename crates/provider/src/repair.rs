@@ -6,12 +6,6 @@ use tessera_client::{fetch_piece, Client};
 use tessera_storage::{ErasureScheme, SegmentCodec};
 use tessera_types::Hash32;
 
-pub fn parse_scheme(text: &str) -> anyhow::Result<ErasureScheme> {
-    let (k, m) = text.split_once('+').ok_or_else(|| anyhow::anyhow!("bad erasure scheme {text:?}"))?;
-    let scheme = ErasureScheme { data: k.parse()?, parity: m.parse()? };
-    scheme.validate()?;
-    Ok(scheme)
-}
 
 /// First endpoint of a provider, from the registry.
 pub fn endpoint_of(client: &Client, provider: &tessera_types::Address) -> anyhow::Result<String> {
@@ -21,7 +15,7 @@ pub fn endpoint_of(client: &Client, provider: &tessera_types::Address) -> anyhow
 
 /// The bytes of piece `piece` of `deal`, rebuilt from the rest of its segment.
 pub fn rebuild_piece(client: &Client, deal: &DealDto, piece: usize) -> anyhow::Result<Vec<u8>> {
-    let scheme = parse_scheme(&deal.erasure)?;
+    let scheme: ErasureScheme = deal.erasure.parse().map_err(anyhow::Error::msg)?;
     let target = deal.pieces.get(piece).ok_or_else(|| anyhow::anyhow!("deal {} has no piece {piece}", deal.id))?;
     let k = scheme.data as usize;
     let mut have: Vec<(usize, Vec<u8>)> = Vec::new();

@@ -41,14 +41,7 @@ impl AccessKeys {
             key_name: key_name.to_string(),
         };
         let path = self.dir.join(format!("{}.json", key.access_key));
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&key)?)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        }
-        std::fs::rename(&tmp, &path)?;
+        tessera_client::keyring::write_private_atomic(&path, serde_json::to_string_pretty(&key)?.as_bytes())?;
         Ok(key)
     }
 

@@ -50,6 +50,27 @@ impl ErasureScheme {
     }
 }
 
+impl std::fmt::Display for ErasureScheme {
+    /// `K+M`, for example `4+2`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}+{}", self.data, self.parity)
+    }
+}
+
+impl std::str::FromStr for ErasureScheme {
+    type Err = String;
+    /// Parses and validates `K+M`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, m) = s.split_once('+').ok_or_else(|| format!("erasure scheme {s:?} must look like 4+2"))?;
+        let scheme = ErasureScheme {
+            data: k.trim().parse().map_err(|_| format!("{k:?} is not a number of data shards"))?,
+            parity: m.trim().parse().map_err(|_| format!("{m:?} is not a number of parity shards"))?,
+        };
+        scheme.validate().map_err(|e| e.to_string())?;
+        Ok(scheme)
+    }
+}
+
 fn codec_err(e: impl std::fmt::Display) -> ErasureError {
     ErasureError::Codec(e.to_string())
 }

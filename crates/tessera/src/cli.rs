@@ -130,7 +130,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 4096)]
         segment_kib: usize,
         /// Erasure scheme K+M.
-        #[arg(long, default_value = "4+2", value_parser = crate::storagecmd::parse_scheme)]
+        #[arg(long, default_value = "4+2")]
         erasure: tessera_storage::ErasureScheme,
     },
 }
@@ -318,7 +318,7 @@ fn bench_storage(ctx: &Ctx, size_mib: usize, segment_kib: usize, scheme: tessera
     let r = tessera_node::bench::run_storage_bench(&cfg, &mut progress)?;
     let view = StorageBenchView {
         segments: r.segments,
-        erasure: format!("{}+{}", scheme.data, scheme.parity),
+        erasure: scheme.to_string(),
         encode_gib_s: r.encode_gib_s,
         raw_encode_gib_s: r.raw_encode_gib_s,
         encode_ratio: r.encode_gib_s / r.raw_encode_gib_s,

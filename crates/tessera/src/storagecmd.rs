@@ -18,15 +18,6 @@ fn parse_amount(s: &str) -> Result<Amount, String> {
     Amount::parse_positive_tsr(s).map_err(|e| e.to_string())
 }
 
-pub fn parse_scheme(s: &str) -> Result<ErasureScheme, String> {
-    let (k, m) = s.split_once('+').ok_or_else(|| format!("erasure scheme {s:?} must look like 4+2"))?;
-    let scheme = ErasureScheme {
-        data: k.trim().parse().map_err(|_| format!("{k:?} is not a number of data shards"))?,
-        parity: m.trim().parse().map_err(|_| format!("{m:?} is not a number of parity shards"))?,
-    };
-    scheme.validate().map_err(|e| e.to_string())?;
-    Ok(scheme)
-}
 
 #[derive(Subcommand)]
 pub enum StorageCmd {
@@ -38,7 +29,7 @@ pub enum StorageCmd {
         #[arg(long, default_value = "dev")]
         from: String,
         /// K data + M parity pieces per segment; any K rebuild it.
-        #[arg(long, default_value = "4+2", value_parser = parse_scheme)]
+        #[arg(long, default_value = "4+2")]
         erasure: ErasureScheme,
         /// How long to store, in blocks.
         #[arg(long, default_value_t = 100_000)]

@@ -8,7 +8,7 @@ use tessera_ledger::bank::BankMsg;
 use tessera_ledger::market::{MarketMsg, OrderSpec, Pricing, Resources};
 use tessera_ledger::registry::{Gpu, Hardware, PriceList, ProviderInfo, RegistryMsg};
 use tessera_ledger::staking::StakingMsg;
-use tessera_ledger::{Msg, TxBody};
+use tessera_ledger::Msg;
 use tessera_types::{Amount, PublicKey};
 
 use crate::cli::Ctx;
@@ -256,17 +256,8 @@ pub fn run(ctx: &Ctx, cmd: TxCmd) -> anyhow::Result<()> {
 fn send(ctx: &Ctx, common: &Common, msg: Msg) -> anyhow::Result<()> {
     let key = ctx.keyring.get(&common.from)?;
     let client = ctx.client();
-    let status = client.status()?;
-    let account = client.account(&key.address())?;
-    let body = TxBody {
-        chain_id: status.chain_id,
-        signer: PublicKey(key.public_key()),
-        nonce: account.next_nonce,
-        fee: common.fee,
-        msg,
-    };
-    let tx = body.sign(&key);
-    let hash = client.submit(&tx).context("the node refused the transaction")?;
+    let chain_id = client.status()?.chain_id;
+    let hash = client.sign_and_submit(&key, &chain_id, common.fee, msg).context("the node refused the transaction")?;
     if common.no_wait {
         ctx.print(&serde_json::json!({ "hash": hash }), |_| println!("submitted {hash}"));
         return Ok(());

@@ -3,7 +3,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use tessera_types::{Address, Amount};
 
-use crate::store::{key, Overlay};
+use crate::store::{address_at, key, Overlay};
 
 /// Balance and replay counter of one address. Absent means zero and nonce 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -36,11 +36,7 @@ pub fn put_account(st: &mut Overlay, address: &Address, acct: Account) {
 pub fn all_accounts(st: &Overlay) -> Vec<(Address, Account)> {
     st.scan_objs::<Account>(ACCOUNT_PREFIX.as_bytes())
         .into_iter()
-        .map(|(k, a)| {
-            let mut addr = [0u8; 20];
-            addr.copy_from_slice(&k[ACCOUNT_PREFIX.len()..]);
-            (Address(addr), a)
-        })
+        .map(|(k, a)| (address_at(&k[ACCOUNT_PREFIX.len()..]), a))
         .collect()
 }
 

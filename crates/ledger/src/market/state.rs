@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use tessera_types::{Address, Amount, Height};
 
 use super::msg::OrderSpec;
-use crate::store::{key, Overlay};
+use crate::store::{key, u64_at, Overlay};
 
 pub static MARKET_POOL: LazyLock<Address> = LazyLock::new(|| Address::module("market"));
 
@@ -77,18 +77,12 @@ const BID_PREFIX: &str = "market/bid/";
 const LEASE_PREFIX: &str = "market/lease/";
 const ACTIVE_PREFIX: &str = "market/active/";
 
-fn next_id(st: &mut Overlay, counter: &str) -> u64 {
-    let id: u64 = st.get_obj(counter.as_bytes()).unwrap_or(1);
-    st.put_obj(counter.as_bytes().to_vec(), &(id + 1));
-    id
-}
-
 pub fn next_order_id(st: &mut Overlay) -> u64 {
-    next_id(st, NEXT_ORDER_KEY)
+    st.next_counter(NEXT_ORDER_KEY)
 }
 
 pub fn next_lease_id(st: &mut Overlay) -> u64 {
-    next_id(st, NEXT_LEASE_KEY)
+    st.next_counter(NEXT_LEASE_KEY)
 }
 
 pub fn order(st: &Overlay, id: u64) -> Option<Order> {
@@ -117,15 +111,7 @@ pub fn unschedule_close(st: &mut Overlay, at: Height, order: u64) {
 
 /// Orders whose bid window closes at `at`, removed from the index.
 pub fn take_closing_at(st: &mut Overlay, at: Height) -> Vec<u64> {
-    let prefix = key(CLOSE_PREFIX, &[&at.to_be_bytes()]);
-    let entries = st.scan_prefix(&prefix);
-    entries
-        .into_iter()
-        .map(|(k, _)| {
-            st.delete(k.clone());
-            u64::from_be_bytes(k[prefix.len()..].try_into().expect("8-byte order id"))
-        })
-        .collect()
+    st.take_prefix(&key(CLOSE_PREFIX, &[&at.to_be_bytes()])).into_iter().map(|(rest, _)| u64_at(&rest)).collect()
 }
 
 fn bid_key(order: u64, provider: &Address) -> Vec<u8> {
@@ -160,10 +146,7 @@ pub fn put_lease(st: &mut Overlay, l: &Lease) {
 
 pub fn active_lease_ids(st: &Overlay) -> Vec<u64> {
     let prefix = ACTIVE_PREFIX.as_bytes();
-    st.scan_prefix(prefix)
-        .into_iter()
-        .map(|(k, _)| u64::from_be_bytes(k[prefix.len()..].try_into().expect("8-byte lease id")))
-        .collect()
+    st.scan_prefix(prefix).into_iter().map(|(k, _)| u64_at(&k[prefix.len()..])).collect()
 }
 
 pub fn all_leases(st: &Overlay) -> Vec<Lease> {

@@ -7,7 +7,7 @@ use tessera_types::{Address, Amount, Height};
 
 use super::msg::ProviderInfo;
 use super::reputation::Reputation;
-use crate::store::{key, Overlay};
+use crate::store::{address_at, key, Overlay};
 
 pub static REGISTRY_POOL: LazyLock<Address> = LazyLock::new(|| Address::module("registry"));
 
@@ -60,15 +60,5 @@ pub fn add_unbonding(st: &mut Overlay, at: Height, owner: &Address) {
 }
 
 pub fn take_unbondings_at(st: &mut Overlay, at: Height) -> Vec<Address> {
-    let prefix = key(UNBONDING_PREFIX, &[&at.to_be_bytes()]);
-    let entries = st.scan_prefix(&prefix);
-    entries
-        .into_iter()
-        .map(|(k, _)| {
-            st.delete(k.clone());
-            let mut addr = [0u8; 20];
-            addr.copy_from_slice(&k[prefix.len()..]);
-            Address(addr)
-        })
-        .collect()
+    st.take_prefix(&key(UNBONDING_PREFIX, &[&at.to_be_bytes()])).into_iter().map(|(rest, _)| address_at(&rest)).collect()
 }

@@ -8,7 +8,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use std::sync::LazyLock;
 use tessera_types::{Address, Amount, Height, PublicKey};
 
-use crate::store::{key, Overlay};
+use crate::store::{address_at, key, Overlay};
 
 pub static STAKING_POOL: LazyLock<Address> = LazyLock::new(|| Address::module("staking"));
 
@@ -71,11 +71,7 @@ pub fn delegations_to(st: &Overlay, validator: &Address) -> Vec<(Address, Amount
     let prefix = key(DELEGATION_PREFIX, &[&validator.0]);
     st.scan_objs::<Amount>(&prefix)
         .into_iter()
-        .map(|(k, amount)| {
-            let mut addr = [0u8; 20];
-            addr.copy_from_slice(&k[prefix.len()..]);
-            (Address(addr), amount)
-        })
+        .map(|(k, amount)| (address_at(&k[prefix.len()..]), amount))
         .collect()
 }
 
@@ -96,12 +92,10 @@ pub fn add_unbonding(st: &mut Overlay, entry: Unbonding) -> Option<()> {
 
 /// Entries maturing exactly at `at`, removed from state.
 pub fn take_unbondings_at(st: &mut Overlay, at: Height) -> Vec<Unbonding> {
-    let prefix = key(UNBONDING_PREFIX, &[&at.to_be_bytes()]);
-    let entries = st.scan_objs::<Unbonding>(&prefix);
-    for (k, _) in &entries {
-        st.delete(k.clone());
-    }
-    entries.into_iter().map(|(_, u)| u).collect()
+    st.take_prefix(&key(UNBONDING_PREFIX, &[&at.to_be_bytes()]))
+        .into_iter()
+        .map(|(_, v)| borsh::from_slice(&v).expect("state corrupted: unbonding entry does not decode"))
+        .collect()
 }
 
 /// All unbonding entries of one delegator (a full scan: queries only).

@@ -10,7 +10,7 @@ use super::state::*;
 use crate::error::{invalid, TxError};
 use crate::events::{Event, Events};
 use crate::registry::{self, ProviderStatus};
-use crate::store::{key, Overlay};
+use crate::store::{address_at, key, Overlay};
 use crate::{bank, BlockContext, Params, TxContext};
 
 const GIB: u128 = 1 << 30;
@@ -293,11 +293,9 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
     let mut events = Vec::new();
 
     let mut earned = BTreeMap::new();
-    for (k, amount) in st.scan_objs::<Amount>(EARNED_PREFIX.as_bytes()) {
-        st.delete(k.clone());
-        let mut addr = [0u8; 20];
-        addr.copy_from_slice(&k[EARNED_PREFIX.len()..]);
-        earned.insert(Address(addr), amount);
+    for (rest, v) in st.take_prefix(EARNED_PREFIX.as_bytes()) {
+        let amount: Amount = borsh::from_slice(&v).expect("state corrupted: earnings do not decode");
+        earned.insert(address_at(&rest), amount);
     }
 
     for c in take_pending_due(st, ctx.height) {

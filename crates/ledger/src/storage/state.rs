@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use tessera_storage::ErasureScheme;
 use tessera_types::{Address, Amount, Hash32, Height};
 
-use crate::store::{key, Overlay};
+use crate::store::{key, u64_at, Overlay};
 
 pub static STORAGE_POOL: LazyLock<Address> = LazyLock::new(|| Address::module("storage"));
 
@@ -63,9 +63,7 @@ const PENDING_PREFIX: &str = "storage/pending/";
 const USED_PREFIX: &str = "storage/used/";
 
 pub fn next_deal_id(st: &mut Overlay) -> u64 {
-    let id: u64 = st.get_obj(NEXT_DEAL_KEY.as_bytes()).unwrap_or(1);
-    st.put_obj(NEXT_DEAL_KEY.as_bytes().to_vec(), &(id + 1));
-    id
+    st.next_counter(NEXT_DEAL_KEY)
 }
 
 pub fn deal(st: &Overlay, id: u64) -> Option<Deal> {
@@ -88,22 +86,8 @@ pub fn unschedule_end(st: &mut Overlay, at: Height, deal: u64) {
     st.delete(key(END_PREFIX, &[&at.to_be_bytes(), &deal.to_be_bytes()]));
 }
 
-fn take_ids(st: &mut Overlay, prefix: Vec<u8>) -> Vec<Vec<u8>> {
-    let entries = st.scan_prefix(&prefix);
-    entries
-        .into_iter()
-        .map(|(k, _)| {
-            st.delete(k.clone());
-            k[prefix.len()..].to_vec()
-        })
-        .collect()
-}
-
 pub fn take_ends_at(st: &mut Overlay, at: Height) -> Vec<u64> {
-    take_ids(st, key(END_PREFIX, &[&at.to_be_bytes()]))
-        .into_iter()
-        .map(|rest| u64::from_be_bytes(rest[..8].try_into().expect("8-byte deal id")))
-        .collect()
+    st.take_prefix(&key(END_PREFIX, &[&at.to_be_bytes()])).into_iter().map(|(rest, _)| u64_at(&rest)).collect()
 }
 
 pub fn set_beacon(st: &mut Overlay, epoch: u64, beacon: &Hash32) {
@@ -135,12 +119,10 @@ pub fn delete_pending(st: &mut Overlay, c: &PendingChallenge) {
 }
 
 pub fn take_pending_due(st: &mut Overlay, deadline: Height) -> Vec<PendingChallenge> {
-    let prefix = key(PENDING_PREFIX, &[&deadline.to_be_bytes()]);
-    let entries = st.scan_objs::<PendingChallenge>(&prefix);
-    for (k, _) in &entries {
-        st.delete(k.clone());
-    }
-    entries.into_iter().map(|(_, c)| c).collect()
+    st.take_prefix(&key(PENDING_PREFIX, &[&deadline.to_be_bytes()]))
+        .into_iter()
+        .map(|(_, v)| borsh::from_slice(&v).expect("state corrupted: pending challenge does not decode"))
+        .collect()
 }
 
 /// Every open challenge (for providers and the RPC).
