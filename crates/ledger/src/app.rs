@@ -78,6 +78,9 @@ fn direct_spend(msg: &Msg) -> Amount {
         Msg::Market(MarketMsg::CreateOrder { spec }) => {
             spec.max_price_per_block.checked_mul(spec.duration_blocks as u128).unwrap_or(Amount(u128::MAX))
         }
+        Msg::Jobs(crate::jobs::JobMsg::Submit { spec }) => {
+            spec.order.max_price_per_block.checked_mul(spec.order.duration_blocks as u128).unwrap_or(Amount(u128::MAX))
+        }
         Msg::Storage(storage::StorageMsg::CreateDeal { segments, duration_blocks, max_price_per_gib_block, .. }) => {
             let bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
             storage::deal_escrow(*max_price_per_gib_block, bytes, *duration_blocks).unwrap_or(Amount(u128::MAX))
@@ -180,6 +183,7 @@ fn apply_tx(
         Msg::Registry(m) => registry::execute(st, &tx_ctx, p, m),
         Msg::Market(m) => market::execute(st, &tx_ctx, p, m),
         Msg::Storage(m) => storage::execute(st, &tx_ctx, p, m),
+        Msg::Jobs(m) => crate::jobs::execute(st, &tx_ctx, p, m),
     };
     match result {
         Ok(events) => {

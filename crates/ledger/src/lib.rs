@@ -6,6 +6,7 @@ pub mod bank;
 pub mod error;
 pub mod events;
 pub mod genesis;
+pub mod jobs;
 pub mod market;
 pub mod params;
 pub mod registry;

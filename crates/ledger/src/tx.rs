@@ -6,7 +6,7 @@ use tessera_crypto::KeyPair;
 use tessera_types::{decode_versioned, encode_versioned, Address, Amount, DecodeError, Hash32, PublicKey};
 
 use crate::error::{invalid, TxError};
-use crate::{bank, market, registry, staking, storage};
+use crate::{bank, jobs, market, registry, staking, storage};
 
 /// Encoding version of [`SignedTx`].
 pub const TX_VERSION: u8 = 1;
@@ -21,6 +21,7 @@ pub enum Msg {
     Registry(registry::RegistryMsg),
     Market(market::MarketMsg),
     Storage(storage::StorageMsg),
+    Jobs(jobs::JobMsg),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -83,6 +84,7 @@ impl SignedTx {
             Msg::Registry(m) => m.validate_basic(),
             Msg::Market(m) => m.validate_basic(),
             Msg::Storage(m) => m.validate_basic(),
+            Msg::Jobs(m) => m.validate_basic(),
         }
     }
 }

@@ -47,27 +47,17 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &MarketM
                 .attr("closes_at", closes_at)])
         }
         MarketMsg::CancelOrder { order: order_id } => {
-            let mut o = order(st, *order_id).ok_or_else(|| TxError::NotFound(format!("order {order_id}")))?;
+            let o = order(st, *order_id).ok_or_else(|| TxError::NotFound(format!("order {order_id}")))?;
             if o.buyer != ctx.sender {
                 return Err(TxError::Unauthorized(format!("only the buyer can cancel order {order_id}")));
             }
-            let OrderState::Open { closes_at } = o.state else {
-                return Err(invalid(format!("order {order_id} is no longer open")));
-            };
-            unschedule_close(st, closes_at, *order_id);
-            let mut events = close_bids(st, *order_id, None);
-            bank::transfer(st, &MARKET_POOL, &o.buyer, o.escrow)?;
-            events.push(Event::new("market.order_cancelled").attr("order", order_id).attr("refund", o.escrow));
-            o.escrow = Amount::ZERO;
-            o.state = OrderState::Cancelled;
-            put_order(st, &o);
-            Ok(events)
+            if let Some(job) = crate::jobs::job_of_order(st, *order_id) {
+                return Err(invalid(format!("order {order_id} belongs to job {job}; cancel the job instead")));
+            }
+            cancel_order(st, *order_id)
         }
         MarketMsg::CloseLease { lease: lease_id } => {
             let l = lease(st, *lease_id).ok_or_else(|| TxError::NotFound(format!("lease {lease_id}")))?;
-            if l.state != LeaseState::Active {
-                return Err(invalid(format!("lease {lease_id} is already closed")));
-            }
             let reason = if ctx.sender == l.buyer {
                 CloseReason::ClosedByBuyer
             } else if ctx.sender == l.provider {
@@ -75,12 +65,64 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &MarketM
             } else {
                 return Err(TxError::Unauthorized(format!("only the buyer or the provider can close lease {lease_id}")));
             };
-            close_lease(st, params, l, ctx.height, reason)
+            close_lease_by(st, params, *lease_id, reason, ctx.height)
         }
     }
 }
 
+/// Cancels an open order and refunds its escrow.
+pub(crate) fn cancel_order(st: &mut Overlay, order_id: u64) -> Result<Events, TxError> {
+    let mut o = order(st, order_id).ok_or_else(|| TxError::NotFound(format!("order {order_id}")))?;
+    let OrderState::Open { closes_at } = o.state else {
+        return Err(invalid(format!("order {order_id} is no longer open")));
+    };
+    unschedule_close(st, closes_at, order_id);
+    let mut events = close_bids(st, order_id, None);
+    bank::transfer(st, &MARKET_POOL, &o.buyer, o.escrow)?;
+    events.push(Event::new("market.order_cancelled").attr("order", order_id).attr("refund", o.escrow));
+    o.escrow = Amount::ZERO;
+    o.state = OrderState::Cancelled;
+    put_order(st, &o);
+    Ok(events)
+}
+
+pub(crate) fn close_lease_by(st: &mut Overlay, params: &Params, lease_id: u64, reason: CloseReason, height: Height) -> Result<Events, TxError> {
+    let l = lease(st, lease_id).ok_or_else(|| TxError::NotFound(format!("lease {lease_id}")))?;
+    if l.state != LeaseState::Active {
+        return Err(invalid(format!("lease {lease_id} is already closed")));
+    }
+    close_lease(st, params, l, height, reason)
+}
+
+/// Ends a lease whose work is done: at least one block is paid (a job may
+/// finish in the block its lease opened), the rest of the escrow is refunded.
+pub(crate) fn settle_lease(st: &mut Overlay, params: &Params, lease_id: u64, height: Height) -> Result<Events, TxError> {
+    let mut l = lease(st, lease_id).ok_or_else(|| TxError::NotFound(format!("lease {lease_id}")))?;
+    if l.state != LeaseState::Active {
+        return Err(invalid(format!("lease {lease_id} is already closed")));
+    }
+    if l.paid.is_zero() {
+        let pay = l.price_per_block.min(l.escrow_remaining);
+        bank::transfer(st, &MARKET_POOL, &l.provider, pay)?;
+        l.escrow_remaining = l.escrow_remaining.checked_sub(pay).ok_or(TxError::Overflow("lease escrow"))?;
+        l.paid = pay;
+    }
+    close_lease(st, params, l, height, CloseReason::Completed)
+}
+
 fn create_order(st: &mut Overlay, ctx: &TxContext, params: &Params, spec: &OrderSpec) -> Result<Events, TxError> {
+    open_order(st, ctx.sender, ctx.height, params, spec).map(|(_, events)| events)
+}
+
+/// Places an order for `buyer`, locking max price x duration in escrow; a
+/// fixed-price order is matched at once. Returns the order id.
+pub(crate) fn open_order(
+    st: &mut Overlay,
+    buyer: Address,
+    height: Height,
+    params: &Params,
+    spec: &OrderSpec,
+) -> Result<(u64, Events), TxError> {
     let mp = &params.market;
     if spec.duration_blocks > mp.max_duration_blocks {
         return Err(invalid(format!("duration {} blocks is over the limit of {}", spec.duration_blocks, mp.max_duration_blocks)));
@@ -95,16 +137,16 @@ fn create_order(st: &mut Overlay, ctx: &TxContext, params: &Params, spec: &Order
         .max_price_per_block
         .checked_mul(spec.duration_blocks as u128)
         .ok_or_else(|| invalid("max price x duration overflows"))?;
-    bank::transfer(st, &ctx.sender, &MARKET_POOL, escrow)?;
+    bank::transfer(st, &buyer, &MARKET_POOL, escrow)?;
     let id = next_order_id(st);
-    let mut o = Order { id, buyer: ctx.sender, spec: spec.clone(), created_at: ctx.height, escrow, state: OrderState::Expired };
+    let mut o = Order { id, buyer: buyer, spec: spec.clone(), created_at: height, escrow, state: OrderState::Expired };
     let mut events = vec![Event::new("market.order_created")
         .attr("order", id)
-        .attr("buyer", ctx.sender)
+        .attr("buyer", buyer)
         .attr("escrow", escrow)];
     match spec.pricing {
         Pricing::Auction => {
-            let closes_at = ctx.height + spec.bid_window_blocks;
+            let closes_at = height + spec.bid_window_blocks;
             o.state = OrderState::Open { closes_at };
             schedule_close(st, closes_at, id);
             put_order(st, &o);
@@ -113,7 +155,7 @@ fn create_order(st: &mut Overlay, ctx: &TxContext, params: &Params, spec: &Order
         Pricing::Fixed => {
             let offers: Vec<(Address, Amount)> = registry::all_providers(st)
                 .into_iter()
-                .filter(|p| check_eligible(p, &spec.resources, ctx.height, params).is_ok())
+                .filter(|p| check_eligible(p, &spec.resources, height, params).is_ok())
                 .filter_map(|p| {
                     let price = price_for(&p.info.prices, &spec.resources)?;
                     (!price.is_zero() && price <= spec.max_price_per_block).then_some((p.owner, price))
@@ -122,10 +164,10 @@ fn create_order(st: &mut Overlay, ctx: &TxContext, params: &Params, spec: &Order
             let winner = best_offer(st, &offers).ok_or_else(|| {
                 invalid("no registered provider offers these resources at or below the max price; raise the price or use an auction")
             })?;
-            events.extend(open_lease(st, &mut o, winner.0, winner.1, ctx.height)?);
+            events.extend(open_lease(st, &mut o, winner.0, winner.1, height)?);
         }
     }
-    Ok(events)
+    Ok((id, events))
 }
 
 /// Price per block of `resources` under a price list (RAM billed per started GiB).
@@ -203,14 +245,16 @@ fn open_lease(st: &mut Overlay, o: &mut Order, provider: Address, price: Amount,
     o.escrow = Amount::ZERO;
     o.state = OrderState::Leased { lease: id };
     put_order(st, o);
-    Ok(vec![Event::new("market.lease_opened")
+    let mut events = vec![Event::new("market.lease_opened")
         .attr("lease", id)
         .attr("order", o.id)
         .attr("buyer", o.buyer)
         .attr("provider", provider)
         .attr("price_per_block", price)
         .attr("end", l.end)
-        .attr("refund", surplus)])
+        .attr("refund", surplus)];
+    events.extend(crate::jobs::on_lease_opened(st, o.id, id, provider, height));
+    Ok(events)
 }
 
 /// Deletes every bid of an order; all but `winner` are reported closed.
@@ -237,14 +281,18 @@ fn close_lease(st: &mut Overlay, params: &Params, mut l: Lease, height: Height, 
     }
     match reason {
         CloseReason::Completed => registry::record_outcome(st, params, &l.provider, true),
-        CloseReason::ProviderLost | CloseReason::ClosedByProvider => registry::record_outcome(st, params, &l.provider, false),
+        CloseReason::ProviderLost | CloseReason::ClosedByProvider | CloseReason::NoResult => {
+            registry::record_outcome(st, params, &l.provider, false)
+        }
         CloseReason::ClosedByBuyer => {}
     }
-    Ok(vec![Event::new("market.lease_closed")
+    let mut events = vec![Event::new("market.lease_closed")
         .attr("lease", l.id)
         .attr("reason", format!("{reason:?}"))
         .attr("paid", l.paid)
-        .attr("refund", refund)])
+        .attr("refund", refund)];
+    events.extend(crate::jobs::on_lease_closed(st, params, &l, reason, height));
+    Ok(events)
 }
 
 /// Closes auctions due at this height, streams escrow to providers of active
@@ -274,6 +322,7 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
                 o.escrow = Amount::ZERO;
                 o.state = OrderState::Expired;
                 put_order(st, &o);
+                events.extend(crate::jobs::on_order_expired(st, order_id, ctx.height));
             }
         }
     }
@@ -297,10 +346,60 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
         let entry = earned.entry(l.provider).or_default();
         *entry = entry.checked_add(pay).expect("earnings overflow");
         if ctx.height >= l.end || l.escrow_remaining.is_zero() {
-            events.extend(close_lease(st, params, l, ctx.height, CloseReason::Completed).expect("invariant: escrow refund"));
+            // A job lease that runs out before its provider reported delivered nothing.
+            let reason = if crate::jobs::job_of_order(st, l.order).is_some() { CloseReason::NoResult } else { CloseReason::Completed };
+            events.extend(close_lease(st, params, l, ctx.height, reason).expect("invariant: escrow refund"));
         } else {
             put_lease(st, &l);
         }
     }
+    update_base_prices(st, ctx.height, params);
     (events, earned)
+}
+
+/// Moves each class's base price toward the target utilisation, EIP-1559 style:
+/// by at most `base_price_max_change_ppm` per block, in proportion to how far
+/// this block's leased share is from the target. Never below one micro-TSR.
+fn update_base_prices(st: &mut Overlay, height: Height, params: &Params) {
+    let mp = &params.market;
+    let (mut offered_cpu, mut offered_gpu) = (0u64, 0u64);
+    for p in registry::all_providers(st) {
+        if p.status == ProviderStatus::Active && p.last_heartbeat + params.registry.heartbeat_timeout_blocks >= height {
+            offered_cpu += p.info.hardware.cpu_cores as u64;
+            offered_gpu += p.info.hardware.gpus.len() as u64;
+        }
+    }
+    let (mut used_cpu, mut used_gpu) = (0u64, 0u64);
+    for id in active_lease_ids(st) {
+        if let Some(o) = lease(st, id).and_then(|l| order(st, l.order)) {
+            used_cpu += o.spec.resources.cpu_cores as u64;
+            used_gpu += o.spec.resources.gpus as u64;
+        }
+    }
+    let mut b = base_prices(st).unwrap_or(BasePrices {
+        cpu: mp.initial_base_price_cpu,
+        gpu: mp.initial_base_price_gpu,
+        ..BasePrices::default()
+    });
+    b.cpu_utilisation_ppm = utilisation_ppm(used_cpu, offered_cpu);
+    b.gpu_utilisation_ppm = utilisation_ppm(used_gpu, offered_gpu);
+    b.cpu = step_price(b.cpu, b.cpu_utilisation_ppm, mp);
+    b.gpu = step_price(b.gpu, b.gpu_utilisation_ppm, mp);
+    put_base_prices(st, &b);
+}
+
+fn utilisation_ppm(used: u64, offered: u64) -> u32 {
+    if offered == 0 {
+        return 0;
+    }
+    (used.min(offered) as u128 * 1_000_000 / offered as u128) as u32
+}
+
+fn step_price(price: Amount, utilisation_ppm: u32, mp: &super::MarketParams) -> Amount {
+    let target = mp.target_utilisation_ppm.clamp(1, 999_999) as i128;
+    let gap = utilisation_ppm as i128 - target;
+    let span = if gap >= 0 { 1_000_000 - target } else { target };
+    let change_ppm = mp.base_price_max_change_ppm as i128 * gap / span;
+    let next = price.micro() as i128 * (1_000_000 + change_ppm) / 1_000_000;
+    Amount::from_micro(next.max(1) as u128)
 }

@@ -1,6 +1,7 @@
 //! market parameters (DESIGN.md section 3: bid window, dynamic price).
 
 use borsh::{BorshDeserialize, BorshSerialize};
+use tessera_types::Amount;
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize, serde::Deserialize)]
 pub struct MarketParams {
@@ -14,6 +15,11 @@ pub struct MarketParams {
     pub base_price_max_change_ppm: u32,
     /// Dynamic pricing: utilisation the base price steers toward (50%).
     pub target_utilisation_ppm: u32,
+    /// Dynamic pricing: starting base price of one CPU core and of one GPU per block.
+    pub initial_base_price_cpu: Amount,
+    pub initial_base_price_gpu: Amount,
+    /// Orders placed for one job before it fails (re-placement after lost providers).
+    pub max_job_attempts: u32,
 }
 
 impl Default for MarketParams {
@@ -25,6 +31,9 @@ impl Default for MarketParams {
             max_bids_per_order: 64,
             base_price_max_change_ppm: 125_000,
             target_utilisation_ppm: 500_000,
+            initial_base_price_cpu: Amount::from_micro(1_000),
+            initial_base_price_gpu: Amount::from_micro(50_000),
+            max_job_attempts: 3,
         }
     }
 }

@@ -46,6 +46,8 @@ pub enum CloseReason {
     ClosedByProvider,
     /// The provider stopped heartbeating past the timeout.
     ProviderLost,
+    /// A job's lease ran out before its provider reported a result.
+    NoResult,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -151,4 +153,27 @@ pub fn active_lease_ids(st: &Overlay) -> Vec<u64> {
 
 pub fn all_leases(st: &Overlay) -> Vec<Lease> {
     st.scan_objs::<Lease>(LEASE_PREFIX.as_bytes()).into_iter().map(|(_, l)| l).collect()
+}
+
+/// Per-block base price of one unit of each resource class (DESIGN.md section 3):
+/// the reference the `dynamic` provider strategy prices against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize, serde::Deserialize)]
+pub struct BasePrices {
+    /// One CPU core per block.
+    pub cpu: Amount,
+    /// One GPU per block.
+    pub gpu: Amount,
+    /// Leased share of what active providers offer, in parts per million, as of the last block.
+    pub cpu_utilisation_ppm: u32,
+    pub gpu_utilisation_ppm: u32,
+}
+
+const BASE_PRICES_KEY: &str = "market/base_prices";
+
+pub fn base_prices(st: &Overlay) -> Option<BasePrices> {
+    st.get_obj(BASE_PRICES_KEY.as_bytes())
+}
+
+pub fn put_base_prices(st: &mut Overlay, b: &BasePrices) {
+    st.put_obj(BASE_PRICES_KEY.as_bytes().to_vec(), b);
 }

@@ -120,3 +120,14 @@ pub fn slash_provider(st: &mut Overlay, owner: &Address, amount: Amount, reason:
     bank::burn(st, &REGISTRY_POOL, cut)?;
     Ok(vec![Event::new("registry.provider_slashed").attr("provider", owner).attr("amount", cut).attr("reason", reason)])
 }
+
+/// Moves up to `amount` of a provider's stake to `to` (pay back a buyer for work
+/// that was paid but never delivered). Returns what moved.
+pub fn claw_back(st: &mut Overlay, owner: &Address, to: &Address, amount: Amount) -> Amount {
+    let Some(mut p) = provider(st, owner) else { return Amount::ZERO };
+    let cut = amount.min(p.stake);
+    p.stake = p.stake.checked_sub(cut).expect("cut <= stake");
+    put_provider(st, &p);
+    bank::transfer(st, &REGISTRY_POOL, to, cut).expect("invariant: registry pool holds provider stakes");
+    cut
+}

@@ -7,7 +7,7 @@ mod params;
 mod reputation;
 mod state;
 
-pub use exec::{end_block, execute, record_outcome, slash_provider};
+pub use exec::{claw_back, end_block, execute, record_outcome, slash_provider};
 pub use msg::{Gpu, Hardware, PriceList, ProviderInfo, RegistryMsg};
 pub use params::RegistryParams;
 pub use reputation::Reputation;
