@@ -177,6 +177,48 @@ pub struct LeaseDto {
     pub state: String,
 }
 
+/// A job as the ledger sees it (`GET /jobs`, `/jobs/{id}`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobDto {
+    pub id: u64,
+    pub buyer: Address,
+    pub name: String,
+    /// `wasm` or `embed`.
+    pub kind: String,
+    /// The full job description: hex of its canonical (borsh) encoding.
+    pub spec: String,
+    pub created_at: u64,
+    /// `queued`, `leased`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// The order now on the market (queued) or the last one placed.
+    pub order: u64,
+    pub lease: Option<u64>,
+    pub provider: Option<Address>,
+    /// blake3 of the result manifest, once succeeded.
+    pub result: Option<Hash32>,
+    pub result_size: Option<u64>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// Height at which it reached its final state.
+    pub finished_at: Option<u64>,
+    pub orders: Vec<u64>,
+    pub lost_to: Vec<Address>,
+    pub paid: Amount,
+    pub max_price_per_block: Amount,
+    pub duration_blocks: u64,
+}
+
+impl JobDto {
+    pub fn decode_spec(&self) -> Result<tessera_ledger::jobs::JobSpec, String> {
+        let bytes = hex::decode(&self.spec).map_err(|e| format!("job {} spec is not hex: {e}", self.id))?;
+        borsh::from_slice(&bytes).map_err(|e| format!("job {} spec does not decode: {e}", self.id))
+    }
+
+    pub fn is_final(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
 /// One message of the `/events` stream: a committed block and what it did.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BlockEventDto {

@@ -3,6 +3,7 @@
 
 pub mod api;
 mod http;
+pub mod jobs;
 pub mod keyring;
 pub mod storage;
 

@@ -1,7 +1,7 @@
 //! JSON-over-HTTP RPC (see the README for the endpoint list) and the `/events`
 //! server-sent event stream of committed blocks.
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -69,6 +69,9 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
         .route("/deals", get(deals))
         .route("/deals/{id}", get(deal))
         .route("/storage/challenges", get(challenges))
+        .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/market/base-prices", get(base_prices))
         .route("/events", get(events))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
@@ -285,6 +288,46 @@ async fn order(State(s): Shared, Path(id): Path<String>) -> ApiResult<OrderDto> 
     let st = Overlay::new(&snap);
     let o = market::order(&st, id).ok_or_else(|| not_found(format!("no order {id}")))?;
     Ok(Json(order_dto(&o, &market::bids_for(&st, id))))
+}
+
+/// Jobs, newest first; `?buyer=ADDRESS` keeps one buyer's, `?limit=N` (default 100, at most 1000).
+async fn jobs(State(s): Shared, Query(q): Query<JobsQuery>) -> ApiResult<Vec<JobDto>> {
+    let buyer = match &q.buyer {
+        Some(b) => Some(b.parse::<tessera_types::Address>().map_err(|e| bad(format!("buyer: {e}")))?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let mut all = tessera_ledger::jobs::all_jobs(&st);
+    all.reverse();
+    Ok(Json(all.iter().filter(|j| buyer.is_none_or(|b| j.buyer == b)).take(limit).map(|j| job_dto(j, &st)).collect()))
+}
+
+#[derive(serde::Deserialize)]
+struct JobsQuery {
+    buyer: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn job(State(s): Shared, Path(id): Path<String>) -> ApiResult<JobDto> {
+    let id = parse_id(&id, "job")?;
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let j = tessera_ledger::jobs::job(&st, id).ok_or_else(|| not_found(format!("no job {id}")))?;
+    Ok(Json(job_dto(&j, &st)))
+}
+
+/// The dynamic base price of each resource class and the utilisation behind it.
+async fn base_prices(State(s): Shared) -> ApiResult<market::BasePrices> {
+    let (snap, _) = snapshot(&s)?;
+    let st = Overlay::new(&snap);
+    let p = params::params(&st);
+    Ok(Json(market::base_prices(&st).unwrap_or(market::BasePrices {
+        cpu: p.market.initial_base_price_cpu,
+        gpu: p.market.initial_base_price_gpu,
+        ..Default::default()
+    })))
 }
 
 async fn leases(State(s): Shared) -> ApiResult<Vec<LeaseDto>> {

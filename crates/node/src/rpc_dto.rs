@@ -38,6 +38,7 @@ pub fn msg_name(msg: &Msg) -> String {
     use tessera_ledger::market::MarketMsg;
     use tessera_ledger::registry::RegistryMsg;
     use tessera_ledger::staking::StakingMsg;
+    use tessera_ledger::jobs::JobMsg;
     use tessera_ledger::storage::StorageMsg;
     match msg {
         Msg::Bank(BankMsg::Transfer { .. }) => "bank.transfer",
@@ -55,6 +56,9 @@ pub fn msg_name(msg: &Msg) -> String {
         Msg::Storage(StorageMsg::CreateDeal { .. }) => "storage.create_deal",
         Msg::Storage(StorageMsg::ProveStorage { .. }) => "storage.prove",
         Msg::Storage(StorageMsg::EndDeal { .. }) => "storage.end_deal",
+        Msg::Jobs(JobMsg::Submit { .. }) => "jobs.submit",
+        Msg::Jobs(JobMsg::Report { .. }) => "jobs.report",
+        Msg::Jobs(JobMsg::Cancel { .. }) => "jobs.cancel",
     }
     .to_string()
 }
@@ -147,6 +151,7 @@ pub fn lease_dto(l: &Lease) -> LeaseDto {
                 CloseReason::ClosedByBuyer => "closed by buyer",
                 CloseReason::ClosedByProvider => "closed by provider",
                 CloseReason::ProviderLost => "provider lost",
+                CloseReason::NoResult => "ran out without a result",
             };
             format!("closed at {at}: {why}")
         }
@@ -193,5 +198,56 @@ pub fn deal_dto(d: &tessera_ledger::storage::Deal) -> DealDto {
                 proven_epochs: p.proven_epochs,
             })
             .collect(),
+    }
+}
+
+pub fn job_dto(j: &tessera_ledger::jobs::Job, st: &tessera_ledger::Overlay) -> JobDto {
+    use tessera_ledger::jobs::JobState;
+    let (mut lease, mut provider, mut result, mut result_size, mut reason, mut finished_at) = (None, None, None, None, None, None);
+    match &j.state {
+        JobState::Queued { .. } => {}
+        JobState::Leased { lease: l, provider: p, .. } => {
+            lease = Some(*l);
+            provider = Some(*p);
+        }
+        JobState::Succeeded { result: r, size, provider: p, lease: l, at } => {
+            (lease, provider, result, result_size, finished_at) = (Some(*l), Some(*p), Some(*r), Some(*size), Some(*at));
+        }
+        JobState::Failed { reason: why, at } => {
+            reason = Some(why.clone());
+            finished_at = Some(*at);
+        }
+        JobState::Cancelled { at } => finished_at = Some(*at),
+    }
+    // A failed or cancelled job keeps the provider that last held it, for its logs.
+    if provider.is_none()
+        && let Some(l) = j.orders.last().and_then(|o| tessera_ledger::market::order(st, *o)).and_then(|o| match o.state {
+            tessera_ledger::market::OrderState::Leased { lease } => tessera_ledger::market::lease(st, lease),
+            _ => None,
+        })
+    {
+        lease = Some(l.id);
+        provider = Some(l.provider);
+    }
+    JobDto {
+        id: j.id,
+        buyer: j.buyer,
+        name: j.spec.name.clone(),
+        kind: j.spec.kind.name().to_string(),
+        spec: hex::encode(borsh::to_vec(&j.spec).expect("spec encodes")),
+        created_at: j.created_at,
+        state: j.state.label().to_string(),
+        order: j.orders.last().copied().unwrap_or(0),
+        lease,
+        provider,
+        result,
+        result_size,
+        reason,
+        finished_at,
+        orders: j.orders.clone(),
+        lost_to: j.lost_to.clone(),
+        paid: j.paid,
+        max_price_per_block: j.spec.order.max_price_per_block,
+        duration_blocks: j.spec.order.duration_blocks,
     }
 }

@@ -29,6 +29,19 @@ pub struct AgentConfig {
     pub stake: Amount,
     pub region: String,
     pub price_per_gb_disk: Amount,
+    /// Per-block prices for compute (the fixed strategy bids these; auction and
+    /// dynamic treat them as cost).
+    pub price_per_cpu_core: Amount,
+    pub price_per_gb_ram: Amount,
+    pub price_per_gpu: Amount,
+    pub strategy: crate::decide::Strategy,
+    /// Jobs run at once (and auctions bid on while they run).
+    pub max_jobs: usize,
+    /// Offer fewer cores or less RAM than the machine has.
+    pub cpu_cores: Option<u32>,
+    pub ram_mb: Option<u64>,
+    /// Where model files missing from the cache come from.
+    pub model_sources: Vec<tessera_runtime::models::Source>,
     /// Stop when this process is gone (a devnet's providers end with it, even
     /// when it is killed with -9).
     pub parent_pid: Option<u32>,
@@ -37,13 +50,16 @@ pub struct AgentConfig {
 /// Runs until `stop` is set.
 pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let store = Arc::new(PieceStore::open(&cfg.data_dir.join("pieces"), cfg.storage_gb << 30)?);
+    let results = Arc::new(crate::results::ResultStore::open(&cfg.data_dir.join("results"))?);
+    let models = Arc::new(tessera_runtime::models::ModelCache::new(cfg.data_dir.join("models"), cfg.model_sources.clone())?);
+    let executor = Arc::new(crate::executor::Executor::new(cfg.data_dir.join("jobs"), results.clone(), models, cfg.rpc.clone())?);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (in use? pick another with --listen)", cfg.listen))?;
     let me = cfg.key.address();
     // Port 0 asks the system for a free port; the provider registers the real one.
     let listen = listener.local_addr()?;
-    let state = Arc::new(ServerState { store: store.clone(), me, rpc: cfg.rpc.clone() });
+    let state = Arc::new(ServerState { store: store.clone(), me, rpc: cfg.rpc.clone(), results, executor: executor.clone() });
     let stop_server = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router(state))
@@ -56,7 +72,7 @@ pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> 
     });
     println!("provider {me} serving pieces on http://{listen} (data in {})", cfg.data_dir.display());
     let control_stop = stop.clone();
-    let control = tokio::task::spawn_blocking(move || control_loop(&cfg, listen, &store, &control_stop));
+    let control = tokio::task::spawn_blocking(move || control_loop(&cfg, listen, &store, &executor, &control_stop));
     let result = control.await.context("control loop panicked")?;
     stop.store(true, Ordering::Relaxed);
     let _ = server.await;
@@ -67,22 +83,48 @@ pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> 
 /// with the same nonce.
 static SUBMIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn submit(client: &Client, key: &KeyPair, chain_id: &str, msg: Msg) -> Result<tessera_types::Hash32, ClientError> {
+pub(crate) fn submit(client: &Client, key: &KeyPair, chain_id: &str, msg: Msg) -> Result<tessera_types::Hash32, ClientError> {
     let _turn = SUBMIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     client.sign_and_submit(key, chain_id, Amount::from_micro(1_000), msg)
 }
 
-fn ensure_registered(cfg: &AgentConfig, listen: SocketAddr, client: &Client, chain_id: &str) -> anyhow::Result<()> {
-    let me = cfg.key.address();
-    let endpoint = format!("http://{listen}");
-    let info = ProviderInfo {
-        hardware: crate::hardware::detect(cfg.storage_gb),
+/// What this provider offers and charges.
+pub fn offer(cfg: &AgentConfig, endpoint: &str) -> ProviderInfo {
+    let detected = crate::hardware::detect(cfg.storage_gb);
+    let mut hardware = detected.hardware;
+    if let Some(c) = cfg.cpu_cores {
+        hardware.cpu_cores = c;
+    }
+    if let Some(r) = cfg.ram_mb {
+        hardware.ram_mb = r;
+    }
+    println!(
+        "provider {}: offering {} CPU cores, {} MiB RAM, {} GB disk; GPUs: {}",
+        cfg.key.address(),
+        hardware.cpu_cores,
+        hardware.ram_mb,
+        hardware.disk_gb,
+        detected.gpu_note
+    );
+    ProviderInfo {
+        hardware,
         region: cfg.region.clone(),
-        endpoints: vec![endpoint.clone()],
-        prices: PriceList { per_gb_disk: cfg.price_per_gb_disk, ..PriceList::default() },
-    };
+        endpoints: vec![endpoint.to_string()],
+        prices: PriceList {
+            per_cpu_core: cfg.price_per_cpu_core,
+            per_gb_ram: cfg.price_per_gb_ram,
+            per_gb_disk: cfg.price_per_gb_disk,
+            per_gpu: cfg.price_per_gpu,
+        },
+    }
+}
+
+fn ensure_registered(cfg: &AgentConfig, info: &ProviderInfo, client: &Client, chain_id: &str) -> anyhow::Result<()> {
+    let me = cfg.key.address();
+    let endpoint = info.endpoints[0].clone();
+    let info = info.clone();
     match client.get::<ProviderDto>(&format!("/providers/{me}")) {
-        Ok(p) if p.info.endpoints.first() == Some(&endpoint) && p.info.hardware.disk_gb == cfg.storage_gb => Ok(()),
+        Ok(p) if p.info == info => Ok(()),
         Ok(_) => {
             let hash = submit(client, &cfg.key, chain_id, Msg::Registry(RegistryMsg::Update { info }))?;
             client.wait_for_tx(&hash, Duration::from_secs(30))?;
@@ -137,7 +179,13 @@ fn heal_missing(client: &Client, store: &PieceStore, me: &tessera_types::Address
     }
 }
 
-fn control_loop(cfg: &AgentConfig, listen: SocketAddr, store: &PieceStore, stop: &AtomicBool) -> anyhow::Result<()> {
+fn control_loop(
+    cfg: &AgentConfig,
+    listen: SocketAddr,
+    store: &PieceStore,
+    executor: &Arc<crate::executor::Executor>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let client = Client::new(&cfg.rpc);
     let me = cfg.key.address();
     let chain_id = loop {
@@ -150,7 +198,15 @@ fn control_loop(cfg: &AgentConfig, listen: SocketAddr, store: &PieceStore, stop:
             Err(e) => return Err(e.into()),
         }
     };
-    ensure_registered(cfg, listen, &client, &chain_id)?;
+    let info = offer(cfg, &format!("http://{listen}"));
+    ensure_registered(cfg, &info, &client, &chain_id)?;
+    let market_stop = Arc::new(AtomicBool::new(false));
+    let market = {
+        let decider = crate::decide::Decider::new(me, cfg.strategy, info.hardware.clone(), info.prices.clone(), cfg.max_jobs);
+        let mcfg = crate::market::MarketConfig { key: cfg.key.clone(), rpc: cfg.rpc.clone(), chain_id: chain_id.clone() };
+        let (executor, market_stop) = (executor.clone(), market_stop.clone());
+        std::thread::Builder::new().name("market".into()).spawn(move || crate::market::run(mcfg, decider, executor, market_stop))?
+    };
     let params = client.get::<tessera_ledger::Params>("/params")?;
     let heartbeat_every = (params.registry.heartbeat_timeout_blocks / 4).max(1);
     let grace = params.storage.upload_grace_blocks;
@@ -243,6 +299,8 @@ fn control_loop(cfg: &AgentConfig, listen: SocketAddr, store: &PieceStore, stop:
         }
     }
     heartbeat.0.store(true, Ordering::Relaxed);
+    market_stop.store(true, Ordering::Relaxed);
     let _ = heartbeat.1.join();
+    let _ = market.join();
     Ok(())
 }

@@ -1,10 +1,17 @@
-//! The provider agent: what a node operator runs to offer disk (and later
-//! compute). It registers, heartbeats, stores pieces in a content-addressed
-//! store, serves them over HTTP, answers storage challenges and rebuilds pieces
-//! it is missing from the other pieces of their segment.
+//! The provider agent: what a node operator runs to offer compute and disk.
+//! It registers its hardware and prices, heartbeats, follows the market through
+//! the node's event stream and bids by its price strategy (`decide`, pure),
+//! runs leased jobs (`executor`, on the `tessera-runtime` sandboxes) and serves
+//! their results from a content-addressed store (`results`); for storage it
+//! keeps pieces (`piece_store`), serves them, answers challenges and rebuilds
+//! pieces it is missing (`repair`).
 
 pub mod agent;
+pub mod decide;
+pub mod executor;
 pub mod hardware;
+pub mod market;
 pub mod piece_store;
 pub mod repair;
+pub mod results;
 pub mod server;

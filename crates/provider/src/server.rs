@@ -1,6 +1,8 @@
 //! The piece server: `PUT /pieces/{hash}` (only pieces a deal assigns to this
 //! provider, checked against their hash), `GET /pieces/{hash}` (re-checked on
-//! every read), `GET /health`.
+//! every read), `GET /results/{hash}` (job results, re-checked against their
+//! hash before they are sent), `GET /jobs/{id}/logs` and `/jobs/{id}/phase`,
+//! `GET /health`.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -19,11 +21,16 @@ pub struct ServerState {
     pub store: Arc<PieceStore>,
     pub me: Address,
     pub rpc: String,
+    pub results: Arc<crate::results::ResultStore>,
+    pub executor: Arc<crate::executor::Executor>,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/pieces/{hash}", get(get_piece).put(put_piece))
+        .route("/results/{hash}", get(get_result))
+        .route("/jobs/{id}/logs", get(job_logs))
+        .route("/jobs/{id}/phase", get(job_phase))
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(tessera_client::MAX_PIECE_BODY as usize))
         .with_state(state)
@@ -70,5 +77,34 @@ async fn put_piece(State(s): State<Arc<ServerState>>, Path(hash): Path<String>, 
         Ok(Ok(())) => StatusCode::CREATED.into_response(),
         Ok(Err((status, message))) => error(status, message),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn get_result(State(s): State<Arc<ServerState>>, Path(hash): Path<String>) -> Response {
+    let Ok(hash) = hash.parse::<Hash32>() else { return error(StatusCode::BAD_REQUEST, "result hash must be 64 hex digits") };
+    let results = s.results.clone();
+    let path = match tokio::task::spawn_blocking(move || results.checked(&hash)).await {
+        Ok(Ok(Some(p))) => p,
+        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, format!("no result {hash} here")),
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    match tokio::fs::File::open(&path).await {
+        Ok(f) => axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn job_logs(State(s): State<Arc<ServerState>>, Path(id): Path<u64>) -> Response {
+    match tokio::fs::read(s.executor.log_path(id)).await {
+        Ok(bytes) => bytes.into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, format!("no log of job {id} here")),
+    }
+}
+
+async fn job_phase(State(s): State<Arc<ServerState>>, Path(id): Path<u64>) -> Response {
+    match s.executor.phase(id) {
+        Some(p) => p.into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("job {id} has not started here")),
     }
 }

@@ -93,7 +93,8 @@ pub enum S3Cmd {
 
 #[derive(Subcommand)]
 pub enum ProviderCmd {
-    /// Register, heartbeat, store and serve pieces, answer storage challenges.
+    /// Offer this machine: register its hardware and prices, heartbeat, bid on
+    /// jobs and run them, store and serve pieces, answer storage challenges.
     Run(crate::storagecmd::ProviderRunArgs),
 }
 

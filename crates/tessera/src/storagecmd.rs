@@ -233,12 +233,46 @@ pub struct ProviderRunArgs {
     pub stake: Amount,
     #[arg(long, default_value = "local")]
     pub region: String,
-    /// Price per GiB per block, TSR.
+    /// Price per GiB of disk per block, TSR.
     #[arg(long, default_value = "0.001", value_parser = parse_amount)]
     pub price_per_gb: Amount,
+    /// Price per CPU core per block, TSR: what `fixed` bids and fixed-price
+    /// orders match; `auction` and `dynamic` treat it as cost.
+    #[arg(long, default_value = "0.001", value_parser = parse_amount)]
+    pub price_per_core: Amount,
+    /// Price per GiB of RAM per block, TSR.
+    #[arg(long, default_value = "0", value_parser = parse_amount_or_zero)]
+    pub price_per_gb_ram: Amount,
+    /// Price per GPU per block, TSR.
+    #[arg(long, default_value = "0.05", value_parser = parse_amount)]
+    pub price_per_gpu: Amount,
+    /// How auction bids are priced: `fixed` (the price list), `auction` (cost
+    /// plus 20%, undercutting rivals down to cost plus 2%) or `dynamic` (the
+    /// ledger's base price per resource class, scaled by this provider's load).
+    #[arg(long, default_value = "fixed", value_parser = |s: &str| s.parse::<tessera_provider::decide::Strategy>())]
+    pub price_strategy: tessera_provider::decide::Strategy,
+    /// Jobs run at the same time.
+    #[arg(long, default_value_t = 2)]
+    pub max_jobs: usize,
+    /// Offer this many CPU cores instead of all the machine has.
+    #[arg(long)]
+    pub cpu_cores: Option<u32>,
+    /// Offer this much RAM (MiB) instead of all the machine has.
+    #[arg(long)]
+    pub ram_mb: Option<u64>,
+    /// Where model files for embedding jobs come from when they are not cached
+    /// yet: a directory (any file in it, matched by blake3) or an http(s) URL
+    /// serving `<url>/<blake3>`. Repeatable. Every file is checked against the
+    /// hash the job names.
+    #[arg(long = "model-source", value_parser = |s: &str| s.parse::<tessera_runtime::models::Source>())]
+    pub model_sources: Vec<tessera_runtime::models::Source>,
     /// Stop when this process id is gone.
     #[arg(long, hide = true)]
     pub parent_pid: Option<u32>,
+}
+
+fn parse_amount_or_zero(s: &str) -> Result<Amount, String> {
+    Amount::parse_tsr(s).map_err(|e| e.to_string())
 }
 
 pub fn provider_run(ctx: &Ctx, home: &std::path::Path, a: ProviderRunArgs) -> anyhow::Result<()> {
@@ -252,6 +286,14 @@ pub fn provider_run(ctx: &Ctx, home: &std::path::Path, a: ProviderRunArgs) -> an
         stake: a.stake,
         region: a.region,
         price_per_gb_disk: a.price_per_gb,
+        price_per_cpu_core: a.price_per_core,
+        price_per_gb_ram: a.price_per_gb_ram,
+        price_per_gpu: a.price_per_gpu,
+        strategy: a.price_strategy,
+        max_jobs: a.max_jobs,
+        cpu_cores: a.cpu_cores,
+        ram_mb: a.ram_mb,
+        model_sources: a.model_sources,
         parent_pid: a.parent_pid,
     };
     run_until_stopped(None, |stop| async move { tessera_provider::agent::run(cfg, stop).await.context("provider stopped") })

@@ -1,0 +1,282 @@
+//! Runs jobs leased to this provider: fetches their inputs, runs them in the
+//! sandbox their kind needs, files what they produced in the result store, and
+//! builds the report the ledger settles on.
+//!
+//! Each job works in `<data>/jobs/<id>/`: `in/`, `out/`, `log` (served to the
+//! buyer), `phase` (what is happening now) and, once finished, `outcome.json`,
+//! so a restarted provider reports a finished job instead of running it again.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera_client::jobs::{ResultFile, ResultManifest};
+use tessera_client::Client;
+use tessera_ledger::jobs::{EmbedJob, Input, JobKind, JobSpec, Outcome, VectorFormat, WasmJob};
+use tessera_runtime::embed::{self, Embedder};
+use tessera_runtime::models::ModelCache;
+use tessera_runtime::{wasm, JobError};
+
+use crate::results::ResultStore;
+
+pub struct Executor {
+    pub dir: PathBuf,
+    pub results: Arc<ResultStore>,
+    pub models: Arc<ModelCache>,
+    pub rpc: String,
+    /// Loaded models, by (model, tokenizer, config) hash; the last one stays loaded.
+    embedder: Mutex<Option<(String, Arc<Embedder>)>>,
+}
+
+/// How a run ended, as saved in `outcome.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Saved {
+    Succeeded { result: tessera_types::Hash32, size: u64 },
+    Failed { reason: String },
+    /// This provider cannot run it; the lease is handed back so the job moves on.
+    Refused { reason: String },
+}
+
+/// What the agent does with a finished run.
+pub enum Verdict {
+    Report(Outcome),
+    HandBack(String),
+}
+
+impl Executor {
+    pub fn new(dir: PathBuf, results: Arc<ResultStore>, models: Arc<ModelCache>, rpc: String) -> std::io::Result<Executor> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Executor { dir, results, models, rpc, embedder: Mutex::new(None) })
+    }
+
+    pub fn job_dir(&self, job: u64) -> PathBuf {
+        self.dir.join(job.to_string())
+    }
+
+    pub fn phase(&self, job: u64) -> Option<String> {
+        std::fs::read_to_string(self.job_dir(job).join("phase")).ok()
+    }
+
+    pub fn log_path(&self, job: u64) -> PathBuf {
+        self.job_dir(job).join("log")
+    }
+
+    fn set_phase(&self, job: u64, phase: &str) {
+        let _ = std::fs::write(self.job_dir(job).join("phase"), phase);
+        self.log(job, phase);
+    }
+
+    fn log(&self, job: u64, line: &str) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(job)) {
+            let _ = writeln!(f, "[provider] {line}");
+        }
+    }
+
+    /// Runs a job to its verdict, or returns the saved verdict of an earlier run.
+    pub fn run(&self, job: u64, lease: u64, spec: &JobSpec) -> Verdict {
+        let dir = self.job_dir(job);
+        let saved_path = dir.join(format!("outcome-{lease}.json"));
+        if let Some(saved) = std::fs::read(&saved_path).ok().and_then(|b| serde_json::from_slice::<Saved>(&b).ok()) {
+            return verdict(saved);
+        }
+        // A run cut short by a restart starts over from clean directories.
+        let _ = std::fs::remove_dir_all(dir.join("in"));
+        let _ = std::fs::remove_dir_all(dir.join("out"));
+        if let Err(e) = std::fs::create_dir_all(dir.join("in")).and_then(|_| std::fs::create_dir_all(dir.join("out"))) {
+            return Verdict::HandBack(format!("cannot prepare {}: {e}", dir.display()));
+        }
+        self.log(job, &format!("lease {lease}: {} job {:?}", spec.kind.name(), spec.name));
+        let started = Instant::now();
+        let result = match &spec.kind {
+            JobKind::Wasm(w) => self.run_wasm(job, w),
+            JobKind::Embed(e) => self.run_embed(job, e),
+        };
+        let saved = match result {
+            Ok((manifest_hash, size)) => {
+                self.set_phase(job, "done");
+                self.log(job, &format!("finished in {:.2} s; result {manifest_hash} ({size} bytes)", started.elapsed().as_secs_f64()));
+                Saved::Succeeded { result: manifest_hash, size }
+            }
+            Err(JobError::Job(reason)) => {
+                self.set_phase(job, &format!("failed: {reason}"));
+                Saved::Failed { reason }
+            }
+            Err(JobError::Provider(reason)) => {
+                self.set_phase(job, &format!("handed back: {reason}"));
+                Saved::Refused { reason }
+            }
+        };
+        let _ = std::fs::write(&saved_path, serde_json::to_vec(&saved).expect("outcome serialises"));
+        let _ = std::fs::remove_dir_all(dir.join("in"));
+        verdict(saved)
+    }
+
+    /// Bytes of an input: inline, or fetched from the storage network (each piece hash-checked).
+    fn input(&self, job: u64, what: &str, input: &Input, dest: &Path) -> Result<(), JobError> {
+        match input {
+            Input::Inline(bytes) => std::fs::write(dest, bytes).map_err(JobError::provider),
+            Input::Stored { cid, size } => {
+                self.log(job, &format!("fetching {what} {cid} ({size} bytes) from the storage network"));
+                let parsed: tessera_storage::Cid = cid.parse().map_err(JobError::job)?;
+                let client = Client::new(&self.rpc);
+                let got = tessera_client::storage::get(&client, &parsed, dest, &mut |_, _, _| {})
+                    .map_err(|e| JobError::job(format!("{what} {cid} cannot be fetched: {e:#}")))?;
+                if got != *size {
+                    return Err(JobError::job(format!("{what} {cid} holds {got} bytes, not the {size} the spec says")));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn run_wasm(&self, job: u64, w: &WasmJob) -> Result<(tessera_types::Hash32, u64), JobError> {
+        let dir = self.job_dir(job);
+        self.set_phase(job, "fetching inputs");
+        let module_path = dir.join("module.wasm");
+        self.input(job, "module", &w.module, &module_path)?;
+        let module = std::fs::read(&module_path).map_err(JobError::provider)?;
+        let _ = std::fs::remove_file(&module_path);
+        for (name, input) in &w.files {
+            self.input(job, &format!("input file {name}"), input, &dir.join("in").join(name))?;
+        }
+        let stdin = match &w.stdin {
+            Some(input) => {
+                let p = dir.join("stdin");
+                self.input(job, "stdin", input, &p)?;
+                let bytes = std::fs::read(&p).map_err(JobError::provider)?;
+                let _ = std::fs::remove_file(&p);
+                bytes
+            }
+            None => Vec::new(),
+        };
+        self.set_phase(job, "running");
+        let limits = wasm::Limits {
+            fuel: w.fuel,
+            memory_bytes: (w.memory_mb as usize) << 20,
+            wall: Duration::from_secs(w.wall_secs as u64),
+            max_output_bytes: (w.max_output_mb as usize) << 20,
+        };
+        let out = wasm::run(wasm::WasmRun {
+            module: &module,
+            args: &w.args,
+            env: &w.env,
+            stdin,
+            input_dir: &dir.join("in"),
+            output_dir: &dir.join("out"),
+            limits,
+        });
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                self.log(job, &e.to_string());
+                return Err(e);
+            }
+        };
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(self.log_path(job)) {
+            let _ = f.write_all(&out.stderr);
+        }
+        self.log(job, &format!("exit status {}, {} instructions", out.exit_code, out.fuel_used));
+        if out.exit_code != 0 {
+            let tail = String::from_utf8_lossy(&out.stderr);
+            let tail: String = tail.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(JobError::job(format!("exited with status {}: {}", out.exit_code, tail.trim())));
+        }
+        let mut files = vec![
+            self.file("stdout", &out.stdout)?,
+            self.file("stderr", &out.stderr)?,
+        ];
+        let mut outputs = Vec::new();
+        collect_files(&dir.join("out"), &dir.join("out"), &mut outputs).map_err(JobError::provider)?;
+        outputs.sort();
+        for (name, path) in outputs {
+            let (hash, size) = self.results.put_file(&path).map_err(JobError::provider)?;
+            files.push(ResultFile { name: format!("out/{name}"), hash, size });
+        }
+        self.manifest(ResultManifest { job, kind: "wasm".into(), exit_code: 0, work: out.fuel_used, files })
+    }
+
+    fn run_embed(&self, job: u64, e: &EmbedJob) -> Result<(tessera_types::Hash32, u64), JobError> {
+        let dir = self.job_dir(job);
+        self.set_phase(job, "fetching model");
+        let model = self.models.get(&e.model.to_string())?;
+        let tokenizer = self.models.get(&e.tokenizer.to_string())?;
+        let config = self.models.get(&e.config.to_string())?;
+        self.set_phase(job, "fetching inputs");
+        let input_path = dir.join("in").join("sentences.txt");
+        self.input(job, "input", &e.input, &input_path)?;
+        let text = std::fs::read_to_string(&input_path).map_err(|_| JobError::job("the input is not UTF-8 text"))?;
+        let sentences = embed::sentences(&text);
+        if sentences.is_empty() {
+            return Err(JobError::job("the input holds no sentences (one per line)"));
+        }
+        self.set_phase(job, "loading model");
+        let embedder = self.embedder(&format!("{}{}{}", e.model, e.tokenizer, e.config), &model, &tokenizer, &config)?;
+        self.set_phase(job, "running");
+        let vectors = embedder.embed(&sentences, e.normalize)?;
+        self.log(job, &format!("embedded {} sentences into {} dimensions", vectors.len(), embedder.dimensions));
+        let (name, bytes) = match e.format {
+            VectorFormat::Npy => ("vectors.npy", embed::to_npy(&vectors, embedder.dimensions)),
+            VectorFormat::Json => ("vectors.json", embed::to_json(&vectors, embedder.dimensions, &e.model.to_string())),
+        };
+        let files = vec![self.file(name, &bytes)?];
+        self.manifest(ResultManifest { job, kind: "embed".into(), exit_code: 0, work: vectors.len() as u64, files })
+    }
+
+    fn embedder(&self, key: &str, model: &Path, tokenizer: &Path, config: &Path) -> Result<Arc<Embedder>, JobError> {
+        let mut slot = self.embedder.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, e)) = slot.as_ref()
+            && k == key
+        {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(Embedder::load(model, tokenizer, config, embed::device())?);
+        *slot = Some((key.to_string(), e.clone()));
+        Ok(e)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> Result<ResultFile, JobError> {
+        let hash = self.results.put(bytes).map_err(JobError::provider)?;
+        Ok(ResultFile { name: name.to_string(), hash, size: bytes.len() as u64 })
+    }
+
+    fn manifest(&self, m: ResultManifest) -> Result<(tessera_types::Hash32, u64), JobError> {
+        let bytes = m.encode();
+        let hash = self.results.put(&bytes).map_err(JobError::provider)?;
+        Ok((hash, m.total_size(bytes.len())))
+    }
+}
+
+fn verdict(saved: Saved) -> Verdict {
+    match saved {
+        Saved::Succeeded { result, size } => Verdict::Report(Outcome::Succeeded { result, size }),
+        Saved::Failed { reason } => Verdict::Report(Outcome::Failed { reason: clip(&reason) }),
+        Saved::Refused { reason } => Verdict::HandBack(reason),
+    }
+}
+
+/// Failure reasons go on the ledger: at most 1,000 bytes, no control characters.
+fn clip(reason: &str) -> String {
+    let mut s: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if s.len() > 1000 {
+        let mut cut = 1000;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    if s.is_empty() { "failed".into() } else { s }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if entry.file_type()?.is_file() {
+            let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().to_string();
+            out.push((name, path));
+        }
+    }
+    Ok(())
+}

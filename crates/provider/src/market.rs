@@ -1,0 +1,275 @@
+//! The provider's market side: follows the node's event stream (`/events`),
+//! feeds the decision core, places bids, runs leased jobs on worker threads
+//! and reports their results. On start and after every reconnect it resyncs
+//! from the ledger, so a restarted provider picks up the leases it holds.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_client::api::{BlockEventDto, JobDto};
+use tessera_client::Client;
+use tessera_crypto::KeyPair;
+use tessera_ledger::jobs::JobMsg;
+use tessera_ledger::market::{BasePrices, MarketMsg};
+use tessera_ledger::{Event, Msg};
+use tessera_types::{Address, Amount};
+
+use crate::decide::{Action, Decider, Input, OpenOrder};
+use crate::executor::{Executor, Verdict};
+
+pub struct MarketConfig {
+    pub key: KeyPair,
+    pub rpc: String,
+    pub chain_id: String,
+}
+
+/// Runs until `stop` is set.
+pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, stop: Arc<AtomicBool>) {
+    let me = cfg.key.address();
+    let client = Client::new(&cfg.rpc);
+    let (tx, rx) = channel::<Input>();
+    {
+        let (tx, rpc, stop) = (tx.clone(), cfg.rpc.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("market-events".into())
+            .spawn(move || follow_events(&rpc, me, &tx, &stop))
+            .expect("spawn event thread");
+    }
+    let dynamic = decider.strategy == crate::decide::Strategy::Dynamic;
+    let mut last_base = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let input = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(i) => i,
+            Err(RecvTimeoutError::Timeout) => {
+                if dynamic && let Ok(s) = client.status() && s.height > last_base {
+                    last_base = s.height;
+                    if let Ok(b) = client.get::<BasePrices>("/market/base-prices") {
+                        decider.step(Input::BasePrices(b));
+                    }
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        for action in decider.step(input) {
+            match action {
+                Action::Bid { order, price } => {
+                    let msg = Msg::Market(MarketMsg::PlaceBid { order, price_per_block: price });
+                    match crate::agent::submit(&client, &cfg.key, &cfg.chain_id, msg) {
+                        Ok(_) => println!("provider {me}: bid {price} TSR/block on order {order}"),
+                        Err(e) => eprintln!("provider {me}: bid on order {order} refused: {e}"),
+                    }
+                }
+                Action::Run { job, lease } => {
+                    let (executor, tx, key, rpc, chain_id) =
+                        (executor.clone(), tx.clone(), cfg.key.clone(), cfg.rpc.clone(), cfg.chain_id.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("job-{job}"))
+                        .spawn(move || {
+                            run_job(&executor, &Client::new(&rpc), &key, &chain_id, job, lease);
+                            let _ = tx.send(Input::JobDone { job });
+                        });
+                    if let Err(e) = spawned {
+                        eprintln!("provider {me}: cannot start job {job}: {e}");
+                    }
+                }
+                Action::Abort { job } => println!("provider {me}: job {job} left this provider; its result will not be reported"),
+            }
+        }
+    }
+}
+
+fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, job: u64, lease: u64) {
+    let me = key.address();
+    let dto = match client.get::<JobDto>(&format!("/jobs/{job}")) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("provider {me}: cannot read job {job}: {e}");
+            return;
+        }
+    };
+    let spec = match dto.decode_spec() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("provider {me}: {e}");
+            return;
+        }
+    };
+    let _ = std::fs::create_dir_all(executor.job_dir(job));
+    println!("provider {me}: running job {job} ({} {:?}) on lease {lease}", spec.kind.name(), spec.name);
+    let msg = match executor.run(job, lease, &spec) {
+        Verdict::Report(outcome) => Msg::Jobs(JobMsg::Report { job, outcome }),
+        Verdict::HandBack(reason) => {
+            eprintln!("provider {me}: cannot run job {job}: {reason}; handing the lease back");
+            Msg::Market(MarketMsg::CloseLease { lease })
+        }
+    };
+    // The report settles the lease; retry through brief node hiccups.
+    for attempt in 0..5 {
+        match crate::agent::submit(client, key, chain_id, msg.clone()).and_then(|h| client.wait_for_tx(&h, Duration::from_secs(30))) {
+            Ok(r) if r.code == 0 => {
+                println!("provider {me}: reported job {job}");
+                return;
+            }
+            Ok(r) => {
+                eprintln!("provider {me}: report for job {job} rejected: {}", r.log);
+                return;
+            }
+            Err(e) => {
+                eprintln!("provider {me}: report for job {job} not sent (attempt {}): {e}", attempt + 1);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Reads the node's block stream, turning ledger events into decider inputs.
+/// Reconnects (and resyncs) whenever the stream breaks.
+fn follow_events(rpc: &str, me: Address, tx: &Sender<Input>, stop: &AtomicBool) {
+    let client = Client::new(rpc);
+    // Blocks come every half second and the node sends keep-alives: a silent
+    // minute means the connection is dead.
+    let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).timeout_read(Duration::from_secs(60)).build();
+    while !stop.load(Ordering::Relaxed) {
+        let url = format!("{}/events", rpc.trim_end_matches('/'));
+        let resp = match agent.get(&url).call() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("provider {me}: event stream {url}: {e}; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        // Connected first, then resync: nothing falls between the two.
+        if resync(&client, me, tx).is_err() {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        let mut data = String::new();
+        let mut kind = String::new();
+        for line in std::io::BufReader::new(resp.into_reader()).lines() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("data:") {
+                data.push_str(rest.trim_start());
+            } else if let Some(rest) = line.strip_prefix("event:") {
+                kind = rest.trim().to_string();
+            } else if line.is_empty() && !data.is_empty() {
+                if kind == "lagged" {
+                    // Missed blocks: read the ledger's state instead.
+                    let _ = resync(&client, me, tx);
+                } else if let Ok(block) = serde_json::from_str::<BlockEventDto>(&data) {
+                    for input in block_inputs(&client, me, &block) {
+                        if tx.send(input).is_err() {
+                            return;
+                        }
+                    }
+                }
+                data.clear();
+            }
+        }
+    }
+}
+
+/// Open job auctions and the jobs leased to this provider, from the ledger.
+fn resync(client: &Client, me: Address, tx: &Sender<Input>) -> Result<(), ()> {
+    let jobs: Vec<JobDto> = client.get("/jobs?limit=1000").map_err(|_| ())?;
+    for j in jobs {
+        let input = match j.state.as_str() {
+            "leased" if j.provider == Some(me) => j.lease.map(|lease| Input::JobLeased { job: j.id, lease }),
+            "queued" => open_order(&j),
+            _ => None,
+        };
+        if let Some(i) = input {
+            tx.send(i).map_err(|_| ())?;
+        }
+    }
+    Ok(())
+}
+
+fn open_order(j: &JobDto) -> Option<Input> {
+    let spec = j.decode_spec().ok()?;
+    Some(Input::OrderOpened(OpenOrder {
+        id: j.order,
+        resources: spec.order.resources,
+        max_price_per_block: spec.order.max_price_per_block,
+        pricing: spec.order.pricing,
+        job: Some(j.id),
+    }))
+}
+
+fn attr<T: std::str::FromStr>(e: &Event, name: &str) -> Option<T> {
+    e.get(name)?.parse().ok()
+}
+
+fn amount(e: &Event, name: &str) -> Option<Amount> {
+    Amount::parse_tsr(e.get(name)?).ok()
+}
+
+fn block_inputs(client: &Client, me: Address, block: &BlockEventDto) -> Vec<Input> {
+    let events = block.txs.iter().filter(|t| t.code == 0).flat_map(|t| t.events.iter()).chain(block.end_events.iter());
+    let mut out = Vec::new();
+    let mut job_cache: BTreeMap<u64, JobDto> = BTreeMap::new();
+    for e in events {
+        match e.kind.as_str() {
+            "jobs.submitted" | "jobs.replaced" => {
+                let Some(job) = attr::<u64>(e, "job") else { continue };
+                let dto = match job_cache.get(&job) {
+                    Some(d) => Some(d.clone()),
+                    None => client.get::<JobDto>(&format!("/jobs/{job}")).ok(),
+                };
+                if let Some(mut d) = dto {
+                    job_cache.insert(job, d.clone());
+                    if let Some(order) = attr::<u64>(e, "order") {
+                        d.order = order;
+                    }
+                    out.extend(open_order(&d));
+                }
+            }
+            "market.bid_placed" => {
+                if let (Some(order), Some(provider), Some(price)) =
+                    (attr::<u64>(e, "order"), attr::<Address>(e, "provider"), amount(e, "price_per_block"))
+                {
+                    out.push(Input::RivalBid { order, provider, price });
+                }
+            }
+            "market.lease_opened" | "market.order_expired" | "market.order_cancelled" => {
+                if let Some(order) = attr::<u64>(e, "order") {
+                    out.push(Input::OrderClosed { order });
+                }
+            }
+            "jobs.leased" => {
+                if let (Some(job), Some(lease), Some(provider)) =
+                    (attr::<u64>(e, "job"), attr::<u64>(e, "lease"), attr::<Address>(e, "provider"))
+                    && provider == me
+                {
+                    out.push(Input::JobLeased { job, lease });
+                }
+            }
+            "jobs.succeeded" | "jobs.failed" => {
+                if let Some(job) = attr::<u64>(e, "job") {
+                    out.push(Input::JobDone { job });
+                }
+            }
+            "jobs.cancelled" => {
+                if let Some(job) = attr::<u64>(e, "job") {
+                    out.push(Input::JobGone { job });
+                }
+            }
+            "jobs.provider_lost" => {
+                if let (Some(job), Some(provider)) = (attr::<u64>(e, "job"), attr::<Address>(e, "provider"))
+                    && provider == me
+                {
+                    out.push(Input::JobGone { job });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
