@@ -4,6 +4,7 @@
 pub mod api;
 mod http;
 pub mod jobs;
+pub mod jobspec;
 pub mod keyring;
 pub mod storage;
 

@@ -22,14 +22,31 @@ pub struct DevnetConfig {
     pub block_time: Duration,
     pub chain_id: String,
     pub test_accounts: u32,
-    /// Storage provider agents to run as child processes (`provider1`, ...).
+    /// Provider agents offering compute (`provider1`..), each with its own
+    /// hardware profile, prices and price strategy.
+    pub providers: u32,
+    /// Provider agents offering disk; agents are shared, so the devnet runs
+    /// max(providers, storage_providers) of them.
     pub storage_providers: u32,
+    /// Where providers fetch model files they have not cached (a directory).
+    pub model_source: Option<PathBuf>,
     /// Where the S3 endpoint listens.
     pub s3: SocketAddr,
 }
 
 const PROVIDER_BALANCE: Amount = Amount::from_tsr(1_000);
 const PROVIDER_REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+
+/// Compute profiles of the devnet's providers, in turn: cores offered (at most
+/// what the machine has), RAM in MiB, TSR per core per block, price strategy.
+const COMPUTE_PROFILES: [(u32, u64, &str, &str); 3] =
+    [(1, 2048, "0.001", "fixed"), (2, 4096, "0.0008", "auction"), (4, 8192, "0.0012", "dynamic")];
+
+impl DevnetConfig {
+    pub fn agents(&self) -> u32 {
+        self.providers.max(self.storage_providers)
+    }
+}
 
 /// A provider agent child process of the devnet.
 struct ProviderChild {
@@ -44,12 +61,33 @@ fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
     let logs = cfg.dir.join("providers");
     std::fs::create_dir_all(&logs)?;
     let mut children = Vec::new();
-    for i in 1..=cfg.storage_providers {
+    let machine_cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    for i in 1..=cfg.agents() {
         let name = format!("provider{i}");
         let data_dir = logs.join(&name).display().to_string();
         let region = PROVIDER_REGIONS[(i as usize - 1) % PROVIDER_REGIONS.len()];
+        let storage_gb = if i <= cfg.storage_providers { "10" } else { "0" };
         // Port 0: a free port chosen by the system; the provider registers it.
-        let args = ["provider", "run", "--key", &name, "--listen", "127.0.0.1:0", "--data-dir", &data_dir, "--storage-gb", "10", "--region", region];
+        let mut args: Vec<String> = ["provider", "run", "--key", &name, "--listen", "127.0.0.1:0", "--data-dir", &data_dir]
+            .into_iter()
+            .chain(["--storage-gb", storage_gb, "--region", region])
+            .map(String::from)
+            .collect();
+        if i <= cfg.providers {
+            let (cores, ram, price, strategy) = COMPUTE_PROFILES[(i as usize - 1) % COMPUTE_PROFILES.len()];
+            let cores = cores.min(machine_cores).to_string();
+            let ram = ram.to_string();
+            args.extend(
+                ["--cpu-cores", &cores, "--ram-mb", &ram, "--price-per-core", price, "--price-strategy", strategy, "--max-jobs", "2"]
+                    .map(String::from),
+            );
+            if let Some(src) = &cfg.model_source {
+                args.extend(["--model-source".to_string(), src.display().to_string()]);
+            }
+        } else {
+            args.extend(["--max-jobs", "0"].map(String::from));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         children.push(spawn_child(cfg, &name, &args, &logs.join(format!("{name}.log")))?);
     }
     Ok(children)
@@ -143,7 +181,7 @@ pub fn devnet_genesis(cfg: &DevnetConfig, validator: &KeyPair) -> anyhow::Result
         let key = key_or_create(&cfg.keyring, &format!("test{i}"))?;
         accounts.push(GenesisAccount { address: key.address(), balance: TEST_BALANCE });
     }
-    for i in 1..=cfg.storage_providers {
+    for i in 1..=cfg.agents() {
         let key = key_or_create(&cfg.keyring, &format!("provider{i}"))?;
         accounts.push(GenesisAccount { address: key.address(), balance: PROVIDER_BALANCE });
     }

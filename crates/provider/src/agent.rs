@@ -98,6 +98,11 @@ pub fn offer(cfg: &AgentConfig, endpoint: &str) -> ProviderInfo {
     if let Some(r) = cfg.ram_mb {
         hardware.ram_mb = r;
     }
+    if cfg.max_jobs == 0 {
+        // Storage only: nothing to lease for compute.
+        hardware.cpu_cores = 0;
+        hardware.gpus.clear();
+    }
     println!(
         "provider {}: offering {} CPU cores, {} MiB RAM, {} GB disk; GPUs: {}",
         cfg.key.address(),

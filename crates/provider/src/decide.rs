@@ -88,7 +88,7 @@ impl Decider {
             strategy,
             hardware,
             prices,
-            max_jobs: max_jobs.max(1),
+            max_jobs,
             running: BTreeMap::new(),
             bids: BTreeMap::new(),
             done: BTreeSet::new(),
@@ -186,7 +186,7 @@ impl Decider {
                     .checked_mul(r.cpu_cores as u128)?
                     .checked_add(b.gpu.checked_mul(r.gpus as u128)?)?;
                 // 0.75x when idle, 1.25x when every slot is taken.
-                let used_ppm = (self.committed() as u128 * 1_000_000) / self.max_jobs as u128;
+                let used_ppm = (self.committed() as u128 * 1_000_000) / self.max_jobs.max(1) as u128;
                 let factor_ppm = 750_000 + used_ppm / 2;
                 let scaled = Amount::from_micro(base.micro().saturating_mul(factor_ppm) / 1_000_000);
                 Some(scaled.max(list))

@@ -52,6 +52,9 @@ pub enum Command {
     /// Store and fetch content on the storage network.
     #[command(subcommand)]
     Storage(crate::storagecmd::StorageCmd),
+    /// Run work on the network: WebAssembly programs and embedding jobs.
+    #[command(subcommand)]
+    Job(crate::jobcmd::JobCmd),
     /// Run a provider agent.
     #[command(subcommand)]
     Provider(ProviderCmd),
@@ -76,10 +79,19 @@ pub struct DevnetArgs {
     /// Funded test accounts (test1, test2, ...) created in the keyring.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub test_accounts: u32,
-    /// Storage provider agents to start (each its own process, key and data dir;
-    /// the default 4+2 erasure scheme needs at least 6).
+    /// Provider agents that run jobs (each its own process, key and data dir,
+    /// with its own hardware profile, prices and price strategy: fixed,
+    /// auction, dynamic in turn).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub providers: u32,
+    /// Provider agents that offer disk (the first of them are the compute
+    /// providers too; the default 4+2 erasure scheme needs at least 6).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=32))]
     pub storage_providers: u32,
+    /// Directory the providers fetch model files from (matched by blake3);
+    /// default: the one scripts/fetch-model.sh fills, when present.
+    #[arg(long)]
+    pub model_source: Option<PathBuf>,
     /// Address of the S3 endpoint (default: the RPC port plus one, 127.0.0.1:7701).
     #[arg(long)]
     pub s3: Option<SocketAddr>,
@@ -179,6 +191,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Query(q) => crate::query::run(&ctx, q),
         Command::Status => crate::query::status(&ctx),
         Command::Storage(s) => crate::storagecmd::run(&ctx, s),
+        Command::Job(j) => crate::jobcmd::run(&ctx, j),
         Command::Provider(ProviderCmd::Run(a)) => crate::storagecmd::provider_run(&ctx, &cli.home, a),
         Command::S3(S3Cmd::Serve(a)) => crate::storagecmd::s3_serve(&ctx, &cli.home, a),
         Command::Bench(BenchCmd::Ledger { txs, block_size, accounts }) => bench_ledger(&ctx, txs, block_size, accounts),
@@ -198,11 +211,21 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         block_time: Duration::from_millis(a.block_time_ms),
         chain_id: a.chain_id,
         test_accounts: a.test_accounts,
+        providers: a.providers,
         storage_providers: a.storage_providers,
+        model_source: a.model_source.or_else(default_model_dir).filter(|d| d.is_dir()),
         s3: a.s3.unwrap_or_else(|| tessera_node::devnet::s3_address(rpc)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tessera_node::devnet::run(cfg))
+}
+
+/// Where scripts/fetch-model.sh puts the embedding model.
+pub fn default_model_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("TESSERA_MODEL_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tessera/models/all-minilm-l6-v2"))
 }
 
 #[derive(Serialize)]

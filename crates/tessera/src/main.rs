@@ -1,6 +1,7 @@
 //! `tessera`: one binary, subcommands only; the logic lives in the crates.
 
 mod cli;
+mod jobcmd;
 mod query;
 mod storagecmd;
 mod txcmd;
