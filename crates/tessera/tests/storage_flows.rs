@@ -80,18 +80,8 @@ fn put_get_and_survive_wipe_corruption_and_a_dead_provider() {
     assert!(deal(&net).pieces.iter().all(|p| p.faults == 0 && !p.lost));
 
     // Kill one provider for good: its pieces move to the spare provider.
-    let log = net.log();
     let dead = holders[2];
-    let keys = tessera_client::Keyring::new(dir.path().join("keys"));
-    let dead_name = keys.list().unwrap().into_iter().find(|(_, a)| *a == dead).unwrap().0;
-    let pid: u32 = log
-        .lines()
-        .find(|l| l.contains("provider") && l.contains(&format!(" {dead_name} ")) && l.contains("pid"))
-        .and_then(|l| l.split("pid ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("provider pid in the devnet banner");
-    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    net.kill_provider(&dead);
     let moved = std::time::Instant::now();
     while !{
         let d = deal(&net);

@@ -108,6 +108,22 @@ impl Devnet {
         serde_json::from_str(&self.ok(&all)).expect("json output")
     }
 
+    /// Kills a provider agent of this devnet with SIGKILL (by its address).
+    pub fn kill_provider(&self, address: &tessera_types::Address) -> String {
+        let keys = tessera_client::Keyring::new(self.home.join("keys"));
+        let name = keys.list().unwrap().into_iter().find(|(_, a)| a == address).expect("provider key").0;
+        let pid: u32 = self
+            .log()
+            .lines()
+            .find(|l| l.contains("provider") && l.contains(&format!(" {name} ")) && l.contains("pid"))
+            .and_then(|l| l.split("pid ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("provider pid in the devnet banner");
+        Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        name
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill_hard(&mut self) {
         if let Some(mut c) = self.child.take() {

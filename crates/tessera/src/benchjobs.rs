@@ -1,0 +1,461 @@
+//! `tessera bench dispatch` and `tessera bench embed`: jobs through a real
+//! devnet (its own processes, on loopback), against a peer measured in the
+//! same run: Ray's task round trip, and candle called directly in-process.
+
+use anyhow::{bail, Context};
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera_client::api::{BlockEventDto, JobDto, ProviderDto};
+use tessera_client::{Client, Keyring};
+use tessera_ledger::jobs::{EmbedJob, Input, JobKind, JobMsg, JobSpec, VectorFormat, WasmJob};
+use tessera_ledger::market::{OrderSpec, Pricing, Resources};
+use tessera_ledger::Msg;
+use tessera_types::{Amount, Hash32};
+
+use crate::cli::Ctx;
+
+/// `(module (func (export "_start")))`: a WASI command that does nothing.
+const NOOP_WASM: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x03, 0x02, 0x01, 0x00, 0x07, 0x0a,
+    0x01, 0x06, b'_', b's', b't', b'a', b'r', b't', 0x00, 0x00, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b,
+];
+
+/// A devnet started for a benchmark, stopped when dropped.
+struct BenchNet {
+    child: Child,
+    home: PathBuf,
+    rpc: String,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchNet {
+    fn start(block_ms: u64, extra: &[&str]) -> anyhow::Result<BenchNet> {
+        let dir = tempfile::tempdir()?;
+        let home = dir.path().to_path_buf();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let s3 = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let rpc = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(home.join("devnet.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["--home", home.to_str().unwrap_or("."), "--rpc", &rpc, "devnet", "--block-time-ms", &block_ms.to_string()])
+            .args(["--s3", &format!("127.0.0.1:{s3}")])
+            .args(extra)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting the devnet")?;
+        let net = BenchNet { child, home, rpc, _dir: dir };
+        let client = net.client();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = client.get::<Vec<ProviderDto>>("/providers").is_ok_and(|p| p.iter().filter(|p| p.info.hardware.cpu_cores > 0).count() >= 3);
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the devnet's providers did not register; log:\n{}", std::fs::read_to_string(net.home.join("devnet.log")).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(net)
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&format!("http://{}", self.rpc))
+    }
+
+    fn key(&self, name: &str) -> anyhow::Result<tessera_crypto::KeyPair> {
+        Ok(Keyring::new(self.home.join("keys")).get(name)?)
+    }
+
+    /// Peak resident memory of the devnet and every process it started, MiB.
+    fn tree_peak_rss_mib(&self) -> f64 {
+        let root = self.child.id();
+        let mut pids = vec![root];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+                if ppid == Some(root) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids.iter().map(|p| status_kib(*p, "VmHWM:") as f64 / 1024.0).sum()
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+impl Drop for BenchNet {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wall-clock times at which the event stream showed each job leased and finished.
+#[derive(Default)]
+struct Seen {
+    leased: HashMap<u64, Instant>,
+    finished: HashMap<u64, Instant>,
+}
+
+fn watch_events(rpc: String, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    let agent = ureq::AgentBuilder::new().timeout_read(Duration::from_secs(30)).build();
+    let Ok(resp) = agent.get(&format!("http://{rpc}/events")).call() else { return };
+    let mut data = String::new();
+    for line in std::io::BufReader::new(resp.into_reader()).lines() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(line) = line else { return };
+        if let Some(rest) = line.strip_prefix("data:") {
+            data.push_str(rest.trim_start());
+        } else if line.is_empty() && !data.is_empty() {
+            if let Ok(block) = serde_json::from_str::<BlockEventDto>(&data) {
+                let now = Instant::now();
+                let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                for e in block.txs.iter().flat_map(|t| t.events.iter()).chain(block.end_events.iter()) {
+                    let Some(job) = e.get("job").and_then(|j| j.parse::<u64>().ok()) else { continue };
+                    match e.kind.as_str() {
+                        "jobs.leased" => {
+                            s.leased.entry(job).or_insert(now);
+                        }
+                        "jobs.succeeded" | "jobs.failed" => {
+                            s.finished.entry(job).or_insert(now);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            data.clear();
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn noop_spec(pricing: Pricing) -> JobSpec {
+    JobSpec {
+        name: "noop".into(),
+        kind: JobKind::Wasm(WasmJob {
+            module: Input::Inline(NOOP_WASM.to_vec()),
+            args: vec![],
+            env: vec![],
+            stdin: None,
+            files: vec![],
+            fuel: 1_000_000,
+            memory_mb: 16,
+            wall_secs: 10,
+            max_output_mb: 1,
+        }),
+        order: OrderSpec {
+            resources: Resources { cpu_cores: 1, ram_mb: 64, ..Resources::default() },
+            max_price_per_block: Amount::parse_tsr("0.01").expect("constant"),
+            duration_blocks: 200,
+            bid_window_blocks: 1,
+            pricing,
+        },
+    }
+}
+
+/// Ray's synchronous and asynchronous task rates on this machine, if Ray is installed.
+fn ray_rates(tasks: usize) -> Option<(f64, f64)> {
+    let script = format!(
+        r#"
+import json, time, ray
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+@ray.remote
+def f():
+    return None
+ray.get([f.remote() for _ in range(100)])
+n = {tasks}
+t = time.perf_counter()
+for _ in range(n):
+    ray.get(f.remote())
+sync = n / (time.perf_counter() - t)
+t = time.perf_counter()
+ray.get([f.remote() for _ in range(n * 3)])
+asyn = n * 3 / (time.perf_counter() - t)
+print(json.dumps({{"sync": sync, "async": asyn}}))
+ray.shutdown()
+"#
+    );
+    let out = Command::new("python3").args(["-c", &script]).stderr(Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    Some((v["sync"].as_f64()?, v["async"].as_f64()?))
+}
+
+pub struct DispatchArgs {
+    pub jobs: usize,
+    pub buyers: u32,
+    pub block_ms: u64,
+    pub max_jobs: usize,
+    pub pricing: Pricing,
+}
+
+pub fn dispatch(ctx: &Ctx, a: DispatchArgs) -> anyhow::Result<()> {
+    eprintln!("bench: starting a devnet (3 providers, {} ms blocks, {} jobs at once each)", a.block_ms, a.max_jobs);
+    let net = BenchNet::start(
+        a.block_ms,
+        &["--providers", "3", "--storage-providers", "3", "--test-accounts", &a.buyers.to_string(), "--provider-max-jobs", &a.max_jobs.to_string()],
+    )?;
+    let client = net.client();
+    let chain_id = client.status()?.chain_id;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (rpc, seen, stop) = (net.rpc.clone(), seen.clone(), stop.clone());
+        std::thread::spawn(move || watch_events(rpc, seen, stop));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let spec = noop_spec(a.pricing);
+    let submitted: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for b in 1..=a.buyers {
+        let key = net.key(&format!("test{b}"))?;
+        let (client, chain_id, spec, submitted, next, errors, total) =
+            (net.client(), chain_id.clone(), spec.clone(), submitted.clone(), next.clone(), errors.clone(), a.jobs);
+        threads.push(std::thread::spawn(move || {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let t = Instant::now();
+                let msg = Msg::Jobs(JobMsg::Submit { spec: spec.clone() });
+                let result = client
+                    .sign_and_submit(&key, &chain_id, Amount::from_micro(1_000), msg)
+                    .and_then(|h| client.wait_for_tx(&h, Duration::from_secs(60)));
+                let id = result.ok().filter(|r| r.code == 0).and_then(|r| {
+                    r.events.iter().find(|e| e.kind == "jobs.submitted").and_then(|e| e.get("job")?.parse::<u64>().ok())
+                });
+                match id {
+                    Some(id) => {
+                        submitted.lock().unwrap_or_else(|p| p.into_inner()).insert(id, t);
+                    }
+                    None => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let ids: Vec<u64> = submitted.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = ids.iter().filter(|id| seen.lock().unwrap_or_else(|p| p.into_inner()).finished.contains_key(id)).count();
+        eprint!("\rbench: {done}/{} jobs finished", ids.len());
+        if done == ids.len() || Instant::now() > deadline {
+            eprintln!();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let sub = submitted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let mut to_running: Vec<f64> = sub.iter().filter_map(|(id, t)| Some(s.leased.get(id)?.duration_since(*t).as_secs_f64())).collect();
+    let mut to_result: Vec<f64> = sub.iter().filter_map(|(id, t)| Some(s.finished.get(id)?.duration_since(*t).as_secs_f64())).collect();
+    to_running.sort_by(f64::total_cmp);
+    to_result.sort_by(f64::total_cmp);
+    let completed = to_result.len();
+    let succeeded = ids.iter().filter(|id| client.get::<JobDto>(&format!("/jobs/{id}")).is_ok_and(|j| j.state == "succeeded")).count();
+    let rate = completed as f64 / elapsed;
+    let block = a.block_ms as f64 / 1000.0;
+    let rss = net.tree_peak_rss_mib();
+    drop(s);
+    drop(net);
+    eprintln!("bench: measuring Ray's task round trip (if installed)...");
+    let ray = ray_rates(1000);
+    let view = serde_json::json!({
+        "jobs": a.jobs, "submitted": sub.len(), "completed": completed, "succeeded": succeeded,
+        "submit_errors": errors.load(Ordering::Relaxed), "pricing": format!("{:?}", a.pricing).to_lowercase(),
+        "block_ms": a.block_ms, "jobs_per_s": rate,
+        "submit_to_running_p50_s": percentile(&to_running, 0.5), "submit_to_running_p99_s": percentile(&to_running, 0.99),
+        "submit_to_result_p50_s": percentile(&to_result, 0.5), "submit_to_result_p99_s": percentile(&to_result, 0.99),
+        "submit_to_running_p50_blocks": percentile(&to_running, 0.5) / block,
+        "ray_sync_tasks_per_s": ray.map(|r| r.0), "ray_async_tasks_per_s": ray.map(|r| r.1),
+        "ratio_vs_ray_async": ray.map(|r| rate / r.1),
+        "devnet_peak_rss_mib": rss, "bench_peak_rss_mib": tessera_node::bench::peak_rss_mib(),
+    });
+    ctx.print(&view, |v| {
+        println!("dispatch bench: {} no-op wasm jobs ({} pricing) through order, award, run, report, settle", v["jobs"], v["pricing"].as_str().unwrap_or(""));
+        println!("  completed {} ({} succeeded), submit errors {}", v["completed"], v["succeeded"], v["submit_errors"]);
+        println!("  throughput: {:.1} jobs/s", rate);
+        println!(
+            "  submit -> running: p50 {:.3} s ({:.2} block intervals; goal <= 2), p99 {:.3} s",
+            percentile(&to_running, 0.5),
+            percentile(&to_running, 0.5) / block,
+            percentile(&to_running, 0.99)
+        );
+        println!("  submit -> result:  p50 {:.3} s, p99 {:.3} s", percentile(&to_result, 0.5), percentile(&to_result, 0.99));
+        match ray {
+            Some((sync, asyn)) => println!(
+                "  Ray (same machine, this run): {sync:.0} sync tasks/s, {asyn:.0} async tasks/s; ratio vs Ray async {:.3} (goal >= 1)",
+                rate / asyn
+            ),
+            None => println!("  Ray: not installed (pip install ray) - no peer figure this run"),
+        }
+        println!("  peak RSS: devnet with its providers {rss:.0} MiB, this process {:.0} MiB", tessera_node::bench::peak_rss_mib());
+    });
+    Ok(())
+}
+
+pub struct EmbedArgs {
+    pub sentences: usize,
+    pub model_dir: PathBuf,
+    pub block_ms: u64,
+}
+
+fn bench_sentences(n: usize) -> Vec<String> {
+    let subjects = ["The provider", "A validator", "The buyer", "Each shard", "The model", "A GPU", "The ledger", "Our network"];
+    let verbs = ["stores", "verifies", "computes", "streams", "settles", "encodes", "replicates", "schedules"];
+    let objects = ["the dataset", "a checkpoint", "every proof", "the embeddings", "a training job", "the escrow", "fresh blocks", "its results"];
+    let tails = ["before noon.", "on a busy day.", "without a single fault.", "for the whole cluster.", "in under a second."];
+    (0..n)
+        .map(|i| {
+            format!(
+                "{} {} {} {} (#{i})",
+                subjects[i % 8],
+                verbs[(i / 8) % 8],
+                objects[(i / 64) % 8],
+                tails[(i / 3) % 5]
+            )
+        })
+        .collect()
+}
+
+pub fn embed(ctx: &Ctx, a: EmbedArgs) -> anyhow::Result<()> {
+    let dir = &a.model_dir;
+    let file = |n: &str| -> anyhow::Result<PathBuf> {
+        let p = dir.join(n);
+        anyhow::ensure!(p.is_file(), "{} is missing: run scripts/fetch-model.sh (or pass --model-dir)", p.display());
+        Ok(p)
+    };
+    let (model, tokenizer, config) = (file("model.safetensors")?, file("tokenizer.json")?, file("config.json")?);
+    let sentences = bench_sentences(a.sentences);
+    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+
+    eprintln!("bench: {} sentences with candle directly, in this process", a.sentences);
+    let t = Instant::now();
+    let e = tessera_runtime::embed::Embedder::load(&model, &tokenizer, &config, tessera_runtime::embed::device())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let direct_vectors = e.embed(&refs, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let direct_s = t.elapsed().as_secs_f64();
+    drop(e);
+
+    eprintln!("bench: the same sentences as a job through a devnet");
+    let net = BenchNet::start(a.block_ms, &["--providers", "3", "--storage-providers", "3", "--model-source", dir.to_str().unwrap_or(".")])?;
+    let client = net.client();
+    let key = net.key("dev")?;
+    let chain_id = client.status()?.chain_id;
+    let hash = |p: &Path| -> anyhow::Result<Hash32> {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(p)?)?;
+        Ok(Hash32(*h.finalize().as_bytes()))
+    };
+    let text = sentences.join("\n");
+    let input_path = net.home.join("sentences.txt");
+    std::fs::write(&input_path, &text)?;
+    // Model loading and input transfer count, as they would for a user.
+    let t = Instant::now();
+    let input = if text.len() <= tessera_ledger::jobs::MAX_INLINE_BYTES - 1024 {
+        Input::Inline(text.into_bytes())
+    } else {
+        let opts = tessera_client::storage::PutOptions {
+            scheme: "2+1".parse().map_err(anyhow::Error::msg)?,
+            segment_bytes: 1 << 20,
+            duration_blocks: 10_000,
+            max_price_per_gib_block: Amount::parse_tsr("0.01").expect("constant"),
+        };
+        let r = tessera_client::storage::put(&client, &key, &input_path, &opts, &mut |_, _, _| {})?;
+        Input::Stored { cid: r.cid.to_string(), size: r.bytes }
+    };
+    let spec = JobSpec {
+        name: "bench-embed".into(),
+        kind: JobKind::Embed(EmbedJob {
+            model: hash(&model)?,
+            tokenizer: hash(&tokenizer)?,
+            config: hash(&config)?,
+            input,
+            format: VectorFormat::Npy,
+            normalize: true,
+            wall_secs: 3600,
+        }),
+        order: OrderSpec {
+            resources: Resources { cpu_cores: 1, ram_mb: 512, ..Resources::default() },
+            max_price_per_block: Amount::parse_tsr("0.01").expect("constant"),
+            duration_blocks: 20_000,
+            bid_window_blocks: 1,
+            pricing: Pricing::Fixed,
+        },
+    };
+    let h = client.sign_and_submit(&key, &chain_id, Amount::from_micro(1_000), Msg::Jobs(JobMsg::Submit { spec }))?;
+    let r = client.wait_for_tx(&h, Duration::from_secs(60))?;
+    anyhow::ensure!(r.code == 0, "embed job refused: {}", r.log);
+    let id: u64 = r.events.iter().find(|e| e.kind == "jobs.submitted").and_then(|e| e.get("job")?.parse().ok()).context("no job id")?;
+    let j = loop {
+        let j: JobDto = client.get(&format!("/jobs/{id}"))?;
+        if j.is_final() {
+            break j;
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(3600), "the embed job did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    anyhow::ensure!(j.state == "succeeded", "the embed job {}: {}", j.state, j.reason.unwrap_or_default());
+    let endpoint = tessera_client::jobs::provider_endpoint(&client, &j)?;
+    let manifest = tessera_client::jobs::fetch_manifest(&endpoint, &j.result.context("no result")?)?;
+    let out = net.home.join("vectors.npy");
+    tessera_client::jobs::fetch_file(&endpoint, &manifest.files[0], &out)?;
+    let network_s = t.elapsed().as_secs_f64();
+    let got = tessera_runtime::embed::from_npy(&std::fs::read(&out)?).map_err(anyhow::Error::msg)?;
+    let worst = got.iter().flatten().zip(direct_vectors.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let rss = net.tree_peak_rss_mib();
+    drop(net);
+
+    let n = a.sentences as f64;
+    let view = serde_json::json!({
+        "sentences": a.sentences, "direct_s": direct_s, "network_s": network_s,
+        "direct_sentences_per_s": n / direct_s, "network_sentences_per_s": n / network_s,
+        "ratio": direct_s / network_s, "max_abs_difference": worst, "device": format!("{:?}", tessera_runtime::embed::device()),
+        "devnet_peak_rss_mib": rss, "bench_peak_rss_mib": tessera_node::bench::peak_rss_mib(),
+    });
+    ctx.print(&view, |_| {
+        println!("embed bench: {} sentences, all-MiniLM-L6-v2 (candle, {:?})", a.sentences, tessera_runtime::embed::device());
+        println!("  direct in this process: {:>8.1} sentences/s ({direct_s:.2} s, model load included)", n / direct_s);
+        println!("  through the network:    {:>8.1} sentences/s ({network_s:.2} s: submit, lease, fetch model and input, run, report, fetch result)", n / network_s);
+        println!("  ratio: {:.2} (goal >= 0.90); vectors agree within {worst:.1e}", direct_s / network_s);
+        println!("  peak RSS: devnet with its providers {rss:.0} MiB, this process {:.0} MiB", tessera_node::bench::peak_rss_mib());
+    });
+    Ok(())
+}
