@@ -3,6 +3,7 @@
 
 pub mod api;
 mod http;
+pub mod events;
 pub mod jobs;
 pub mod jobspec;
 pub mod keyring;

@@ -28,6 +28,8 @@ pub struct DevnetConfig {
     /// Provider agents offering disk; agents are shared, so the devnet runs
     /// max(providers, storage_providers) of them.
     pub storage_providers: u32,
+    /// Jobs each compute provider runs at once.
+    pub provider_max_jobs: usize,
     /// Where providers fetch model files they have not cached (a directory).
     pub model_source: Option<PathBuf>,
     /// Where the S3 endpoint listens.
@@ -77,8 +79,9 @@ fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
             let (cores, ram, price, strategy) = COMPUTE_PROFILES[(i as usize - 1) % COMPUTE_PROFILES.len()];
             let cores = cores.min(machine_cores).to_string();
             let ram = ram.to_string();
+            let max_jobs = cfg.provider_max_jobs.to_string();
             args.extend(
-                ["--cpu-cores", &cores, "--ram-mb", &ram, "--price-per-core", price, "--price-strategy", strategy, "--max-jobs", "2"]
+                ["--cpu-cores", &cores, "--ram-mb", &ram, "--price-per-core", price, "--price-strategy", strategy, "--max-jobs", &max_jobs]
                     .map(String::from),
             );
             if let Some(src) = &cfg.model_source {

@@ -4,12 +4,12 @@
 //! from the ledger, so a restarted provider picks up the leases it holds.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_client::api::{BlockEventDto, JobDto};
+use tessera_client::events::{BlockStream, StreamItem};
 use tessera_client::Client;
 use tessera_crypto::KeyPair;
 use tessera_ledger::jobs::JobMsg;
@@ -130,15 +130,11 @@ fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, 
 /// Reconnects (and resyncs) whenever the stream breaks.
 fn follow_events(rpc: &str, me: Address, tx: &Sender<Input>, stop: &AtomicBool) {
     let client = Client::new(rpc);
-    // Blocks come every half second and the node sends keep-alives: a silent
-    // minute means the connection is dead.
-    let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).timeout_read(Duration::from_secs(60)).build();
     while !stop.load(Ordering::Relaxed) {
-        let url = format!("{}/events", rpc.trim_end_matches('/'));
-        let resp = match agent.get(&url).call() {
-            Ok(r) => r,
+        let stream = match BlockStream::connect(rpc) {
+            Ok(s) => s,
             Err(e) => {
-                eprintln!("provider {me}: event stream {url}: {e}; retrying");
+                eprintln!("provider {me}: event stream: {e}; retrying");
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
@@ -148,29 +144,22 @@ fn follow_events(rpc: &str, me: Address, tx: &Sender<Input>, stop: &AtomicBool) 
             std::thread::sleep(Duration::from_secs(1));
             continue;
         }
-        let mut data = String::new();
-        let mut kind = String::new();
-        for line in std::io::BufReader::new(resp.into_reader()).lines() {
+        for item in stream {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("data:") {
-                data.push_str(rest.trim_start());
-            } else if let Some(rest) = line.strip_prefix("event:") {
-                kind = rest.trim().to_string();
-            } else if line.is_empty() && !data.is_empty() {
-                if kind == "lagged" {
-                    // Missed blocks: read the ledger's state instead.
+            let inputs = match item {
+                // Missed blocks: read the ledger's state instead.
+                StreamItem::Lagged => {
                     let _ = resync(&client, me, tx);
-                } else if let Ok(block) = serde_json::from_str::<BlockEventDto>(&data) {
-                    for input in block_inputs(&client, me, &block) {
-                        if tx.send(input).is_err() {
-                            return;
-                        }
-                    }
+                    continue;
                 }
-                data.clear();
+                StreamItem::Block(block) => block_inputs(&client, me, &block),
+            };
+            for input in inputs {
+                if tx.send(input).is_err() {
+                    return;
+                }
             }
         }
     }

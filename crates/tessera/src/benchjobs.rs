@@ -4,13 +4,13 @@
 
 use anyhow::{bail, Context};
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tessera_client::api::{BlockEventDto, JobDto, ProviderDto};
+use tessera_client::api::{JobDto, ProviderDto};
+use tessera_client::events::{BlockStream, StreamItem};
 use tessera_client::{Client, Keyring};
 use tessera_ledger::jobs::{EmbedJob, Input, JobKind, JobMsg, JobSpec, VectorFormat, WasmJob};
 use tessera_ledger::market::{OrderSpec, Pricing, Resources};
@@ -121,34 +121,25 @@ struct Seen {
 }
 
 fn watch_events(rpc: String, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
-    let agent = ureq::AgentBuilder::new().timeout_read(Duration::from_secs(30)).build();
-    let Ok(resp) = agent.get(&format!("http://{rpc}/events")).call() else { return };
-    let mut data = String::new();
-    for line in std::io::BufReader::new(resp.into_reader()).lines() {
+    let Ok(stream) = BlockStream::connect(&format!("http://{rpc}")) else { return };
+    for item in stream {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(line) = line else { return };
-        if let Some(rest) = line.strip_prefix("data:") {
-            data.push_str(rest.trim_start());
-        } else if line.is_empty() && !data.is_empty() {
-            if let Ok(block) = serde_json::from_str::<BlockEventDto>(&data) {
-                let now = Instant::now();
-                let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-                for e in block.txs.iter().flat_map(|t| t.events.iter()).chain(block.end_events.iter()) {
-                    let Some(job) = e.get("job").and_then(|j| j.parse::<u64>().ok()) else { continue };
-                    match e.kind.as_str() {
-                        "jobs.leased" => {
-                            s.leased.entry(job).or_insert(now);
-                        }
-                        "jobs.succeeded" | "jobs.failed" => {
-                            s.finished.entry(job).or_insert(now);
-                        }
-                        _ => {}
-                    }
+        let StreamItem::Block(block) = item else { continue };
+        let now = Instant::now();
+        let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        for e in block.txs.iter().flat_map(|t| t.events.iter()).chain(block.end_events.iter()) {
+            let Some(job) = e.get("job").and_then(|j| j.parse::<u64>().ok()) else { continue };
+            match e.kind.as_str() {
+                "jobs.leased" => {
+                    s.leased.entry(job).or_insert(now);
                 }
+                "jobs.succeeded" | "jobs.failed" => {
+                    s.finished.entry(job).or_insert(now);
+                }
+                _ => {}
             }
-            data.clear();
         }
     }
 }

@@ -88,6 +88,9 @@ pub struct DevnetArgs {
     /// providers too; the default 4+2 erasure scheme needs at least 6).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=32))]
     pub storage_providers: u32,
+    /// Jobs each compute provider runs at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub provider_max_jobs: u64,
     /// Directory the providers fetch model files from (matched by blake3);
     /// default: the one scripts/fetch-model.sh fills, when present.
     #[arg(long)]
@@ -146,6 +149,35 @@ pub enum BenchCmd {
         #[arg(long, default_value = "4+2")]
         erasure: tessera_storage::ErasureScheme,
     },
+    /// No-op wasm jobs through the whole market path on a devnet (order,
+    /// award, run, report, settle): jobs/s and submit-to-running/result
+    /// latency, next to Ray's task round trip when Ray is installed.
+    Dispatch {
+        #[arg(long, default_value_t = 2_000)]
+        jobs: usize,
+        /// Buyer accounts submitting at once.
+        #[arg(long, default_value_t = 64)]
+        buyers: u32,
+        #[arg(long, default_value_t = 500)]
+        block_time_ms: u64,
+        /// Jobs each of the 3 providers runs at once.
+        #[arg(long, default_value_t = 256)]
+        max_jobs: usize,
+        /// `fixed` (matched at once) or `auction` (one-block bid window).
+        #[arg(long, default_value = "fixed")]
+        pricing: String,
+    },
+    /// Sentence embeddings through the network against the same model called
+    /// directly with candle in this process.
+    Embed {
+        #[arg(long, default_value_t = 2_000)]
+        sentences: usize,
+        /// Model directory (default: where scripts/fetch-model.sh puts it).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 500)]
+        block_time_ms: u64,
+    },
 }
 
 
@@ -194,6 +226,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Job(j) => crate::jobcmd::run(&ctx, j),
         Command::Provider(ProviderCmd::Run(a)) => crate::storagecmd::provider_run(&ctx, &cli.home, a),
         Command::S3(S3Cmd::Serve(a)) => crate::storagecmd::s3_serve(&ctx, &cli.home, a),
+        Command::Bench(BenchCmd::Dispatch { jobs, buyers, block_time_ms, max_jobs, pricing }) => {
+            let pricing = match pricing.as_str() {
+                "fixed" => tessera_ledger::market::Pricing::Fixed,
+                "auction" => tessera_ledger::market::Pricing::Auction,
+                other => anyhow::bail!("--pricing {other:?}: use fixed or auction"),
+            };
+            crate::benchjobs::dispatch(&ctx, crate::benchjobs::DispatchArgs { jobs, buyers: buyers.clamp(1, 100), block_ms: block_time_ms, max_jobs, pricing })
+        }
+        Command::Bench(BenchCmd::Embed { sentences, model_dir, block_time_ms }) => {
+            let model_dir = model_dir.or_else(default_model_dir).context("no --model-dir and no HOME")?;
+            crate::benchjobs::embed(&ctx, crate::benchjobs::EmbedArgs { sentences: sentences.max(1), model_dir, block_ms: block_time_ms })
+        }
         Command::Bench(BenchCmd::Ledger { txs, block_size, accounts }) => bench_ledger(&ctx, txs, block_size, accounts),
         Command::Bench(BenchCmd::Storage { size_mib, segment_kib, erasure }) => {
             bench_storage(&ctx, size_mib, segment_kib, erasure)
@@ -212,6 +256,7 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         chain_id: a.chain_id,
         test_accounts: a.test_accounts,
         providers: a.providers,
+        provider_max_jobs: a.provider_max_jobs as usize,
         storage_providers: a.storage_providers,
         model_source: a.model_source.or_else(default_model_dir).filter(|d| d.is_dir()),
         s3: a.s3.unwrap_or_else(|| tessera_node::devnet::s3_address(rpc)),

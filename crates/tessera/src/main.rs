@@ -1,5 +1,6 @@
 //! `tessera`: one binary, subcommands only; the logic lives in the crates.
 
+mod benchjobs;
 mod cli;
 mod jobcmd;
 mod query;
