@@ -98,6 +98,16 @@ pub fn offer(cfg: &AgentConfig, endpoint: &str) -> ProviderInfo {
     if let Some(r) = cfg.ram_mb {
         hardware.ram_mb = r;
     }
+    if let Some(free) = crate::hardware::free_disk_gb(&cfg.data_dir)
+        && free < cfg.storage_gb
+    {
+        eprintln!(
+            "provider {}: warning: offering {} GB of disk but {} has only {free} GB free",
+            cfg.key.address(),
+            cfg.storage_gb,
+            cfg.data_dir.display()
+        );
+    }
     if cfg.max_jobs == 0 {
         // Storage only: nothing to lease for compute.
         hardware.cpu_cores = 0;

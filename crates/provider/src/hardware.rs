@@ -1,6 +1,7 @@
-//! What this machine offers: CPU cores, RAM, the disk given to the network,
-//! and NVIDIA GPUs found through NVML (loaded at run time; without a driver
-//! there are none, and `detect` says so).
+//! What this machine offers: CPU cores, RAM, the disk given to the network
+//! (checked against the free space where the data lives), and NVIDIA GPUs
+//! found through NVML (loaded at run time; without a driver there are none,
+//! and `detect` says so).
 
 use tessera_ledger::registry::{Gpu, Hardware};
 
@@ -44,4 +45,19 @@ fn nvidia_gpus() -> (Vec<Gpu>, String) {
     let names: Vec<String> = gpus.iter().map(|g| format!("{} ({} MiB)", g.model, g.memory_mb)).collect();
     let driver = nvml.sys_driver_version().unwrap_or_default();
     (gpus, format!("NVML (driver {driver}): {}", if names.is_empty() { "no GPUs".into() } else { names.join(", ") }))
+}
+
+/// Free space, in GiB, of the file system holding `path` (or its nearest existing parent).
+pub fn free_disk_gb(path: &std::path::Path) -> Option<u64> {
+    let mut p = path;
+    while !p.exists() {
+        p = p.parent()?;
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // Safety: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64) >> 30)
 }

@@ -111,6 +111,8 @@ pub enum ProviderCmd {
     /// Offer this machine: register its hardware and prices, heartbeat, bid on
     /// jobs and run them, store and serve pieces, answer storage challenges.
     Run(crate::storagecmd::ProviderRunArgs),
+    /// Print what this machine would offer: CPU cores, RAM, NVIDIA GPUs (NVML).
+    Detect,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +226,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status => crate::query::status(&ctx),
         Command::Storage(s) => crate::storagecmd::run(&ctx, s),
         Command::Job(j) => crate::jobcmd::run(&ctx, j),
+        Command::Provider(ProviderCmd::Detect) => {
+            let free = tessera_provider::hardware::free_disk_gb(&cli.home);
+            let d = tessera_provider::hardware::detect(free.unwrap_or(0));
+            ctx.print(&serde_json::json!({ "hardware": d.hardware, "gpus": d.gpu_note }), |_| {
+                println!("CPU cores  {}", d.hardware.cpu_cores);
+                println!("RAM        {} MiB", d.hardware.ram_mb);
+                println!("disk       {} GB free under {}", d.hardware.disk_gb, cli.home.display());
+                println!("GPUs       {}", d.gpu_note);
+            });
+            Ok(())
+        }
         Command::Provider(ProviderCmd::Run(a)) => crate::storagecmd::provider_run(&ctx, &cli.home, a),
         Command::S3(S3Cmd::Serve(a)) => crate::storagecmd::s3_serve(&ctx, &cli.home, a),
         Command::Bench(BenchCmd::Dispatch { jobs, buyers, block_time_ms, max_jobs, pricing }) => {
