@@ -155,8 +155,12 @@ pub enum BenchCmd {
     /// award, run, report, settle): jobs/s and submit-to-running/result
     /// latency, next to Ray's task round trip when Ray is installed.
     Dispatch {
+        /// Jobs in the throughput burst.
         #[arg(long, default_value_t = 2_000)]
         jobs: usize,
+        /// Jobs sent one at a time for the latency figures.
+        #[arg(long, default_value_t = 30)]
+        latency_jobs: usize,
         /// Buyer accounts submitting at once.
         #[arg(long, default_value_t = 64)]
         buyers: u32,
@@ -239,13 +243,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Provider(ProviderCmd::Run(a)) => crate::storagecmd::provider_run(&ctx, &cli.home, a),
         Command::S3(S3Cmd::Serve(a)) => crate::storagecmd::s3_serve(&ctx, &cli.home, a),
-        Command::Bench(BenchCmd::Dispatch { jobs, buyers, block_time_ms, max_jobs, pricing }) => {
+        Command::Bench(BenchCmd::Dispatch { jobs, latency_jobs, buyers, block_time_ms, max_jobs, pricing }) => {
             let pricing = match pricing.as_str() {
                 "fixed" => tessera_ledger::market::Pricing::Fixed,
                 "auction" => tessera_ledger::market::Pricing::Auction,
                 other => anyhow::bail!("--pricing {other:?}: use fixed or auction"),
             };
-            crate::benchjobs::dispatch(&ctx, crate::benchjobs::DispatchArgs { jobs, buyers: buyers.clamp(1, 100), block_ms: block_time_ms, max_jobs, pricing })
+            crate::benchjobs::dispatch(&ctx, crate::benchjobs::DispatchArgs {
+                jobs,
+                latency_jobs,
+                buyers: buyers.clamp(1, 100),
+                block_ms: block_time_ms,
+                max_jobs,
+                pricing,
+            })
         }
         Command::Bench(BenchCmd::Embed { sentences, model_dir, block_time_ms }) => {
             let model_dir = model_dir.or_else(default_model_dir).context("no --model-dir and no HOME")?;
