@@ -32,7 +32,13 @@ pub struct NodeShared {
     pub mempool: Mutex<Mempool>,
     /// JSON of each committed block's event message, for `/events`.
     pub events: broadcast::Sender<Arc<String>>,
+    /// The last decoded blocks, newest last: RPC reads of recent blocks and
+    /// their transactions (`/status`, `/txs/{hash}`) decode each block once.
+    pub recent_blocks: Mutex<std::collections::VecDeque<(u64, Arc<crate::block::BlockRecord>)>>,
 }
+
+/// Blocks kept decoded for the RPC.
+pub const RECENT_BLOCKS: usize = 16;
 
 /// A block this node executed while proposing, kept until it is decided.
 struct Executed {
@@ -61,6 +67,7 @@ pub fn new_shared(store: Store, chain_id: String, validator_key: PublicKey, prop
         proposer,
         mempool: Mutex::new(Mempool::new(MempoolLimits { max_txs: 20_000, max_bytes: 64 * 1024 * 1024 })),
         events,
+        recent_blocks: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_BLOCKS)),
     })
 }
 

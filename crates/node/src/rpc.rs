@@ -106,17 +106,31 @@ fn parse_address(text: &str) -> Result<Address, ApiError> {
     text.parse().map_err(|e: tessera_types::AddressError| bad(e.to_string()))
 }
 
-fn record_at(snap: &Snapshot, height: u64) -> Result<Option<BlockRecord>, ApiError> {
-    match snap.block(height).map_err(internal)? {
-        Some(bytes) => Ok(Some(BlockRecord::decode(&bytes).map_err(internal)?)),
-        None => Ok(None),
+/// A committed block, decoded once and kept among the recent ones (committed
+/// blocks never change, so the cache needs no invalidation).
+fn record_at(s: &NodeShared, snap: &Snapshot, height: u64) -> Result<Option<Arc<BlockRecord>>, ApiError> {
+    let cached = |s: &NodeShared| {
+        s.recent_blocks.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(h, _)| *h == height).map(|(_, r)| r.clone())
+    };
+    if let Some(r) = cached(s) {
+        return Ok(Some(r));
     }
+    let Some(bytes) = snap.block(height).map_err(internal)? else { return Ok(None) };
+    let record = Arc::new(BlockRecord::decode(&bytes).map_err(internal)?);
+    let mut recent = s.recent_blocks.lock().unwrap_or_else(|p| p.into_inner());
+    if !recent.iter().any(|(h, _)| *h == height) {
+        if recent.len() >= crate::app::RECENT_BLOCKS {
+            recent.pop_front();
+        }
+        recent.push_back((height, record.clone()));
+    }
+    Ok(Some(record))
 }
 
 async fn status(State(s): Shared) -> ApiResult<StatusDto> {
     let (snap, height) = snapshot(&s)?;
     let app_hash = Hash32(snap.app_hash().map_err(internal)?.unwrap_or_default());
-    let (latest_block_hash, latest_block_time_ms) = match record_at(&snap, height)? {
+    let (latest_block_hash, latest_block_time_ms) = match record_at(&s, &snap, height)? {
         Some(r) => (r.block.header.hash(), r.block.header.time_ms),
         None => (Hash32::ZERO, 0),
     };
@@ -136,14 +150,14 @@ async fn status(State(s): Shared) -> ApiResult<StatusDto> {
 
 async fn latest_block(State(s): Shared) -> ApiResult<BlockDto> {
     let (snap, height) = snapshot(&s)?;
-    let record = record_at(&snap, height)?.ok_or_else(|| not_found("no block committed yet"))?;
+    let record = record_at(&s, &snap, height)?.ok_or_else(|| not_found("no block committed yet"))?;
     Ok(Json(block_dto(&record)))
 }
 
 async fn block_at(State(s): Shared, Path(height): Path<String>) -> ApiResult<BlockDto> {
     let height: u64 = height.parse().map_err(|_| bad(format!("block height {height:?} is not a number")))?;
     let (snap, latest) = snapshot(&s)?;
-    let record = record_at(&snap, height)?
+    let record = record_at(&s, &snap, height)?
         .ok_or_else(|| not_found(format!("no block at height {height} (latest is {latest})")))?;
     Ok(Json(block_dto(&record)))
 }
@@ -171,7 +185,7 @@ async fn tx_by_hash(State(s): Shared, Path(hash): Path<String>) -> ApiResult<TxR
     let loc = snap.tx_location(&hash.0).map_err(internal)?.ok_or_else(|| {
         not_found(format!("transaction {hash} is not in a committed block (yet)"))
     })?;
-    let record = record_at(&snap, loc.height)?.ok_or_else(|| internal("indexed block missing"))?;
+    let record = record_at(&s, &snap, loc.height)?.ok_or_else(|| internal("indexed block missing"))?;
     Ok(Json(tx_result_dto(&record, loc.index as usize).ok_or_else(|| internal("indexed tx missing"))?))
 }
 

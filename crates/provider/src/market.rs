@@ -107,21 +107,30 @@ fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, 
             Msg::Market(MarketMsg::CloseLease { lease })
         }
     };
-    // The report settles the lease; retry through brief node hiccups.
-    for attempt in 0..5 {
-        match crate::agent::submit(client, key, chain_id, msg.clone()).and_then(|h| client.wait_for_tx(&h, Duration::from_secs(30))) {
-            Ok(r) if r.code == 0 => {
-                println!("provider {me}: reported job {job}");
-                return;
+    // The report settles the lease. It is not polled for: the event stream
+    // shows it committed. Only if it is still unknown a few blocks later (a
+    // node hiccup dropped it) is it sent again; a second report of a settled
+    // job is refused by the ledger and changes nothing.
+    for attempt in 1..=5 {
+        let hash = match crate::agent::submit(client, key, chain_id, msg.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("provider {me}: report for job {job} not sent (attempt {attempt}): {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
             }
+        };
+        std::thread::sleep(Duration::from_secs(3));
+        match client.tx(&hash) {
+            Ok(r) if r.code == 0 => return,
             Ok(r) => {
                 eprintln!("provider {me}: report for job {job} rejected: {}", r.log);
                 return;
             }
-            Err(e) => {
-                eprintln!("provider {me}: report for job {job} not sent (attempt {}): {e}", attempt + 1);
-                std::thread::sleep(Duration::from_secs(1));
-            }
+            Err(_) => match client.wait_for_tx(&hash, Duration::from_secs(10)) {
+                Ok(_) => return,
+                Err(e) => eprintln!("provider {me}: report for job {job} not committed (attempt {attempt}): {e}"),
+            },
         }
     }
 }
