@@ -80,12 +80,34 @@ pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> 
 }
 
 /// Serialises this process's transactions so that two threads never sign
-/// with the same nonce.
-static SUBMIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// with the same nonce, and remembers the next nonce (with when it was read
+/// from the node) so that a burst of bids needs one request per bid.
+static SUBMIT_LOCK: std::sync::Mutex<Option<(u64, std::time::Instant)>> = std::sync::Mutex::new(None);
 
 pub(crate) fn submit(client: &Client, key: &KeyPair, chain_id: &str, msg: Msg) -> Result<tessera_types::Hash32, ClientError> {
-    let _turn = SUBMIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    client.sign_and_submit(key, chain_id, Amount::from_micro(1_000), msg)
+    let mut next = SUBMIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let (nonce, read_at) = match *next {
+        Some((n, at)) if at.elapsed() < Duration::from_secs(2) => (n, at),
+        _ => (client.account(&key.address())?.next_nonce, std::time::Instant::now()),
+    };
+    let body = tessera_ledger::TxBody {
+        chain_id: chain_id.to_string(),
+        signer: tessera_types::PublicKey(key.public_key()),
+        nonce,
+        fee: Amount::from_micro(1_000),
+        msg,
+    };
+    match client.submit(&body.sign(key)) {
+        Ok(hash) => {
+            *next = Some((nonce + 1, read_at));
+            Ok(hash)
+        }
+        Err(e) => {
+            // Ask the node again next time.
+            *next = None;
+            Err(e)
+        }
+    }
 }
 
 /// What this provider offers and charges.

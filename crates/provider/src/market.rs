@@ -3,7 +3,6 @@
 //! and reports their results. On start and after every reconnect it resyncs
 //! from the ledger, so a restarted provider picks up the leases it holds.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use tessera_client::events::{BlockStream, StreamItem};
 use tessera_client::Client;
 use tessera_crypto::KeyPair;
 use tessera_ledger::jobs::JobMsg;
-use tessera_ledger::market::{BasePrices, MarketMsg};
+use tessera_ledger::market::{BasePrices, MarketMsg, Pricing, Resources};
 use tessera_ledger::{Event, Msg};
 use tessera_types::{Address, Amount};
 
@@ -201,6 +200,27 @@ fn open_order(j: &JobDto) -> Option<Input> {
     }))
 }
 
+/// The order a `jobs.submitted` / `jobs.replaced` event describes.
+fn order_from_event(e: &Event, job: u64) -> Option<OpenOrder> {
+    let pricing = match e.get("pricing")? {
+        "auction" => Pricing::Auction,
+        _ => Pricing::Fixed,
+    };
+    Some(OpenOrder {
+        id: attr(e, "order")?,
+        resources: Resources {
+            cpu_cores: attr(e, "cpu_cores")?,
+            ram_mb: attr(e, "ram_mb")?,
+            disk_gb: attr(e, "disk_gb")?,
+            gpus: attr(e, "gpus")?,
+            gpu_memory_mb: attr(e, "gpu_memory_mb")?,
+        },
+        max_price_per_block: amount(e, "max_price_per_block")?,
+        pricing,
+        job: Some(job),
+    })
+}
+
 fn attr<T: std::str::FromStr>(e: &Event, name: &str) -> Option<T> {
     e.get(name)?.parse().ok()
 }
@@ -212,21 +232,21 @@ fn amount(e: &Event, name: &str) -> Option<Amount> {
 fn block_inputs(client: &Client, me: Address, block: &BlockEventDto) -> Vec<Input> {
     let events = block.txs.iter().filter(|t| t.code == 0).flat_map(|t| t.events.iter()).chain(block.end_events.iter());
     let mut out = Vec::new();
-    let mut job_cache: BTreeMap<u64, JobDto> = BTreeMap::new();
     for e in events {
         match e.kind.as_str() {
             "jobs.submitted" | "jobs.replaced" => {
                 let Some(job) = attr::<u64>(e, "job") else { continue };
-                let dto = match job_cache.get(&job) {
-                    Some(d) => Some(d.clone()),
-                    None => client.get::<JobDto>(&format!("/jobs/{job}")).ok(),
-                };
-                if let Some(mut d) = dto {
-                    job_cache.insert(job, d.clone());
-                    if let Some(order) = attr::<u64>(e, "order") {
-                        d.order = order;
+                match order_from_event(e, job) {
+                    Some(o) => out.push(Input::OrderOpened(o)),
+                    // An event without the terms: read the job instead.
+                    None => {
+                        if let Ok(mut d) = client.get::<JobDto>(&format!("/jobs/{job}")) {
+                            if let Some(order) = attr::<u64>(e, "order") {
+                                d.order = order;
+                            }
+                            out.extend(open_order(&d));
+                        }
                     }
-                    out.extend(open_order(&d));
                 }
             }
             "market.bid_placed" => {

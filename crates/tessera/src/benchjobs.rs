@@ -310,7 +310,8 @@ pub fn dispatch(ctx: &Ctx, a: DispatchArgs) -> anyhow::Result<()> {
     let (burst_running, burst_result) = (lat(&burst, &s.leased), lat(&burst, &s.finished));
     drop(s);
     let succeeded = ids.iter().filter(|id| client.get::<JobDto>(&format!("/jobs/{id}")).is_ok_and(|j| j.state == "succeeded")).count();
-    let rate = completed as f64 / elapsed;
+    // Only jobs that ran and reported count toward throughput.
+    let rate = succeeded as f64 / elapsed;
     let block = a.block_ms as f64 / 1000.0;
     let rss = net.tree_peak_rss_mib();
     drop(net);
@@ -341,7 +342,7 @@ pub fn dispatch(ctx: &Ctx, a: DispatchArgs) -> anyhow::Result<()> {
         );
         println!("                           submit -> result  p50 {:.3} s, p99 {:.3} s", p(&to_result, 0.5), p(&to_result, 0.99));
         println!(
-            "  burst of {} from {} buyers: {completed} completed ({succeeded} succeeded, {} submit errors) in {elapsed:.2} s = {rate:.1} jobs/s",
+            "  burst of {} from {} buyers: {completed} finished, {succeeded} succeeded ({} submit errors) in {elapsed:.2} s = {rate:.1} succeeded jobs/s",
             a.jobs,
             a.buyers,
             errors.load(Ordering::Relaxed)

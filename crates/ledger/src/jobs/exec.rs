@@ -80,15 +80,21 @@ fn submit(st: &mut Overlay, ctx: &TxContext, params: &Params, spec: &JobSpec) ->
     };
     put_job(st, &j);
     events.extend(leased);
-    events.insert(
-        0,
-        Event::new("jobs.submitted")
-            .attr("job", id)
-            .attr("buyer", ctx.sender)
-            .attr("kind", spec.kind.name())
-            .attr("order", order),
-    );
+    events.insert(0, order_terms(Event::new("jobs.submitted").attr("job", id).attr("buyer", ctx.sender).attr("kind", spec.kind.name()).attr("order", order), spec));
     Ok(events)
+}
+
+/// What a provider needs to decide on a bid, so that it need not look the job up.
+fn order_terms(e: Event, spec: &JobSpec) -> Event {
+    let o = &spec.order;
+    let r = &o.resources;
+    e.attr("pricing", if o.pricing == market::Pricing::Auction { "auction" } else { "fixed" })
+        .attr("max_price_per_block", o.max_price_per_block)
+        .attr("cpu_cores", r.cpu_cores)
+        .attr("ram_mb", r.ram_mb)
+        .attr("disk_gb", r.disk_gb)
+        .attr("gpus", r.gpus)
+        .attr("gpu_memory_mb", r.gpu_memory_mb)
 }
 
 /// The state of a job whose order was just placed: a fixed-price order may
@@ -171,7 +177,7 @@ pub(crate) fn on_lease_closed(st: &mut Overlay, params: &Params, l: &Lease, reas
             j.orders.push(order);
             j.state = state;
             put_job(st, &j);
-            events.push(Event::new("jobs.replaced").attr("job", id).attr("order", order));
+            events.push(order_terms(Event::new("jobs.replaced").attr("job", id).attr("order", order), &j.spec));
             events.extend(order_events);
             events.extend(leased);
         }
