@@ -95,7 +95,7 @@ fn read_npy(bytes: &[u8]) -> Vec<Vec<f32>> {
 fn jobs_run_pay_and_survive_a_dead_provider() {
     let dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let net = Devnet::start_with(dir.path(), free_port(), &["--providers", "3", "--model-source", model_dir().to_str().unwrap()]);
+    let net = Devnet::start_with(dir.path(), free_port(), &["--providers", "3", "--storage-providers", "7", "--model-source", model_dir().to_str().unwrap()]);
     net.wait_until(60, "three compute providers", || {
         net.client().get::<Vec<ProviderDto>>("/providers").is_ok_and(|p| p.iter().filter(|p| p.info.hardware.cpu_cores > 0).count() == 3)
     });
@@ -215,4 +215,31 @@ fn jobs_run_pay_and_survive_a_dead_provider() {
     net.ok(&["job", "result", &id.to_string(), "-o", out.to_str().unwrap()]);
     let stdout = std::fs::read_to_string(out.join("stdout")).unwrap();
     assert!(stdout.starts_with("samples 1500000000\n") && stdout.contains("pi 3.14"), "{stdout}");
+
+    // 7. A provider restarted mid-job (same key, data dir and address) picks its
+    //    lease up again from the ledger and finishes it: nothing is re-placed.
+    let medium = spec(
+        work.path(),
+        "medium.toml",
+        "name = \"medium\"\nkind = \"wasm\"\n[wasm]\nmodule = \"montecarlo.wasm\"\nargs = [\"400000000\", \"9\"]\nfuel = 10_000_000_000_000\nwall_secs = 300\n[order]\nmax_price_per_block = \"0.01\"\nduration_blocks = 3000\npricing = \"fixed\"\n",
+    );
+    let id = net.json(&["job", "submit", &medium, "--from", "test3"])["job"].as_u64().unwrap();
+    net.wait_until(60, "the job to run", || {
+        let j = job(&net, id);
+        j.state == "leased"
+            && tessera_client::jobs::provider_endpoint(&net.client(), &j)
+                .and_then(|e| tessera_client::jobs::fetch_phase(&e, id))
+                .is_ok_and(|p| p == "running")
+    });
+    let holder = job(&net, id).provider.unwrap();
+    let endpoint = tessera_client::jobs::provider_endpoint(&net.client(), &job(&net, id)).unwrap();
+    let mut restarted = net.restart_provider(&holder, endpoint.trim_start_matches("http://"));
+    net.wait_until(120, "the restarted provider to finish the job", || job(&net, id).is_final());
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+    let j = job(&net, id);
+    assert_eq!(j.state, "succeeded", "{j:?}");
+    assert_eq!(j.provider, Some(holder));
+    assert_eq!(j.orders.len(), 1, "not re-placed");
+    assert!(j.lost_to.is_empty());
 }

@@ -108,8 +108,8 @@ impl Devnet {
         serde_json::from_str(&self.ok(&all)).expect("json output")
     }
 
-    /// Kills a provider agent of this devnet with SIGKILL (by its address).
-    pub fn kill_provider(&self, address: &tessera_types::Address) -> String {
+    /// The name and process id of a provider agent of this devnet (by its address).
+    fn provider_process(&self, address: &tessera_types::Address) -> (String, u32) {
         let keys = tessera_client::Keyring::new(self.home.join("keys"));
         let name = keys.list().unwrap().into_iter().find(|(_, a)| a == address).expect("provider key").0;
         let pid: u32 = self
@@ -120,8 +120,34 @@ impl Devnet {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|p| p.parse().ok())
             .expect("provider pid in the devnet banner");
+        (name, pid)
+    }
+
+    /// Kills a provider agent of this devnet with SIGKILL (by its address).
+    pub fn kill_provider(&self, address: &tessera_types::Address) -> String {
+        let (name, pid) = self.provider_process(address);
         Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
         name
+    }
+
+    /// SIGKILLs a provider agent and starts it again at once with the same
+    /// arguments (key, data dir, profile), listening on `listen`.
+    pub fn restart_provider(&self, address: &tessera_types::Address, listen: &str) -> Child {
+        let (_, pid) = self.provider_process(address);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let mut args: Vec<String> =
+            cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).skip(1).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = listen.to_string();
+        }
+        Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.home.join("restarted-provider.log")).unwrap();
+        Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("restart provider")
     }
 
     /// SIGKILL: no chance to flush or clean up.
