@@ -179,6 +179,29 @@ fn ensure_registered(cfg: &AgentConfig, info: &ProviderInfo, client: &Client, ch
     }
 }
 
+/// The `dynamic` strategy also moves the standing price list (what fixed-price
+/// orders match) with the ledger's base price, never below cost, when it
+/// drifts more than 10% from what is listed.
+fn follow_base_price(cfg: &AgentConfig, client: &Client, chain_id: &str, listed: &mut ProviderInfo) {
+    let Ok(base) = client.get::<tessera_ledger::market::BasePrices>("/market/base-prices") else { return };
+    let want_cpu = base.cpu.max(cfg.price_per_cpu_core);
+    let want_gpu = base.gpu.max(cfg.price_per_gpu);
+    let drifted = |now: Amount, want: Amount| now.micro().abs_diff(want.micro()) * 10 > now.micro().max(1);
+    if !drifted(listed.prices.per_cpu_core, want_cpu) && !drifted(listed.prices.per_gpu, want_gpu) {
+        return;
+    }
+    let mut info = listed.clone();
+    info.prices.per_cpu_core = want_cpu;
+    info.prices.per_gpu = want_gpu;
+    match submit(client, &cfg.key, chain_id, Msg::Registry(RegistryMsg::Update { info: info.clone() })) {
+        Ok(_) => {
+            println!("provider {}: price list now {want_cpu} TSR/core, {want_gpu} TSR/GPU per block (base price)", cfg.key.address());
+            *listed = info;
+        }
+        Err(e) => eprintln!("provider {}: price update refused: {e}", cfg.key.address()),
+    }
+}
+
 /// Builds the answer to one challenge from the local piece.
 fn answer(store: &PieceStore, c: &ChallengeDto) -> Result<Msg, PieceError> {
     let bytes = store.get(&c.piece_hash)?;
@@ -277,6 +300,7 @@ fn control_loop(
         (stopped, handle)
     };
     let mut answered: BTreeSet<(u64, u32, u64)> = BTreeSet::new();
+    let mut listed = info.clone();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(pid) = cfg.parent_pid
@@ -292,6 +316,9 @@ fn control_loop(
         if last_height >= last_heal + heartbeat_every {
             last_heal = last_height;
             heal_missing(&client, store, &me, grace);
+            if cfg.strategy == crate::decide::Strategy::Dynamic {
+                follow_base_price(cfg, &client, &chain_id, &mut listed);
+            }
         }
         let Ok(challenges) = client.get::<Vec<ChallengeDto>>("/storage/challenges") else { continue };
         answered.retain(|(_, _, epoch)| challenges.iter().any(|c| c.epoch == *epoch));
