@@ -24,6 +24,8 @@ pub enum ClientError {
     Timeout(Hash32, Duration),
 }
 
+/// Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     agent: ureq::Agent,
@@ -32,7 +34,12 @@ pub struct Client {
 impl Client {
     pub fn new(base_url: &str) -> Client {
         let base = base_url.trim_end_matches('/').to_string();
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        // Threads sharing a client keep their connections open for reuse.
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(256)
+            .build();
         Client { base, agent }
     }
 

@@ -63,12 +63,12 @@ pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, sto
                     }
                 }
                 Action::Run { job, lease } => {
-                    let (executor, tx, key, rpc, chain_id) =
-                        (executor.clone(), tx.clone(), cfg.key.clone(), cfg.rpc.clone(), cfg.chain_id.clone());
+                    let (executor, tx, key, client, chain_id) =
+                        (executor.clone(), tx.clone(), cfg.key.clone(), client.clone(), cfg.chain_id.clone());
                     let spawned = std::thread::Builder::new()
                         .name(format!("job-{job}"))
                         .spawn(move || {
-                            run_job(&executor, &Client::new(&rpc), &key, &chain_id, job, lease);
+                            run_job(&executor, &client, &key, &chain_id, job, lease);
                             let _ = tx.send(Input::JobDone { job });
                         });
                     if let Err(e) = spawned {

@@ -276,7 +276,7 @@ pub fn dispatch(ctx: &Ctx, a: DispatchArgs) -> anyhow::Result<()> {
     for b in 1..=a.buyers {
         let key = net.key(&format!("test{b}"))?;
         let (client, chain_id, spec, sent, next, errors, total) =
-            (net.client(), chain_id.clone(), spec.clone(), sent.clone(), next.clone(), errors.clone(), a.jobs);
+            (client.clone(), chain_id.clone(), spec.clone(), sent.clone(), next.clone(), errors.clone(), a.jobs);
         threads.push(std::thread::spawn(move || {
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 let t = Instant::now();
