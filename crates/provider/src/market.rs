@@ -37,6 +37,34 @@ pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, sto
             .spawn(move || follow_events(&rpc, me, &tx, &stop))
             .expect("spawn event thread");
     }
+    // A fixed pool of workers runs leased jobs (a burst of leases waits in the
+    // queue instead of starting a thread each); reports are confirmed off the
+    // workers by one checker thread.
+    let (work_tx, work_rx) = channel::<(u64, u64)>();
+    let work_rx = Arc::new(std::sync::Mutex::new(work_rx));
+    let (check_tx, check_rx) = channel::<PendingReport>();
+    {
+        let (client, key, chain_id) = (client.clone(), cfg.key.clone(), cfg.chain_id.clone());
+        std::thread::Builder::new()
+            .name("report-checker".into())
+            .spawn(move || check_reports(&client, &key, &chain_id, check_rx))
+            .expect("spawn report checker");
+    }
+    for w in 0..decider.max_jobs.max(1) {
+        let (executor, tx, key, client, chain_id, work_rx, check_tx) =
+            (executor.clone(), tx.clone(), cfg.key.clone(), client.clone(), cfg.chain_id.clone(), work_rx.clone(), check_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("job-worker-{w}"))
+            .spawn(move || loop {
+                let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((job, lease)) = next else { return };
+                if let Some(pending) = run_job(&executor, &client, &key, &chain_id, job, lease) {
+                    let _ = check_tx.send(pending);
+                }
+                let _ = tx.send(Input::JobDone { job });
+            })
+            .expect("spawn job worker");
+    }
     let dynamic = decider.strategy == crate::decide::Strategy::Dynamic;
     let mut last_base = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -63,17 +91,7 @@ pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, sto
                     }
                 }
                 Action::Run { job, lease } => {
-                    let (executor, tx, key, client, chain_id) =
-                        (executor.clone(), tx.clone(), cfg.key.clone(), client.clone(), cfg.chain_id.clone());
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("job-{job}"))
-                        .spawn(move || {
-                            run_job(&executor, &client, &key, &chain_id, job, lease);
-                            let _ = tx.send(Input::JobDone { job });
-                        });
-                    if let Err(e) = spawned {
-                        eprintln!("provider {me}: cannot start job {job}: {e}");
-                    }
+                    let _ = work_tx.send((job, lease));
                 }
                 Action::Abort { job } => println!("provider {me}: job {job} left this provider; its result will not be reported"),
             }
@@ -81,20 +99,37 @@ pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, sto
     }
 }
 
-fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, job: u64, lease: u64) {
+/// A report sent and not yet seen committed.
+struct PendingReport {
+    job: u64,
+    msg: Msg,
+    hash: tessera_types::Hash32,
+    attempt: u32,
+    /// Times it was looked up and not found.
+    misses: u32,
+    due: std::time::Instant,
+}
+
+/// Lookups (3 s apart) before a report missing from the chain is sent again:
+/// under load it may simply be waiting in the mempool.
+const REPORT_MISSES: u32 = 5;
+
+/// Runs one job and sends its report (or hands its lease back); returns the
+/// report to confirm.
+fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, job: u64, lease: u64) -> Option<PendingReport> {
     let me = key.address();
     let dto = match client.get::<JobDto>(&format!("/jobs/{job}")) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("provider {me}: cannot read job {job}: {e}");
-            return;
+            return None;
         }
     };
     let spec = match dto.decode_spec() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("provider {me}: {e}");
-            return;
+            return None;
         }
     };
     let _ = std::fs::create_dir_all(executor.job_dir(job));
@@ -106,30 +141,60 @@ fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, 
             Msg::Market(MarketMsg::CloseLease { lease })
         }
     };
-    // The report settles the lease. It is not polled for: the event stream
-    // shows it committed. Only if it is still unknown a few blocks later (a
-    // node hiccup dropped it) is it sent again; a second report of a settled
-    // job is refused by the ledger and changes nothing.
-    for attempt in 1..=5 {
-        let hash = match crate::agent::submit(client, key, chain_id, msg.clone()) {
-            Ok(h) => h,
+    send_report(client, key, chain_id, job, msg, 1)
+}
+
+const REPORT_ATTEMPTS: u32 = 5;
+
+fn send_report(client: &Client, key: &KeyPair, chain_id: &str, job: u64, msg: Msg, first: u32) -> Option<PendingReport> {
+    for attempt in first..=REPORT_ATTEMPTS {
+        match crate::agent::submit(client, key, chain_id, msg.clone()) {
+            Ok(hash) => {
+                let due = std::time::Instant::now() + Duration::from_secs(3);
+                return Some(PendingReport { job, msg, hash, attempt, misses: 0, due });
+            }
             Err(e) => {
-                eprintln!("provider {me}: report for job {job} not sent (attempt {attempt}): {e}");
+                eprintln!("provider {}: report for job {job} not sent (attempt {attempt}): {e}", key.address());
                 std::thread::sleep(Duration::from_secs(1));
-                continue;
             }
-        };
-        std::thread::sleep(Duration::from_secs(3));
-        match client.tx(&hash) {
-            Ok(r) if r.code == 0 => return,
-            Ok(r) => {
-                eprintln!("provider {me}: report for job {job} rejected: {}", r.log);
-                return;
+        }
+    }
+    None
+}
+
+/// The report settles the lease. It is not polled for: a few blocks after
+/// sending, the checker looks it up once, and sends it again only if the node
+/// lost it (a second report of a settled job is refused and changes nothing).
+fn check_reports(client: &Client, key: &KeyPair, chain_id: &str, rx: std::sync::mpsc::Receiver<PendingReport>) {
+    let me = key.address();
+    let mut queue: std::collections::VecDeque<PendingReport> = std::collections::VecDeque::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(p) => queue.push_back(p),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) if queue.is_empty() => return,
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(250)),
+        }
+        while queue.front().is_some_and(|p| p.due <= std::time::Instant::now()) {
+            let mut p = queue.pop_front().expect("front exists");
+            match client.tx(&p.hash) {
+                Ok(r) if r.code == 0 => {}
+                Ok(r) => eprintln!("provider {me}: report for job {} rejected: {}", p.job, r.log),
+                Err(_) if p.misses + 1 < REPORT_MISSES => {
+                    p.misses += 1;
+                    p.due = std::time::Instant::now() + Duration::from_secs(3);
+                    queue.push_back(p);
+                }
+                // Settled some other way (or already reported): nothing to resend.
+                Err(_) if client.get::<JobDto>(&format!("/jobs/{}", p.job)).is_ok_and(|j| j.is_final() || j.provider != Some(me)) => {}
+                Err(_) if p.attempt < REPORT_ATTEMPTS => {
+                    eprintln!("provider {me}: report for job {} not committed yet; sending it again", p.job);
+                    if let Some(again) = send_report(client, key, chain_id, p.job, p.msg, p.attempt + 1) {
+                        queue.push_back(again);
+                    }
+                }
+                Err(e) => eprintln!("provider {me}: giving up on the report for job {}: {e}", p.job),
             }
-            Err(_) => match client.wait_for_tx(&hash, Duration::from_secs(10)) {
-                Ok(_) => return,
-                Err(e) => eprintln!("provider {me}: report for job {job} not committed (attempt {attempt}): {e}"),
-            },
         }
     }
 }
