@@ -44,6 +44,15 @@ pub struct ModelCache {
     dir_index: Mutex<Option<HashMap<String, PathBuf>>>,
 }
 
+/// Where `scripts/fetch-model.sh` puts all-MiniLM-L6-v2: `$TESSERA_MODEL_DIR`,
+/// else `~/.cache/tessera/models/all-minilm-l6-v2`.
+pub fn default_model_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("TESSERA_MODEL_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tessera/models/all-minilm-l6-v2"))
+}
+
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut h = blake3::Hasher::new();
     h.update_reader(std::fs::File::open(path)?)?;

@@ -9,9 +9,7 @@ use tessera_runtime::embed::{from_npy, to_npy, Embedder};
 use tessera_runtime::models::{hash_file, ModelCache, Source};
 
 fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("TESSERA_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tessera/models/all-minilm-l6-v2")
-    });
+    let dir = tessera_runtime::models::default_model_dir().expect("HOME or TESSERA_MODEL_DIR");
     assert!(dir.join("model.safetensors").exists(), "{} has no model: run scripts/fetch-model.sh", dir.display());
     dir
 }

@@ -259,7 +259,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Bench(BenchCmd::Embed { sentences, model_dir, block_time_ms }) => {
-            let model_dir = model_dir.or_else(default_model_dir).context("no --model-dir and no HOME")?;
+            let model_dir = model_dir.or_else(tessera_runtime::models::default_model_dir).context("no --model-dir and no HOME")?;
             crate::benchjobs::embed(&ctx, crate::benchjobs::EmbedArgs { sentences: sentences.max(1), model_dir, block_ms: block_time_ms })
         }
         Command::Bench(BenchCmd::Ledger { txs, block_size, accounts }) => bench_ledger(&ctx, txs, block_size, accounts),
@@ -282,19 +282,11 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         providers: a.providers,
         provider_max_jobs: a.provider_max_jobs as usize,
         storage_providers: a.storage_providers,
-        model_source: a.model_source.or_else(default_model_dir).filter(|d| d.is_dir()),
+        model_source: a.model_source.or_else(tessera_runtime::models::default_model_dir).filter(|d| d.is_dir()),
         s3: a.s3.unwrap_or_else(|| tessera_node::devnet::s3_address(rpc)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tessera_node::devnet::run(cfg))
-}
-
-/// Where scripts/fetch-model.sh puts the embedding model.
-pub fn default_model_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("TESSERA_MODEL_DIR") {
-        return Some(PathBuf::from(d));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tessera/models/all-minilm-l6-v2"))
 }
 
 #[derive(Serialize)]

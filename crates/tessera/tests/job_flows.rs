@@ -17,15 +17,24 @@ fn examples() -> PathBuf {
 }
 
 fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("TESSERA_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tessera/models/all-minilm-l6-v2")
-    });
+    let dir = tessera_runtime::models::default_model_dir().expect("HOME or TESSERA_MODEL_DIR");
     assert!(dir.join("model.safetensors").exists(), "{} has no model: run scripts/fetch-model.sh", dir.display());
     dir
 }
 
 fn job(net: &Devnet, id: u64) -> JobDto {
     net.client().get(&format!("/jobs/{id}")).unwrap()
+}
+
+/// Waits until the job's provider says it is running it.
+fn wait_running(net: &Devnet, id: u64) {
+    net.wait_until(60, "the job to run", || {
+        let j = job(net, id);
+        j.state == "leased"
+            && tessera_client::jobs::provider_endpoint(&net.client(), &j)
+                .and_then(|e| tessera_client::jobs::fetch_phase(&e, id))
+                .is_ok_and(|p| p == "running")
+    });
 }
 
 fn balance(net: &Devnet, who: &Address) -> Amount {
@@ -192,13 +201,7 @@ fn jobs_run_pay_and_survive_a_dead_provider() {
     );
     let r = net.json(&["job", "submit", &long, "--from", "test2"]);
     let id = r["job"].as_u64().unwrap();
-    net.wait_until(60, "the long job to run", || {
-        let j = job(&net, id);
-        j.state == "leased"
-            && tessera_client::jobs::provider_endpoint(&net.client(), &j)
-                .and_then(|e| tessera_client::jobs::fetch_phase(&e, id))
-                .is_ok_and(|p| p == "running")
-    });
+    wait_running(&net, id);
     let first = job(&net, id).provider.unwrap();
     let rep_before = net.client().get::<ProviderDto>(&format!("/providers/{first}")).unwrap().reputation_ppm;
     net.kill_provider(&first);
@@ -224,13 +227,7 @@ fn jobs_run_pay_and_survive_a_dead_provider() {
         "name = \"medium\"\nkind = \"wasm\"\n[wasm]\nmodule = \"montecarlo.wasm\"\nargs = [\"400000000\", \"9\"]\nfuel = 10_000_000_000_000\nwall_secs = 300\n[order]\nmax_price_per_block = \"0.01\"\nduration_blocks = 3000\npricing = \"fixed\"\n",
     );
     let id = net.json(&["job", "submit", &medium, "--from", "test3"])["job"].as_u64().unwrap();
-    net.wait_until(60, "the job to run", || {
-        let j = job(&net, id);
-        j.state == "leased"
-            && tessera_client::jobs::provider_endpoint(&net.client(), &j)
-                .and_then(|e| tessera_client::jobs::fetch_phase(&e, id))
-                .is_ok_and(|p| p == "running")
-    });
+    wait_running(&net, id);
     let holder = job(&net, id).provider.unwrap();
     let endpoint = tessera_client::jobs::provider_endpoint(&net.client(), &job(&net, id)).unwrap();
     let mut restarted = net.restart_provider(&holder, endpoint.trim_start_matches("http://"));
