@@ -111,6 +111,17 @@ impl Executor {
         verdict(saved)
     }
 
+    /// An input in memory: inline bytes as they are, a stored one through `scratch`.
+    fn input_bytes(&self, job: u64, what: &str, input: &Input, scratch: &Path) -> Result<Vec<u8>, JobError> {
+        if let Input::Inline(bytes) = input {
+            return Ok(bytes.clone());
+        }
+        self.input(job, what, input, scratch)?;
+        let bytes = std::fs::read(scratch).map_err(JobError::provider)?;
+        let _ = std::fs::remove_file(scratch);
+        Ok(bytes)
+    }
+
     /// Bytes of an input: inline, or fetched from the storage network (each piece hash-checked).
     fn input(&self, job: u64, what: &str, input: &Input, dest: &Path) -> Result<(), JobError> {
         match input {
@@ -132,21 +143,12 @@ impl Executor {
     fn run_wasm(&self, job: u64, w: &WasmJob) -> Result<(tessera_types::Hash32, u64), JobError> {
         let dir = self.job_dir(job);
         self.set_phase(job, "fetching inputs");
-        let module_path = dir.join("module.wasm");
-        self.input(job, "module", &w.module, &module_path)?;
-        let module = std::fs::read(&module_path).map_err(JobError::provider)?;
-        let _ = std::fs::remove_file(&module_path);
+        let module = self.input_bytes(job, "module", &w.module, &dir.join("module.wasm"))?;
         for (name, input) in &w.files {
             self.input(job, &format!("input file {name}"), input, &dir.join("in").join(name))?;
         }
         let stdin = match &w.stdin {
-            Some(input) => {
-                let p = dir.join("stdin");
-                self.input(job, "stdin", input, &p)?;
-                let bytes = std::fs::read(&p).map_err(JobError::provider)?;
-                let _ = std::fs::remove_file(&p);
-                bytes
-            }
+            Some(input) => self.input_bytes(job, "stdin", input, &dir.join("stdin"))?,
             None => Vec::new(),
         };
         self.set_phase(job, "running");
