@@ -343,7 +343,7 @@ impl Draft {
                 local.push((slot.clone(), p.clone(), size));
             }
         }
-        local.sort_by(|a, b| b.2.cmp(&a.2));
+        local.sort_by_key(|l| std::cmp::Reverse(l.2));
         let mut inline: u64 = local.iter().map(|l| l.2).sum();
         let mut out = Vec::new();
         for l in local {

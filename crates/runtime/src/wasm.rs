@@ -55,10 +55,13 @@ struct Host {
     limits: StoreLimits,
 }
 
+/// Compiled modules by content hash, with their insertion order for eviction.
+type ModuleCache = (HashMap<[u8; 32], Module>, VecDeque<[u8; 32]>);
+
 struct Runtime {
     engine: Engine,
     linker: Linker<Host>,
-    modules: Mutex<(HashMap<[u8; 32], Module>, VecDeque<[u8; 32]>)>,
+    modules: Mutex<ModuleCache>,
 }
 
 fn runtime() -> Result<&'static Runtime, JobError> {
@@ -190,8 +193,4 @@ pub fn dir_size(dir: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-/// Shares compiled modules across threads without recompiling.
-pub fn warm_up() -> Result<(), JobError> {
-    runtime().map(|_| ())
-}
 

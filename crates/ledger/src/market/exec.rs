@@ -139,7 +139,7 @@ pub(crate) fn open_order(
         .ok_or_else(|| invalid("max price x duration overflows"))?;
     bank::transfer(st, &buyer, &MARKET_POOL, escrow)?;
     let id = next_order_id(st);
-    let mut o = Order { id, buyer: buyer, spec: spec.clone(), created_at: height, escrow, state: OrderState::Expired };
+    let mut o = Order { id, buyer, spec: spec.clone(), created_at: height, escrow, state: OrderState::Expired };
     let mut events = vec![Event::new("market.order_created")
         .attr("order", id)
         .attr("buyer", buyer)
