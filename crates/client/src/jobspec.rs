@@ -178,10 +178,8 @@ fn source(base: &Path, what: &str, value: &str) -> Result<Source, String> {
 }
 
 fn hash_of(path: &Path) -> Result<Hash32, String> {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(Hash32(*h.finalize().as_bytes()))
+    let read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    Ok(Hash32::blake3_reader(std::fs::File::open(path).map_err(read)?).map_err(read)?.0)
 }
 
 /// The hash of one model file: named in the spec, taken from `model_dir`, or

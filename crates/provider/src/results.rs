@@ -1,7 +1,7 @@
 //! Content-addressed store of job results: each file is kept under its blake3
 //! hash and re-checked against it before it is served.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use tessera_types::Hash32;
 
@@ -62,17 +62,5 @@ impl ResultStore {
 }
 
 pub fn hash_file(path: &Path) -> std::io::Result<(Hash32, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((Hash32(*hasher.finalize().as_bytes()), size))
+    Hash32::blake3_reader(std::fs::File::open(path)?)
 }

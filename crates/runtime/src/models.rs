@@ -53,10 +53,9 @@ pub fn default_model_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tessera/models/all-minilm-l6-v2"))
 }
 
+/// blake3 of a file, as 64 hex digits (the name it has in the cache).
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(std::fs::File::open(path)?)?;
-    Ok(h.finalize().to_hex().to_string())
+    Ok(tessera_types::Hash32::blake3_reader(std::fs::File::open(path)?)?.0.to_string())
 }
 
 impl ModelCache {

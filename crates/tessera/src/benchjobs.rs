@@ -412,11 +412,7 @@ pub fn embed(ctx: &Ctx, a: EmbedArgs) -> anyhow::Result<()> {
     let client = net.client();
     let key = net.key("dev")?;
     let chain_id = client.status()?.chain_id;
-    let hash = |p: &Path| -> anyhow::Result<Hash32> {
-        let mut h = blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(p)?)?;
-        Ok(Hash32(*h.finalize().as_bytes()))
-    };
+    let hash = |p: &Path| -> anyhow::Result<Hash32> { Ok(Hash32::blake3_reader(std::fs::File::open(p)?)?.0) };
     let text = sentences.join("\n");
     let input_path = net.home.join("sentences.txt");
     std::fs::write(&input_path, &text)?;

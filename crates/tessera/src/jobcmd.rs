@@ -265,6 +265,8 @@ fn follow(ctx: &Ctx, client: &Client, id: u64, started: Instant, timeout: Durati
     let spinner = ['|', '/', '-', '\\'];
     let mut last = String::new();
     let mut tick = 0usize;
+    // The provider's endpoint, looked up once per provider (a re-placed job changes it).
+    let mut endpoint: Option<(tessera_types::Address, String)> = None;
     loop {
         let j: JobDto = client.get(&format!("/jobs/{id}"))?;
         let line = match j.state.as_str() {
@@ -276,9 +278,12 @@ fn follow(ctx: &Ctx, client: &Client, id: u64, started: Instant, timeout: Durati
                 }
             }
             "leased" => {
-                let phase = tessera_client::jobs::provider_endpoint(client, &j)
-                    .ok()
-                    .and_then(|e| tessera_client::jobs::fetch_phase(&e, id).ok())
+                if endpoint.as_ref().map(|(p, _)| Some(*p)) != Some(j.provider) {
+                    endpoint = tessera_client::jobs::provider_endpoint(client, &j).ok().zip(j.provider).map(|(e, p)| (p, e));
+                }
+                let phase = endpoint
+                    .as_ref()
+                    .and_then(|(_, e)| tessera_client::jobs::fetch_phase(e, id).ok())
                     .unwrap_or_else(|| "starting".into());
                 let provider = j.provider.map(|p| p.to_string()).unwrap_or_default();
                 format!("leased to {provider}: {phase}")

@@ -65,4 +65,22 @@ impl Hash32 {
     pub fn blake3(data: &[u8]) -> Hash32 {
         Hash32(*blake3::hash(data).as_bytes())
     }
+
+    /// blake3 of everything `reader` yields, read in 256 KiB steps, and its length.
+    pub fn blake3_reader(mut reader: impl std::io::Read) -> std::io::Result<(Hash32, u64)> {
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut len = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            len += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        Ok((Hash32(*hasher.finalize().as_bytes()), len))
+    }
 }

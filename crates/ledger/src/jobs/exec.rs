@@ -35,7 +35,6 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &JobMsg)
             j.state = state;
             put_job(st, &j);
             let mut events = market::settle_lease(st, params, lease_id, ctx.height)?;
-            let mut j = job(st, *id).expect("job just stored");
             if let Some(l) = market::lease(st, lease_id) {
                 j.paid = j.paid.checked_add(l.paid).ok_or(TxError::Overflow("job paid"))?;
             }

@@ -238,6 +238,7 @@ fn open_lease(st: &mut Overlay, o: &mut Order, provider: Address, price: Amount,
         state: LeaseState::Active,
     };
     put_lease(st, &l);
+    count_leased(st, &o.spec.resources, true);
     if let Some(mut p) = registry::provider(st, &provider) {
         p.active_leases += 1;
         registry::put_provider(st, &p);
@@ -275,6 +276,9 @@ fn close_lease(st: &mut Overlay, params: &Params, mut l: Lease, height: Height, 
     l.escrow_remaining = Amount::ZERO;
     l.state = LeaseState::Closed { at: height, reason };
     put_lease(st, &l);
+    if let Some(o) = order(st, l.order) {
+        count_leased(st, &o.spec.resources, false);
+    }
     if let Some(mut p) = registry::provider(st, &l.provider) {
         p.active_leases = p.active_leases.saturating_sub(1);
         registry::put_provider(st, &p);
@@ -369,20 +373,14 @@ fn update_base_prices(st: &mut Overlay, height: Height, params: &Params) {
             offered_gpu += p.info.hardware.gpus.len() as u64;
         }
     }
-    let (mut used_cpu, mut used_gpu) = (0u64, 0u64);
-    for id in active_lease_ids(st) {
-        if let Some(o) = lease(st, id).and_then(|l| order(st, l.order)) {
-            used_cpu += o.spec.resources.cpu_cores as u64;
-            used_gpu += o.spec.resources.gpus as u64;
-        }
-    }
+    let used = leased(st);
     let mut b = base_prices(st).unwrap_or(BasePrices {
         cpu: mp.initial_base_price_cpu,
         gpu: mp.initial_base_price_gpu,
         ..BasePrices::default()
     });
-    b.cpu_utilisation_ppm = utilisation_ppm(used_cpu, offered_cpu);
-    b.gpu_utilisation_ppm = utilisation_ppm(used_gpu, offered_gpu);
+    b.cpu_utilisation_ppm = utilisation_ppm(used.cpu_cores, offered_cpu);
+    b.gpu_utilisation_ppm = utilisation_ppm(used.gpus, offered_gpu);
     b.cpu = step_price(b.cpu, b.cpu_utilisation_ppm, mp);
     b.gpu = step_price(b.gpu, b.gpu_utilisation_ppm, mp);
     put_base_prices(st, &b);

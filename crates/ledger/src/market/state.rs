@@ -169,6 +169,32 @@ pub struct BasePrices {
 }
 
 const BASE_PRICES_KEY: &str = "market/base_prices";
+const LEASED_KEY: &str = "market/leased";
+
+/// CPU cores and GPUs held by active leases, kept as leases open and close.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Leased {
+    pub cpu_cores: u64,
+    pub gpus: u64,
+}
+
+pub fn leased(st: &Overlay) -> Leased {
+    st.get_obj(LEASED_KEY.as_bytes()).unwrap_or_default()
+}
+
+/// Adds (`opening`) or removes the resources of a lease from the running totals.
+pub fn count_leased(st: &mut Overlay, r: &super::msg::Resources, opening: bool) {
+    let mut l = leased(st);
+    let (cpu, gpu) = (r.cpu_cores as u64, r.gpus as u64);
+    if opening {
+        l.cpu_cores += cpu;
+        l.gpus += gpu;
+    } else {
+        l.cpu_cores = l.cpu_cores.saturating_sub(cpu);
+        l.gpus = l.gpus.saturating_sub(gpu);
+    }
+    st.put_obj(LEASED_KEY.as_bytes().to_vec(), &l);
+}
 
 pub fn base_prices(st: &Overlay) -> Option<BasePrices> {
     st.get_obj(BASE_PRICES_KEY.as_bytes())
