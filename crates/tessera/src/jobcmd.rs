@@ -159,7 +159,7 @@ fn print_job(j: &JobDto, phase: Option<&str>) {
     }
 }
 
-fn submit(ctx: &Ctx, client: &Client, spec_path: &PathBuf, from: &str, wait: bool, timeout: Duration) -> anyhow::Result<()> {
+fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, wait: bool, timeout: Duration) -> anyhow::Result<()> {
     let key = ctx.keyring.get(from)?;
     let draft = jobspec::parse(spec_path).map_err(anyhow::Error::msg)?;
     let order = draft.spec.order.clone();
