@@ -9,9 +9,11 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tessera_ledger::jobs::{EmbedJob, Input, JobKind, JobSpec, VectorFormat, WasmJob, MAX_INLINE_BYTES};
+use tessera_ledger::jobs::{EmbedJob, Input, JobKind, JobOutput, JobSpec, VectorFormat, WasmJob, MAX_INLINE_BYTES};
 use tessera_ledger::market::{OrderSpec, Pricing, Resources};
 use tessera_types::{Amount, Hash32};
+
+use crate::s3::S3Url;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +23,14 @@ struct SpecFile {
     wasm: Option<WasmFile>,
     embed: Option<EmbedFile>,
     order: OrderFile,
+    output: Option<OutputFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputFile {
+    /// `s3://bucket/prefix`: result files become objects `<prefix><name>`.
+    s3: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,10 +127,12 @@ fn default_window() -> u64 {
     2
 }
 
-/// An input before it is placed: a local file, or already in the storage network.
+/// An input before it is placed: a local file, an object of an S3 bucket, or
+/// already in the storage network.
 #[derive(Clone, Debug)]
 pub enum Source {
     File(PathBuf),
+    S3(S3Url),
     Stored { cid: String, size: u64 },
 }
 
@@ -162,6 +174,13 @@ fn expand(base: &Path, p: &str) -> PathBuf {
 }
 
 fn source(base: &Path, what: &str, value: &str) -> Result<Source, String> {
+    if value.starts_with("s3://") {
+        let url = S3Url::parse(value).map_err(|e| format!("{what}: {e}"))?;
+        if url.key.is_empty() || url.key.ends_with('/') {
+            return Err(format!("{what}: {value:?} names no object (s3://bucket/key)"));
+        }
+        return Ok(Source::S3(url));
+    }
     if value.starts_with("tcid1") {
         let (cid, size) = value.split_once(':').ok_or_else(|| {
             format!("{what}: a content id needs its size in bytes, as \"{value}:SIZE\" (see `tessera storage status`)")
@@ -307,7 +326,14 @@ pub fn parse_str(text: &str, base: &Path) -> Result<Draft, String> {
             ));
         }
     }
-    let spec = JobSpec { name: f.name, kind, order };
+    let output = match f.output {
+        Some(o) => {
+            let url = S3Url::parse(&o.s3).map_err(|e| format!("output.s3: {e}"))?;
+            Some(JobOutput::S3 { bucket: url.bucket, prefix: url.key })
+        }
+        None => None,
+    };
+    let spec = JobSpec { name: f.name, kind, order, output };
     let draft = Draft { spec, inputs };
     // Everything but the inputs is checked now.
     let mut probe = draft.spec.clone();
@@ -332,6 +358,30 @@ fn fill(spec: &mut JobSpec, slot: &Slot, input: Input) {
 }
 
 impl Draft {
+    /// The S3 objects the spec reads, with their slots.
+    pub fn s3_inputs(&self) -> Vec<(Slot, S3Url)> {
+        self.inputs
+            .iter()
+            .filter_map(|(slot, s)| match s {
+                Source::S3(url) => Some((slot.clone(), url.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Replaces the S3 input of `slot` by where the object is stored.
+    pub fn resolve_s3(&mut self, slot: &Slot, cid: Option<String>, size: u64) {
+        for (s, source) in &mut self.inputs {
+            if s == slot {
+                *source = match &cid {
+                    Some(cid) => Source::Stored { cid: cid.clone(), size },
+                    // An empty object has no content: it travels inline.
+                    None => Source::Stored { cid: String::new(), size: 0 },
+                };
+            }
+        }
+    }
+
     /// Local files that will not fit inline and must be stored first, largest first.
     pub fn to_store(&self) -> Result<Vec<(Slot, PathBuf, u64)>, String> {
         let mut local = Vec::new();
@@ -360,7 +410,9 @@ impl Draft {
         for (slot, s) in std::mem::take(&mut self.inputs) {
             let input = match (stored.iter().find(|(st, _, _)| *st == slot), s) {
                 (Some((_, cid, size)), _) => Input::Stored { cid: cid.clone(), size: *size },
+                (None, Source::Stored { cid, size: 0 }) if cid.is_empty() => Input::Inline(Vec::new()),
                 (None, Source::Stored { cid, size }) => Input::Stored { cid, size },
+                (None, Source::S3(url)) => return Err(format!("{slot}: {url} was not resolved to a content id")),
                 (None, Source::File(p)) => Input::Inline(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?),
             };
             fill(&mut self.spec, &slot, input);
@@ -413,6 +465,30 @@ mod tests {
         assert!(err(format!("name = \"t\"\nkind = \"wasm\"\n[wasm]\nmodule = \"m.wasm\"\nfuel = 0\n{ORDER}")).contains("fuel"));
         assert!(err("name = \"t\"\nkind = \"wasm\"\n[wasm]\nmodule = \"m.wasm\"\n[order]\nmax_price_per_block = \"0\"\n".into()).contains("max_price"));
         assert!(err(format!("name = \"t\"\nkind = \"wasm\"\nbogus = 1\n[wasm]\nmodule = \"m.wasm\"\n{ORDER}")).contains("bogus"));
+    }
+
+    #[test]
+    fn s3_inputs_resolve_to_content_ids_and_outputs_name_a_bucket() {
+        let d = dir_with(&[("m.wasm", b"\0asm\x01\0\0\0")]);
+        let text = |files: &str, out: &str| {
+            format!("name = \"t\"\nkind = \"wasm\"\n[wasm]\nmodule = \"m.wasm\"\nfiles = {{ {files} }}\n[output]\ns3 = \"{out}\"\n{ORDER}")
+        };
+        let mut draft = parse_str(&text("\"in.txt\" = \"s3://data/corpus/in.txt\", \"e\" = \"s3://data/empty\"", "s3://results/run1/"), d.path()).unwrap();
+        let inputs = draft.s3_inputs();
+        assert_eq!(inputs[1], (Slot::File("in.txt".into()), S3Url { bucket: "data".into(), key: "corpus/in.txt".into() }));
+        assert_eq!(draft.spec.output, Some(JobOutput::S3 { bucket: "results".into(), prefix: "run1/".into() }));
+        draft.resolve_s3(&Slot::File("in.txt".into()), Some("tcid1xyz".into()), 42);
+        let unresolved = parse_str(&text("\"in.txt\" = \"s3://data/in.txt\"", "s3://results/"), d.path()).unwrap();
+        assert!(unresolved.place(&[]).unwrap_err().contains("not resolved"));
+        draft.resolve_s3(&Slot::File("e".into()), None, 0);
+        let spec = draft.place(&[]).unwrap();
+        let JobKind::Wasm(w) = spec.kind else { panic!() };
+        assert_eq!(w.files[0], ("e".to_string(), Input::Inline(Vec::new())));
+        assert_eq!(w.files[1].1, Input::Stored { cid: "tcid1xyz".into(), size: 42 });
+        let err = |files: &str, out: &str| parse_str(&text(files, out), d.path()).unwrap_err();
+        assert!(err("\"a\" = \"s3://data/dir/\"", "s3://results/").contains("names no object"));
+        assert!(err("\"a\" = \"s3://Data/x\"", "s3://results/").contains("bucket name"));
+        assert!(err("\"a\" = \"s3://data/x\"", "results/").contains("output.s3"));
     }
 
     #[test]

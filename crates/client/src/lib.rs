@@ -7,6 +7,7 @@ pub mod events;
 pub mod jobs;
 pub mod jobspec;
 pub mod keyring;
+pub mod s3;
 pub mod storage;
 
 pub use http::{fetch_piece, upload_piece, Client, ClientError, MAX_PIECE_BODY};

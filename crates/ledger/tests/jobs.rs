@@ -31,6 +31,7 @@ fn wasm_spec(max_price: u128, duration: u64, pricing: Pricing) -> JobSpec {
             bid_window_blocks: 1,
             pricing,
         },
+        output: None,
     }
 }
 

@@ -33,6 +33,7 @@ fn spec(module: &str, args: &[&str], fuel: u64) -> JobSpec {
             bid_window_blocks: 1,
             pricing: Pricing::Fixed,
         },
+        output: None,
     }
 }
 

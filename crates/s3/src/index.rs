@@ -7,6 +7,17 @@ use std::path::Path;
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// Job id -> what became of exporting its result files.
+const EXPORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("exports");
+
+/// The export of one job's result files into a bucket.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum ExportRecord {
+    /// Written: the object keys.
+    Done { keys: Vec<String> },
+    /// Tried and failed `attempts` times so far; retried while under the limit.
+    Failing { attempts: u32, reason: String },
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct BucketMeta {
@@ -41,6 +52,7 @@ impl Index {
         {
             w.open_table(BUCKETS)?;
             w.open_table(OBJECTS)?;
+            w.open_table(EXPORTS)?;
         }
         w.commit()?;
         Ok(Index { db })
@@ -142,6 +154,22 @@ impl Index {
             out.push((key.to_string(), borsh::from_slice(v.value())?));
         }
         Ok((out, false))
+    }
+
+    pub fn export(&self, job: u64) -> anyhow::Result<Option<ExportRecord>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EXPORTS)?;
+        Ok(match t.get(job)? {
+            Some(v) => Some(borsh::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    pub fn put_export(&self, job: u64, record: &ExportRecord) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        w.open_table(EXPORTS)?.insert(job, borsh::to_vec(record)?.as_slice())?;
+        w.commit()?;
+        Ok(())
     }
 
     /// How many objects anywhere point at content `cid`.

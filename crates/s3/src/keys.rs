@@ -45,6 +45,17 @@ impl AccessKeys {
         Ok(key)
     }
 
+    /// The first access key (by name) that pays with keyring key `key_name`.
+    pub fn for_key(&self, key_name: &str) -> Option<AccessKey> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+            .collect();
+        names.sort();
+        names.into_iter().filter_map(|n| self.get(&n)).find(|k| k.key_name == key_name)
+    }
+
     pub fn get(&self, access_key: &str) -> Option<AccessKey> {
         if access_key.is_empty() || !access_key.chars().all(|c| c.is_ascii_alphanumeric()) {
             return None;

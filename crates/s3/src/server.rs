@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::keys::AccessKeys;
-use crate::service::Gateway;
+use crate::service::{Endpoint, Gateway};
 
 struct KeyAuth {
     keys: AccessKeys,
@@ -23,16 +23,18 @@ impl S3Auth for KeyAuth {
     }
 }
 
-/// Serves until `stop` is set.
+/// Serves until `stop` is set; also writes job results into buckets (`export`).
 pub async fn serve(gateway: Gateway, listen: SocketAddr, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let auth = KeyAuth { keys: AccessKeys::new(gateway.keys.dir().to_path_buf()) };
-    let mut builder = S3ServiceBuilder::new(gateway);
+    let gateway = Arc::new(gateway);
+    let mut builder = S3ServiceBuilder::new(Endpoint(gateway.clone()));
     builder.set_auth(auth);
     let service = builder.build();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (in use? pick another with --listen): {e}"))?;
     println!("S3 endpoint on http://{listen}");
+    tokio::spawn(crate::export::run(gateway, stop.clone()));
     let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     while !stop.load(Ordering::Relaxed) {
         let accepted = tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;

@@ -5,6 +5,7 @@ use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tessera_client::storage::PutOptions;
 use tessera_client::{Client, Keyring};
@@ -62,10 +63,10 @@ fn valid_bucket_name(name: &str) -> bool {
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
-struct Spooled {
-    path: PathBuf,
-    size: u64,
-    md5: [u8; 16],
+pub(crate) struct Spooled {
+    pub path: PathBuf,
+    pub size: u64,
+    pub md5: [u8; 16],
 }
 
 impl Gateway {
@@ -89,7 +90,7 @@ impl Gateway {
         Ok(meta)
     }
 
-    fn spool_path(&self) -> PathBuf {
+    pub(crate) fn spool_path(&self) -> PathBuf {
         let mut n = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut n);
         self.work_dir.join("spool").join(hex::encode(n))
@@ -122,12 +123,12 @@ impl Gateway {
         Ok(Spooled { path, size, md5: md5.finalize().into() })
     }
 
-    /// Stores a spooled file as content paid by `caller`; returns its cid.
-    async fn store(&self, caller: &AccessKey, spooled: &Spooled) -> S3Result<Option<[u8; 32]>> {
+    /// Stores a spooled file as content paid by keyring key `owner`; returns its cid.
+    async fn store(&self, owner: &str, spooled: &Spooled) -> S3Result<Option<[u8; 32]>> {
         if spooled.size == 0 {
             return Ok(None);
         }
-        let key = self.keyring.get(&caller.key_name).map_err(|e| s3_error!(AccessDenied, "{e}"))?;
+        let key = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?;
         let rpc = self.rpc.clone();
         let path = spooled.path.clone();
         let opts = PutOptions { ..clone_opts(&self.put_options) };
@@ -143,12 +144,12 @@ impl Gateway {
     }
 
     /// Ends the deals of `cid` once no object points at it any more.
-    async fn release(&self, caller: &AccessKey, cid: Option<[u8; 32]>) {
+    async fn release(&self, owner: &str, cid: Option<[u8; 32]>) {
         let Some(cid) = cid else { return };
         if self.index.references(&cid).unwrap_or(1) > 0 {
             return;
         }
-        let Ok(key) = self.keyring.get(&caller.key_name) else { return };
+        let Ok(key) = self.keyring.get(owner) else { return };
         let rpc = self.rpc.clone();
         let _ = tokio::task::spawn_blocking(move || {
             tessera_client::storage::remove(&Client::new(&rpc), &key, &Cid(Hash32(cid)))
@@ -156,15 +157,17 @@ impl Gateway {
         .await;
     }
 
-    async fn put_spooled(&self, caller: &AccessKey, bucket: &str, key: &str, spooled: Spooled, etag_hex: String, content_type: Option<String>) -> S3Result<ObjectMeta> {
-        let stored = self.store(caller, &spooled).await;
+    /// Stores a spooled body as `bucket/key` paid by keyring key `owner`,
+    /// releasing the content it replaced.
+    pub(crate) async fn put_spooled(&self, owner: &str, bucket: &str, key: &str, spooled: Spooled, etag_hex: String, content_type: Option<String>) -> S3Result<ObjectMeta> {
+        let stored = self.store(owner, &spooled).await;
         let _ = tokio::fs::remove_file(&spooled.path).await;
         let cid = stored?;
         let meta = ObjectMeta { cid, size: spooled.size, etag: etag_hex, modified_ms: now_ms(), content_type };
         let old = self.index.put_object(bucket, key, &meta).map_err(internal)?;
         if let Some(old) = old {
             if old.cid != meta.cid {
-                self.release(caller, old.cid).await;
+                self.release(owner, old.cid).await;
             }
         }
         Ok(meta)
@@ -214,8 +217,24 @@ fn read_upload(dir: &Path) -> S3Result<UploadMeta> {
     serde_json::from_str(&text).map_err(internal)
 }
 
+/// The gateway as the S3 service sees it; the job exporter shares the same gateway.
+pub struct Endpoint(pub Arc<Gateway>);
+
+impl std::ops::Deref for Endpoint {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.0
+    }
+}
+
+/// User metadata naming the content id an object is stored under
+/// (`x-amz-meta-tessera-cid`), so jobs can name objects as inputs.
+fn cid_metadata(meta: &ObjectMeta) -> Option<Metadata> {
+    meta.cid.map(|c| [("tessera-cid".to_string(), Cid(Hash32(c)).to_string())].into_iter().collect())
+}
+
 #[async_trait::async_trait]
-impl S3 for Gateway {
+impl S3 for Endpoint {
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         let caller = self.caller(&req)?;
         let buckets = self
@@ -268,7 +287,7 @@ impl S3 for Gateway {
         let spooled = self.spool(input.body, self.spool_path()).await?;
         let etag_hex = hex::encode(spooled.md5);
         let size = spooled.size;
-        let meta = self.put_spooled(&caller, &input.bucket, &input.key, spooled, etag_hex, input.content_type).await?;
+        let meta = self.put_spooled(&caller.key_name, &input.bucket, &input.key, spooled, etag_hex, input.content_type).await?;
         Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(&meta.etag)), size: Some(size as i64), ..Default::default() }))
     }
 
@@ -282,6 +301,7 @@ impl S3 for Gateway {
             last_modified: Some(timestamp(meta.modified_ms)),
             content_type: meta.content_type.clone(),
             accept_ranges: Some("bytes".into()),
+            metadata: cid_metadata(&meta),
             ..Default::default()
         }))
     }
@@ -325,6 +345,7 @@ impl S3 for Gateway {
             last_modified: Some(timestamp(meta.modified_ms)),
             content_type: meta.content_type.clone(),
             accept_ranges: Some("bytes".into()),
+            metadata: cid_metadata(&meta),
             ..Default::default()
         };
         if range.is_some() {
@@ -340,7 +361,7 @@ impl S3 for Gateway {
         let caller = self.caller(&req)?;
         self.owned_bucket(&req.input.bucket, &caller)?;
         if let Some(old) = self.index.delete_object(&req.input.bucket, &req.input.key).map_err(internal)? {
-            self.release(&caller, old.cid).await;
+            self.release(&caller.key_name, old.cid).await;
         }
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
@@ -362,7 +383,7 @@ impl S3 for Gateway {
         let old = self.index.put_object(&input.bucket, &input.key, &meta).map_err(internal)?;
         if let Some(old) = old {
             if old.cid != meta.cid {
-                self.release(&caller, old.cid).await;
+                self.release(&caller.key_name, old.cid).await;
             }
         }
         Ok(S3Response::new(CopyObjectOutput {
@@ -510,7 +531,7 @@ impl S3 for Gateway {
         let mut whole = Md5::new();
         whole.update(&md5s);
         let spooled = Spooled { path: out_path, size, md5: whole.finalize().into() };
-        let stored = self.put_spooled(&caller, &meta.bucket, &meta.key, spooled, etag_hex.clone(), meta.content_type).await?;
+        let stored = self.put_spooled(&caller.key_name, &meta.bucket, &meta.key, spooled, etag_hex.clone(), meta.content_type).await?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(meta.bucket),

@@ -172,6 +172,7 @@ fn noop_spec(pricing: Pricing) -> JobSpec {
             bid_window_blocks: 1,
             pricing,
         },
+        output: None,
     }
 }
 
@@ -448,6 +449,7 @@ pub fn embed(ctx: &Ctx, a: EmbedArgs) -> anyhow::Result<()> {
             bid_window_blocks: 1,
             pricing: Pricing::Fixed,
         },
+        output: None,
     };
     let h = client.sign_and_submit(&key, &chain_id, Amount::from_micro(1_000), Msg::Jobs(JobMsg::Submit { spec }))?;
     let r = client.wait_for_tx(&h, Duration::from_secs(60))?;

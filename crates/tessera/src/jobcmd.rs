@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use tessera_client::api::{JobDto, LeaseDto, OrderDto, ProviderDto};
 use tessera_client::jobspec::{self, Slot};
 use tessera_client::storage::PutOptions;
+use tessera_client::s3::{S3Client, S3Url};
 use tessera_client::Client;
-use tessera_ledger::jobs::JobMsg;
+use tessera_ledger::jobs::{JobMsg, JobOutput};
 use tessera_ledger::market::{price_for, satisfies, Pricing};
 use tessera_ledger::Msg;
 use tessera_types::Amount;
@@ -32,6 +33,11 @@ pub enum JobCmd {
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// S3 endpoint that holds the spec's s3:// inputs and output bucket. The
+        /// request is signed with the first access key of `--from` (tessera
+        /// storage s3-key create), or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+        #[arg(long, env = "TESSERA_S3_ENDPOINT", default_value = "http://127.0.0.1:7701")]
+        s3_endpoint: String,
     },
     /// A job's state, price, provider and result.
     Status { id: u64 },
@@ -63,7 +69,9 @@ pub enum JobCmd {
 pub fn run(ctx: &Ctx, cmd: JobCmd) -> anyhow::Result<()> {
     let client = ctx.client();
     match cmd {
-        JobCmd::Submit { spec, from, wait, timeout } => submit(ctx, &client, &spec, &from, wait, Duration::from_secs(timeout)),
+        JobCmd::Submit { spec, from, wait, timeout, s3_endpoint } => {
+            submit(ctx, &client, &spec, &from, &s3_endpoint, wait, Duration::from_secs(timeout))
+        }
         JobCmd::Status { id } => {
             let j: JobDto = client.get(&format!("/jobs/{id}"))?;
             let phase = if j.state == "leased" {
@@ -154,14 +162,87 @@ fn print_job(j: &JobDto, phase: Option<&str>) {
     if let Some(r) = j.result {
         println!("result     {r} ({} bytes)", j.result_size.unwrap_or(0));
     }
+    if let Some(o) = j.decode_spec().ok().and_then(|s| s.output) {
+        println!("output     {o} (written by the S3 endpoint that holds the bucket)");
+    }
     if j.orders.len() > 1 {
         println!("orders     {:?} (re-placed after losing {} provider(s))", j.orders, j.lost_to.len());
     }
 }
 
-fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, wait: bool, timeout: Duration) -> anyhow::Result<()> {
+/// An S3 client for `from`'s first access key, or for the AWS_* variables.
+fn s3_client(ctx: &Ctx, from: &str, endpoint: &str) -> anyhow::Result<S3Client> {
+    let home = ctx.keyring.dir().parent().unwrap_or(std::path::Path::new("."));
+    let keys = tessera_s3::keys::AccessKeys::new(home.join("s3-keys"));
+    if let Some(k) = keys.for_key(from) {
+        return Ok(S3Client::new(endpoint, &k.access_key, &k.secret_key));
+    }
+    match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
+        (Ok(a), Ok(s)) => Ok(S3Client::new(endpoint, &a, &s)),
+        _ => bail!(
+            "the spec names S3 objects, but {from} has no S3 access key: create one with `tessera storage s3-key create --key {from}` \
+             (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        ),
+    }
+}
+
+/// Turns the spec's `s3://` inputs into the content ids they are stored under
+/// and checks that the output bucket exists, before anything is paid.
+fn resolve_s3(ctx: &Ctx, from: &str, endpoint: &str, draft: &mut jobspec::Draft) -> anyhow::Result<Option<S3Client>> {
+    let inputs = draft.s3_inputs();
+    if inputs.is_empty() && draft.spec.output.is_none() {
+        return Ok(None);
+    }
+    let s3 = s3_client(ctx, from, endpoint)?;
+    for (slot, url) in inputs {
+        let head = s3.head_object(&url).with_context(|| format!("{slot} {url}"))?.with_context(|| {
+            format!("{slot}: there is no object {url} at {endpoint}; upload it first (aws --endpoint-url {endpoint} s3 cp FILE {url})")
+        })?;
+        draft.resolve_s3(&slot, head.cid, head.size);
+    }
+    if let Some(JobOutput::S3 { bucket, .. }) = &draft.spec.output
+        && !s3.bucket_exists(bucket).with_context(|| format!("output bucket {bucket}"))?
+    {
+        bail!("the output bucket {bucket} does not exist at {endpoint}; create it first (aws --endpoint-url {endpoint} s3 mb s3://{bucket})");
+    }
+    Ok(Some(s3))
+}
+
+/// Waits until the S3 endpoint has written every result file of `job` under
+/// its output prefix; returns `(key, content id)` for each.
+fn wait_for_export(client: &Client, s3: &S3Client, job: &JobDto, timeout: Duration) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let spec = job.decode_spec().map_err(anyhow::Error::msg)?;
+    let Some(JobOutput::S3 { bucket, prefix }) = spec.output else { return Ok(Vec::new()) };
+    let result = job.result.context("the job has no result")?;
+    let endpoint = tessera_client::jobs::provider_endpoint(client, job)?;
+    let manifest = tessera_client::jobs::fetch_manifest(&endpoint, &result)?;
+    let started = Instant::now();
+    let mut written = Vec::new();
+    for f in &manifest.files {
+        let url = S3Url { bucket: bucket.clone(), key: format!("{prefix}{}", f.name) };
+        loop {
+            match s3.head_object(&url)? {
+                Some(h) if h.size == f.size => {
+                    written.push((url.to_string(), h.cid));
+                    break;
+                }
+                _ if started.elapsed() > timeout => bail!(
+                    "the S3 endpoint {} has not written {url} after {} s; is it running, and does it hold bucket {bucket}?",
+                    s3.endpoint(),
+                    timeout.as_secs()
+                ),
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+    Ok(written)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, s3_endpoint: &str, wait: bool, timeout: Duration) -> anyhow::Result<()> {
     let key = ctx.keyring.get(from)?;
-    let draft = jobspec::parse(spec_path).map_err(anyhow::Error::msg)?;
+    let mut draft = jobspec::parse(spec_path).map_err(anyhow::Error::msg)?;
+    let s3 = resolve_s3(ctx, from, s3_endpoint, &mut draft)?;
     let order = draft.spec.order.clone();
     let status = client.status().context("cannot reach the node")?;
 
@@ -238,19 +319,29 @@ fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, w
     }
     let j = follow(ctx, client, id, started, timeout)?;
     let lease: Option<LeaseDto> = j.lease.and_then(|l| client.get(&format!("/leases/{l}")).ok());
+    let exported = match (&s3, j.state.as_str()) {
+        (Some(s3), "succeeded") => wait_for_export(client, s3, &j, Duration::from_secs(120))?,
+        _ => Vec::new(),
+    };
     let view = serde_json::json!({
         "job": j.id, "state": j.state, "result": j.result, "result_size": j.result_size, "reason": j.reason,
         "provider": j.provider, "paid": j.paid, "orders": j.orders,
         "lease_state": lease.as_ref().map(|l| l.state.clone()),
         "seconds": started.elapsed().as_secs_f64(),
+        "outputs": exported.iter().map(|(url, cid)| serde_json::json!({ "url": url, "cid": cid })).collect::<Vec<_>>(),
     });
-    ctx.print(&view, |_| match j.state.as_str() {
-        "succeeded" => println!(
-            "job {id} succeeded in {:.1} s; paid {} TSR; fetch it with `tessera job result {id} -o DIR`",
-            started.elapsed().as_secs_f64(),
-            j.paid
-        ),
-        s => println!("job {id} {s}: {}; paid {} TSR", j.reason.clone().unwrap_or_default(), j.paid),
+    ctx.print(&view, |_| {
+        match j.state.as_str() {
+            "succeeded" => println!(
+                "job {id} succeeded in {:.1} s; paid {} TSR; fetch it with `tessera job result {id} -o DIR`",
+                started.elapsed().as_secs_f64(),
+                j.paid
+            ),
+            s => println!("job {id} {s}: {}; paid {} TSR", j.reason.clone().unwrap_or_default(), j.paid),
+        }
+        for (url, cid) in &exported {
+            println!("wrote {url}{}", cid.as_ref().map(|c| format!("  ({c})")).unwrap_or_default());
+        }
     });
     if j.state != "succeeded" {
         std::process::exit(1);

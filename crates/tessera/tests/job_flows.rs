@@ -55,23 +55,6 @@ fn spec(dir: &Path, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
-/// The example's word count computed here, the way the guest program does.
-fn expected_wordcount(text: &str) -> (String, String) {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let stdout = format!("{:8} {:8} {:8} poem.txt\n", text.lines().count(), words.len(), text.len());
-    let mut freq = std::collections::BTreeMap::<String, u64>::new();
-    for w in words {
-        let w: String = w.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
-        if !w.is_empty() {
-            *freq.entry(w).or_default() += 1;
-        }
-    }
-    let mut top: Vec<(String, u64)> = freq.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let report: String = top.iter().take(10).map(|(w, n)| format!("{n} {w}\n")).collect();
-    (stdout, report)
-}
-
 /// all-MiniLM-L6-v2 straight through candle, one sentence at a time.
 fn direct_embeddings(sentences: &[&str]) -> Vec<Vec<f32>> {
     let dir = model_dir();

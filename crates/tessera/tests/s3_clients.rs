@@ -1,7 +1,8 @@
 //! The S3 endpoint with real clients: boto3 runs `tests/s3/boto3_flows.py`
 //! (buckets, objects, ranges, listing with pagination, multipart, copy,
 //! presigned URLs, error codes), the aws CLI copies a file in and out, and the
-//! Rust aws-sdk-s3 puts, lists, reads a range and sees NoSuchKey.
+//! Rust aws-sdk-s3 puts, lists, reads a range and sees NoSuchKey. Then a job
+//! reads its module and input from S3 objects and its results land in a bucket.
 
 mod support;
 
@@ -72,6 +73,62 @@ fn boto3_and_aws_cli_against_the_devnet_endpoint() {
     assert!(!missing.status.success());
 
     rust_sdk_flows(&endpoint, access, secret);
+    job_reads_and_writes_buckets(&net, dir.path(), &endpoint, &aws);
+}
+
+/// A wordcount job whose module and input are S3 objects and whose result
+/// files the endpoint writes into another bucket; bad S3 names are refused
+/// before money moves.
+fn job_reads_and_writes_buckets(net: &Devnet, dir: &std::path::Path, endpoint: &str, aws: &dyn Fn(&[&str]) -> std::process::Output) {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs");
+    let module = examples.join("wordcount.wasm");
+    let poem = examples.join("poem.txt");
+    for args in [
+        vec!["s3", "mb", "s3://job-in"],
+        vec!["s3", "mb", "s3://job-out"],
+        vec!["s3", "cp", module.to_str().unwrap(), "s3://job-in/bin/wordcount.wasm"],
+        vec!["s3", "cp", poem.to_str().unwrap(), "s3://job-in/texts/poem.txt"],
+    ] {
+        let o = aws(&args);
+        assert!(o.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let head = aws(&["s3api", "head-object", "--bucket", "job-in", "--key", "texts/poem.txt"]);
+    assert!(String::from_utf8_lossy(&head.stdout).contains("tcid1"), "HEAD reports the content id: {}", String::from_utf8_lossy(&head.stdout));
+
+    let spec = |name: &str, input: &str, output: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"wc-s3\"\nkind = \"wasm\"\n[wasm]\nmodule = \"s3://job-in/bin/wordcount.wasm\"\nargs = [\"poem.txt\"]\n\
+                 files = {{ \"poem.txt\" = \"{input}\" }}\nfuel = 1_000_000_000\nmemory_mb = 64\n\
+                 [output]\ns3 = \"{output}\"\n[order]\nmax_price_per_block = \"0.01\"\nduration_blocks = 200\npricing = \"fixed\"\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let dev = net.client().account(&tessera_client::Keyring::new(net.home.join("keys")).get("dev").unwrap().address()).unwrap().balance;
+    let missing_in = net.fails(&["job", "submit", &spec("a.toml", "s3://job-in/texts/none.txt", "s3://job-out/x/"), "--s3-endpoint", endpoint]);
+    assert!(missing_in.contains("there is no object s3://job-in/texts/none.txt"), "{missing_in}");
+    let missing_out = net.fails(&["job", "submit", &spec("b.toml", "s3://job-in/texts/poem.txt", "s3://no-bucket/x/"), "--s3-endpoint", endpoint]);
+    assert!(missing_out.contains("output bucket no-bucket does not exist"), "{missing_out}");
+    let after = net.client().account(&tessera_client::Keyring::new(net.home.join("keys")).get("dev").unwrap().address()).unwrap().balance;
+    assert_eq!(dev, after, "refused jobs cost nothing");
+
+    let r = net.json(&["job", "submit", &spec("c.toml", "s3://job-in/texts/poem.txt", "s3://job-out/run1/"), "--wait", "--s3-endpoint", endpoint]);
+    assert_eq!(r["state"], "succeeded", "{r}");
+    let outputs: Vec<String> = r["outputs"].as_array().unwrap().iter().map(|o| o["url"].as_str().unwrap().to_string()).collect();
+    assert!(outputs.contains(&"s3://job-out/run1/out/top.txt".to_string()), "{outputs:?}");
+    let (stdout, top) = expected_wordcount(&std::fs::read_to_string(&poem).unwrap());
+    for (key, want) in [("run1/stdout", stdout), ("run1/out/top.txt", top)] {
+        let local = dir.join(key.replace('/', "_"));
+        let o = aws(&["s3", "cp", &format!("s3://job-out/{key}"), local.to_str().unwrap()]);
+        assert!(o.status.success(), "{key}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read_to_string(&local).unwrap(), want, "{key}");
+    }
+    let status = net.ok(&["job", "status", &r["job"].to_string()]);
+    assert!(status.contains("output     s3://job-out/run1/"), "{status}");
 }
 
 fn rust_sdk_flows(endpoint: &str, access: &str, secret: &str) {

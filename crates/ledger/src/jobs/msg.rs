@@ -110,12 +110,47 @@ impl JobKind {
     }
 }
 
+/// Where a succeeded job's result files are written for the buyer.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum JobOutput {
+    /// Objects `<prefix><file name>` in an S3 bucket the buyer owns; the S3
+    /// endpoint holding the bucket copies them there from the provider.
+    S3 { bucket: String, prefix: String },
+}
+
+impl JobOutput {
+    fn validate(&self) -> Result<(), TxError> {
+        match self {
+            JobOutput::S3 { bucket, prefix } => {
+                check_text("output bucket", bucket, 63)?;
+                if bucket.len() < 3 {
+                    return Err(invalid(format!("output bucket {bucket:?} is not a bucket name (3-63 characters)")));
+                }
+                if prefix.len() > 512 || prefix.contains('\0') {
+                    return Err(invalid("output prefix is over 512 bytes or holds a NUL byte"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for JobOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobOutput::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct JobSpec {
     pub name: String,
     pub kind: JobKind,
     /// Resources, price ceiling, lease length (the job's deadline) and pricing mode.
     pub order: OrderSpec,
+    /// Where the result files go besides the provider's result store.
+    pub output: Option<JobOutput>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -193,6 +228,9 @@ impl JobSpec {
                 e.input.inline_len()
             }
         };
+        if let Some(o) = &self.output {
+            o.validate()?;
+        }
         let wall = self.kind.wall_secs();
         if wall == 0 || wall > MAX_WALL_SECS {
             return Err(invalid(format!("wall time must be 1..={MAX_WALL_SECS} seconds")));
