@@ -6,6 +6,7 @@
 //! name objects as inputs (HEAD reports the content id) and write their
 //! results into buckets (`export`).
 
+pub mod cache;
 pub mod export;
 pub mod index;
 pub mod keys;

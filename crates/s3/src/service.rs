@@ -13,6 +13,7 @@ use tessera_storage::{Cid, ErasureScheme};
 use tessera_types::{Amount, Hash32};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use crate::cache::ContentCache;
 use crate::index::{BucketMeta, Index, ObjectMeta};
 use crate::keys::{AccessKey, AccessKeys};
 
@@ -29,7 +30,12 @@ pub struct Gateway {
     /// Spool files and multipart parts.
     pub work_dir: PathBuf,
     pub put_options: PutOptions,
+    /// Recently stored or read objects, by content id.
+    pub cache: ContentCache,
 }
+
+/// Default bound of the read cache.
+pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
 
 pub fn default_put_options() -> PutOptions {
     PutOptions {
@@ -70,10 +76,11 @@ pub(crate) struct Spooled {
 }
 
 impl Gateway {
-    pub fn new(index: Index, keys: AccessKeys, keyring: Keyring, rpc: String, work_dir: PathBuf) -> anyhow::Result<Gateway> {
+    pub fn new(index: Index, keys: AccessKeys, keyring: Keyring, rpc: String, work_dir: PathBuf, cache_bytes: u64) -> anyhow::Result<Gateway> {
         std::fs::create_dir_all(work_dir.join("spool"))?;
         std::fs::create_dir_all(work_dir.join("uploads"))?;
-        Ok(Gateway { index, keys, keyring, rpc, work_dir, put_options: default_put_options() })
+        let cache = ContentCache::open(&work_dir.join("cache"), cache_bytes)?;
+        Ok(Gateway { index, keys, keyring, rpc, work_dir, put_options: default_put_options(), cache })
     }
 
     fn caller<T>(&self, req: &S3Request<T>) -> S3Result<AccessKey> {
@@ -161,7 +168,13 @@ impl Gateway {
     /// releasing the content it replaced.
     pub(crate) async fn put_spooled(&self, owner: &str, bucket: &str, key: &str, spooled: Spooled, etag_hex: String, content_type: Option<String>) -> S3Result<ObjectMeta> {
         let stored = self.store(owner, &spooled).await;
-        let _ = tokio::fs::remove_file(&spooled.path).await;
+        match &stored {
+            // The body is exactly the stored content: it becomes the cached copy.
+            Ok(Some(cid)) => self.cache.insert(cid, &spooled.path, spooled.size),
+            _ => {
+                let _ = tokio::fs::remove_file(&spooled.path).await;
+            }
+        }
         let cid = stored?;
         let meta = ObjectMeta { cid, size: spooled.size, etag: etag_hex, modified_ms: now_ms(), content_type };
         let old = self.index.put_object(bucket, key, &meta).map_err(internal)?;
@@ -322,18 +335,24 @@ impl S3 for Endpoint {
         let body = match meta.cid {
             None => StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
             Some(cid) => {
-                let out = self.spool_path();
-                let rpc = self.rpc.clone();
-                let target = out.clone();
-                tokio::task::spawn_blocking(move || {
-                    tessera_client::storage::get(&Client::new(&rpc), &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
-                })
-                .await
-                .map_err(internal)?
-                .map_err(|e| s3_error!(ServiceUnavailable, "the storage network did not return the object: {e:#}"))?;
-                let mut file = tokio::fs::File::open(&out).await.map_err(internal)?;
-                // The open handle keeps the data readable; the name goes now.
-                let _ = tokio::fs::remove_file(&out).await;
+                let mut file = match self.cache.open_entry(&cid) {
+                    Some(f) => tokio::fs::File::from_std(f),
+                    None => {
+                        let out = self.spool_path();
+                        let rpc = self.rpc.clone();
+                        let target = out.clone();
+                        tokio::task::spawn_blocking(move || {
+                            tessera_client::storage::get(&Client::new(&rpc), &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
+                        })
+                        .await
+                        .map_err(internal)?
+                        .map_err(|e| s3_error!(ServiceUnavailable, "the storage network did not return the object: {e:#}"))?;
+                        // Opened first: the handle stays readable whether the cache keeps the file or not.
+                        let file = std::fs::File::open(&out).map_err(internal)?;
+                        self.cache.insert(&cid, &out, meta.size);
+                        tokio::fs::File::from_std(file)
+                    }
+                };
                 file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
                 StreamingBlob::wrap(tokio_util::io::ReaderStream::new(file.take(end - start)))
             }

@@ -306,6 +306,9 @@ pub struct S3ServeArgs {
     /// Index and spool directory (default: <home>/s3).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Local read cache of recently stored and read objects, in MiB (0: none).
+    #[arg(long, default_value_t = tessera_s3::service::DEFAULT_CACHE_BYTES >> 20)]
+    pub cache_mib: u64,
     /// Stop when this process id is gone.
     #[arg(long, hide = true)]
     pub parent_pid: Option<u32>,
@@ -318,7 +321,7 @@ pub fn s3_serve(ctx: &Ctx, home: &std::path::Path, a: S3ServeArgs) -> anyhow::Re
         .with_context(|| format!("opening {} (is another S3 endpoint using it?)", data.display()))?;
     let keys = tessera_s3::keys::AccessKeys::new(home.join("s3-keys"));
     let keyring = tessera_client::Keyring::new(ctx.keyring.dir().to_path_buf());
-    let gateway = tessera_s3::service::Gateway::new(index, keys, keyring, ctx.client().base_url().to_string(), data.join("work"))?;
+    let gateway = tessera_s3::service::Gateway::new(index, keys, keyring, ctx.client().base_url().to_string(), data.join("work"), a.cache_mib << 20)?;
     let listen = a.listen;
     run_until_stopped(a.parent_pid, |stop| tessera_s3::server::serve(gateway, listen, stop))
 }

@@ -1,0 +1,147 @@
+//! The endpoint's read cache: whole objects by content id, on local disk,
+//! bounded in bytes, least recently read evicted first. Content ids name
+//! immutable content, so an entry never goes stale; entries come from bodies
+//! this endpoint stored (PUT, multipart, job exports) or fetched and checked
+//! against their hashes (GET), so a GET of a recent object is a local read
+//! instead of K piece fetches and a decode.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct ContentCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Content id -> (size, last use).
+    entries: HashMap<[u8; 32], (u64, u64)>,
+    bytes: u64,
+    clock: u64,
+}
+
+impl ContentCache {
+    /// Opens (or creates) the cache in `dir`, keeping what an earlier run left
+    /// within `max_bytes`. `max_bytes` 0 disables it.
+    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<ContentCache> {
+        std::fs::create_dir_all(dir)?;
+        let mut state = State::default();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let parsed = name.to_str().and_then(|n| hex::decode(n).ok()).and_then(|b| <[u8; 32]>::try_from(b).ok());
+            match parsed {
+                Some(cid) if max_bytes > 0 => {
+                    let size = entry.metadata()?.len();
+                    state.clock += 1;
+                    state.entries.insert(cid, (size, state.clock));
+                    state.bytes += size;
+                }
+                // Leftovers of an interrupted insert, or a disabled cache.
+                _ => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let cache = ContentCache { dir: dir.to_path_buf(), max_bytes, state: Mutex::new(state) };
+        cache.evict(&mut cache.state.lock().expect("cache lock"));
+        Ok(cache)
+    }
+
+    fn path(&self, cid: &[u8; 32]) -> PathBuf {
+        self.dir.join(hex::encode(cid))
+    }
+
+    /// The cached content, opened (an open file stays readable if it is evicted meanwhile).
+    pub fn open_entry(&self, cid: &[u8; 32]) -> Option<std::fs::File> {
+        let mut st = self.state.lock().expect("cache lock");
+        st.clock += 1;
+        let clock = st.clock;
+        let entry = st.entries.get_mut(cid)?;
+        entry.1 = clock;
+        match std::fs::File::open(self.path(cid)) {
+            Ok(f) => Some(f),
+            Err(_) => {
+                if let Some((size, _)) = st.entries.remove(cid) {
+                    st.bytes -= size;
+                }
+                None
+            }
+        }
+    }
+
+    /// Moves `file` (holding exactly the content of `cid`) into the cache, or
+    /// deletes it when it does not fit.
+    pub fn insert(&self, cid: &[u8; 32], file: &Path, size: u64) {
+        if size > self.max_bytes / 4 {
+            let _ = std::fs::remove_file(file);
+            return;
+        }
+        let mut st = self.state.lock().expect("cache lock");
+        if st.entries.contains_key(cid) || std::fs::rename(file, self.path(cid)).is_err() {
+            let _ = std::fs::remove_file(file);
+            return;
+        }
+        st.clock += 1;
+        let clock = st.clock;
+        st.entries.insert(*cid, (size, clock));
+        st.bytes += size;
+        self.evict(&mut st);
+    }
+
+    /// Drops least recently used entries until the cache fits its bound.
+    fn evict(&self, st: &mut State) {
+        while st.bytes > self.max_bytes {
+            let Some((&cid, &(size, _))) = st.entries.iter().min_by_key(|(_, (_, used))| *used) else { break };
+            st.entries.remove(&cid);
+            st.bytes -= size;
+            let _ = std::fs::remove_file(self.path(&cid));
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.state.lock().expect("cache lock").bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(dir: &Path, name: &str, len: usize) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, vec![1u8; len]).unwrap();
+        p
+    }
+
+    #[test]
+    fn least_recently_read_goes_first_and_the_bound_holds() {
+        let work = tempfile::tempdir().unwrap();
+        let cache = ContentCache::open(&work.path().join("cache"), 1000).unwrap();
+        for i in 0..3u8 {
+            cache.insert(&[i; 32], &file(work.path(), &format!("f{i}"), 200), 200);
+        }
+        assert_eq!(cache.bytes(), 600);
+        assert!(cache.open_entry(&[0; 32]).is_some()); // 0 is now the most recent
+        for i in 3..5u8 {
+            cache.insert(&[i; 32], &file(work.path(), &format!("f{i}"), 200), 200);
+        }
+        cache.insert(&[5; 32], &file(work.path(), "f5", 200), 200);
+        assert!(cache.bytes() <= 1000);
+        assert!(cache.open_entry(&[1; 32]).is_none(), "1 was least recently used");
+        assert!(cache.open_entry(&[0; 32]).is_some());
+        assert!(cache.open_entry(&[5; 32]).is_some());
+        // Too large for the cache: not kept, and the file is gone either way.
+        let big = file(work.path(), "big", 600);
+        cache.insert(&[9; 32], &big, 600);
+        assert!(cache.open_entry(&[9; 32]).is_none() && !big.exists());
+        // A restart keeps what is there.
+        drop(cache);
+        let again = ContentCache::open(&work.path().join("cache"), 1000).unwrap();
+        assert!(again.open_entry(&[5; 32]).is_some());
+        assert!(again.bytes() <= 1000);
+    }
+}
