@@ -34,7 +34,10 @@ SECRET=$(echo "$KEY" | python3 -c "import json,sys; print(json.load(sys.stdin)['
 echo "tessera: running the load (LARGE=$LARGE x 4 MiB, SMALL=$SMALL x 4 KiB)..." >&2
 TESSERA=$(python3 bench/s3_load.py http://127.0.0.1:17701 "$ACCESS" "$SECRET" bench "$LARGE" "$SMALL")
 TESSERA_RSS=0
-for p in $(pgrep -f "127.0.0.1:17700" || true); do TESSERA_RSS=$((TESSERA_RSS + $(peak_kib "$p"))); done
+for p in $(pgrep -f "127.0.0.1:17700" || true); do
+    TESSERA_RSS=$((TESSERA_RSS + $(peak_kib "$p")))
+    echo "  peak $(($(peak_kib "$p") / 1024)) MiB: $(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-100)" >&2
+done
 
 # SeaweedFS: master, volume, filer and S3 in one process; default replication.
 mkdir -p "$WORK/weed"

@@ -354,7 +354,7 @@ impl S3 for Endpoint {
                     }
                 };
                 file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
-                StreamingBlob::wrap(tokio_util::io::ReaderStream::new(file.take(end - start)))
+                StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 << 10))
             }
         };
         let mut output = GetObjectOutput {
