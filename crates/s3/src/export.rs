@@ -76,9 +76,10 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
     }
 }
 
-async fn fetch<T: Send + 'static>(rpc: &str, f: impl FnOnce(&Client) -> Result<T, tessera_client::ClientError> + Send + 'static) -> T
+/// Runs one blocking node query; a failure is logged and reads as nothing.
+async fn fetch<T>(rpc: &str, f: impl FnOnce(&Client) -> Result<T, tessera_client::ClientError> + Send + 'static) -> T
 where
-    T: Default,
+    T: Default + Send + 'static,
 {
     let client = Client::new(rpc);
     match tokio::task::spawn_blocking(move || f(&client)).await {

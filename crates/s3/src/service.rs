@@ -178,10 +178,10 @@ impl Gateway {
         let cid = stored?;
         let meta = ObjectMeta { cid, size: spooled.size, etag: etag_hex, modified_ms: now_ms(), content_type };
         let old = self.index.put_object(bucket, key, &meta).map_err(internal)?;
-        if let Some(old) = old {
-            if old.cid != meta.cid {
-                self.release(owner, old.cid).await;
-            }
+        if let Some(old) = old
+            && old.cid != meta.cid
+        {
+            self.release(owner, old.cid).await;
         }
         Ok(meta)
     }
@@ -273,7 +273,7 @@ impl S3 for Endpoint {
             None => {}
         }
         self.index.put_bucket(name, &BucketMeta { owner: caller.key_name, created_ms: now_ms() }).map_err(internal)?;
-        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")), ..Default::default() }))
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
@@ -400,10 +400,10 @@ impl S3 for Endpoint {
         }
         // The copy shares the stored content; deals end when the last reference goes.
         let old = self.index.put_object(&input.bucket, &input.key, &meta).map_err(internal)?;
-        if let Some(old) = old {
-            if old.cid != meta.cid {
-                self.release(&caller.key_name, old.cid).await;
-            }
+        if let Some(old) = old
+            && old.cid != meta.cid
+        {
+            self.release(&caller.key_name, old.cid).await;
         }
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
