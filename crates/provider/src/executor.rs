@@ -3,10 +3,8 @@
 //! builds the report the ledger settles on.
 //!
 //! Each job works in `<data>/jobs/<id>/`: `in/`, `out/`, `log` (served to the
-//! buyer; written once when a run ends, held in memory while it runs) and,
-//! once finished, `outcome-<lease>.json`, so a restarted provider reports a
-//! finished job instead of running it again. What a job is doing now (its
-//! phase) lives in memory only.
+//! buyer), `phase` (what is happening now) and, once finished, `outcome.json`,
+//! so a restarted provider reports a finished job instead of running it again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,19 +26,7 @@ pub struct Executor {
     pub rpc: String,
     /// Loaded models, by (model, tokenizer, config) hash; the last one stays loaded.
     embedder: Mutex<Option<(String, Arc<Embedder>)>>,
-    /// Phase of recent jobs and the log of running ones, by job id.
-    live: Mutex<std::collections::BTreeMap<u64, Live>>,
 }
-
-#[derive(Default)]
-struct Live {
-    phase: String,
-    /// Log lines of the run in progress, not yet in the log file.
-    log: Vec<u8>,
-}
-
-/// Jobs whose phase is remembered after they finish.
-const PHASES_KEPT: usize = 4096;
 
 /// How a run ended, as saved in `outcome.json`.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -60,7 +46,7 @@ pub enum Verdict {
 impl Executor {
     pub fn new(dir: PathBuf, results: Arc<ResultStore>, models: Arc<ModelCache>, rpc: String) -> std::io::Result<Executor> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Executor { dir, results, models, rpc, embedder: Mutex::new(None), live: Mutex::new(Default::default()) })
+        Ok(Executor { dir, results, models, rpc, embedder: Mutex::new(None) })
     }
 
     pub fn job_dir(&self, job: u64) -> PathBuf {
@@ -68,57 +54,21 @@ impl Executor {
     }
 
     pub fn phase(&self, job: u64) -> Option<String> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&job).map(|l| l.phase.clone()).filter(|p| !p.is_empty())
+        std::fs::read_to_string(self.job_dir(job).join("phase")).ok()
     }
 
     pub fn log_path(&self, job: u64) -> PathBuf {
         self.job_dir(job).join("log")
     }
 
-    /// The job's log: earlier runs' (the file) and the one in progress.
-    pub fn logs(&self, job: u64) -> Option<Vec<u8>> {
-        let file = std::fs::read(self.log_path(job)).ok();
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&job).map(|l| l.log.clone()).filter(|l| !l.is_empty());
-        match (file, live) {
-            (None, None) => None,
-            (f, l) => Some([f.unwrap_or_default(), l.unwrap_or_default()].concat()),
-        }
-    }
-
-    fn with_live(&self, job: u64, f: impl FnOnce(&mut Live)) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        f(live.entry(job).or_default());
-        if live.len() > PHASES_KEPT {
-            // Forget the oldest finished jobs; a running job's entry holds its log.
-            let finished: Vec<u64> = live.iter().filter(|(_, l)| l.log.is_empty()).map(|(id, _)| *id).take(live.len() - PHASES_KEPT).collect();
-            for id in finished {
-                live.remove(&id);
-            }
-        }
-    }
-
     fn set_phase(&self, job: u64, phase: &str) {
-        self.with_live(job, |l| l.phase = phase.to_string());
+        let _ = std::fs::write(self.job_dir(job).join("phase"), phase);
         self.log(job, phase);
     }
 
     fn log(&self, job: u64, line: &str) {
-        self.with_live(job, |l| {
-            let _ = writeln!(l.log, "[provider] {line}");
-        });
-    }
-
-    /// Appends what the run logged to the log file, in one write.
-    fn flush_log(&self, job: u64) {
-        let bytes = {
-            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            live.get_mut(&job).map(|l| std::mem::take(&mut l.log)).unwrap_or_default()
-        };
-        if bytes.is_empty() {
-            return;
-        }
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(job)) {
-            let _ = f.write_all(&bytes);
+            let _ = writeln!(f, "[provider] {line}");
         }
     }
 
@@ -127,8 +77,6 @@ impl Executor {
         let dir = self.job_dir(job);
         let saved_path = dir.join(format!("outcome-{lease}.json"));
         if let Some(saved) = std::fs::read(&saved_path).ok().and_then(|b| serde_json::from_slice::<Saved>(&b).ok()) {
-            let phase = if matches!(saved, Saved::Succeeded { .. }) { "done" } else { "finished" };
-            self.with_live(job, |l| l.phase = phase.to_string());
             return verdict(saved);
         }
         // A run cut short by a restart starts over from clean directories.
@@ -158,7 +106,6 @@ impl Executor {
                 Saved::Refused { reason }
             }
         };
-        self.flush_log(job);
         let _ = std::fs::write(&saved_path, serde_json::to_vec(&saved).expect("outcome serialises"));
         let _ = std::fs::remove_dir_all(dir.join("in"));
         verdict(saved)
@@ -227,7 +174,9 @@ impl Executor {
                 return Err(e);
             }
         };
-        self.with_live(job, |l| l.log.extend_from_slice(&out.stderr));
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(self.log_path(job)) {
+            let _ = f.write_all(&out.stderr);
+        }
         self.log(job, &format!("exit status {}, {} instructions", out.exit_code, out.fuel_used));
         if out.exit_code != 0 {
             let tail = String::from_utf8_lossy(&out.stderr);

@@ -96,9 +96,9 @@ async fn get_result(State(s): State<Arc<ServerState>>, Path(hash): Path<String>)
 }
 
 async fn job_logs(State(s): State<Arc<ServerState>>, Path(id): Path<u64>) -> Response {
-    match s.executor.logs(id) {
-        Some(bytes) => bytes.into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no log of job {id} here")),
+    match tokio::fs::read(s.executor.log_path(id)).await {
+        Ok(bytes) => bytes.into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, format!("no log of job {id} here")),
     }
 }
 
