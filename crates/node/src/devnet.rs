@@ -181,6 +181,21 @@ fn key_or_create(ring: &Keyring, name: &str) -> anyhow::Result<KeyPair> {
 
 /// The genesis of a fresh devnet: `dev` and `testN` funded from the keyring, the
 /// validator bonded.
+/// Block time the default parameters' block counts are set for.
+const DEFAULT_BLOCK_MS: u64 = 500;
+
+/// The chain's default parameters, with the provider heartbeat timeout kept
+/// at least as long in wall-clock time as at the default block time: a devnet
+/// with faster blocks on a busy machine must not take live providers for
+/// dead ones (and lose their leases and storage placements).
+pub fn devnet_params(block_time: Duration) -> Params {
+    let mut params = Params::default();
+    let ms = (block_time.as_millis() as u64).max(1);
+    let timeout = params.registry.heartbeat_timeout_blocks;
+    params.registry.heartbeat_timeout_blocks = timeout.max(timeout * DEFAULT_BLOCK_MS / ms);
+    params
+}
+
 pub fn devnet_genesis(cfg: &DevnetConfig, validator: &KeyPair) -> anyhow::Result<Genesis> {
     let mut accounts = vec![GenesisAccount { address: key_or_create(&cfg.keyring, "dev")?.address(), balance: DEV_BALANCE }];
     for i in 1..=cfg.test_accounts {
@@ -197,7 +212,7 @@ pub fn devnet_genesis(cfg: &DevnetConfig, validator: &KeyPair) -> anyhow::Result
     Ok(Genesis {
         chain_id: cfg.chain_id.clone(),
         genesis_time_ms,
-        params: Params::default(),
+        params: devnet_params(cfg.block_time),
         accounts,
         validators: vec![GenesisValidator {
             operator: validator.address(),
@@ -325,5 +340,19 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     {
         tokio::signal::ctrl_c().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_blocks_keep_the_heartbeat_timeout_in_wall_clock_time() {
+        let blocks = |ms| devnet_params(Duration::from_millis(ms)).registry.heartbeat_timeout_blocks;
+        let default = Params::default().registry.heartbeat_timeout_blocks;
+        assert_eq!(blocks(500), default);
+        assert_eq!(blocks(100), default * 5);
+        assert_eq!(blocks(2000), default, "slower blocks never shorten it");
     }
 }

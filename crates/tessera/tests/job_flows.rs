@@ -219,7 +219,8 @@ fn jobs_run_pay_and_survive_a_dead_provider() {
     let _ = restarted.wait();
     let j = job(&net, id);
     assert_eq!(j.state, "succeeded", "{j:?}");
-    assert_eq!(j.provider, Some(holder));
+    let restarted_log = std::fs::read_to_string(net.home.join("restarted-provider.log")).unwrap_or_default();
+    assert_eq!(j.provider, Some(holder), "{j:?}\nrestarted provider's log:\n{restarted_log}");
     assert_eq!(j.orders.len(), 1, "not re-placed");
     assert!(j.lost_to.is_empty());
 }
