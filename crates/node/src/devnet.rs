@@ -184,15 +184,19 @@ fn key_or_create(ring: &Keyring, name: &str) -> anyhow::Result<KeyPair> {
 /// Block time the default parameters' block counts are set for.
 const DEFAULT_BLOCK_MS: u64 = 500;
 
-/// The chain's default parameters, with the provider heartbeat timeout kept
-/// at least as long in wall-clock time as at the default block time: a devnet
-/// with faster blocks on a busy machine must not take live providers for
-/// dead ones (and lose their leases and storage placements).
+/// The chain's default parameters, with every liveness window (provider
+/// heartbeat timeout, storage challenge epoch and answer window, upload grace)
+/// kept at least as long in wall-clock time as at the default block time: a
+/// devnet with faster blocks on a busy machine must not take live providers
+/// for dead ones or late proofs for missing pieces.
 pub fn devnet_params(block_time: Duration) -> Params {
     let mut params = Params::default();
     let ms = (block_time.as_millis() as u64).max(1);
-    let timeout = params.registry.heartbeat_timeout_blocks;
-    params.registry.heartbeat_timeout_blocks = timeout.max(timeout * DEFAULT_BLOCK_MS / ms);
+    let scale = |blocks: u64| blocks.max(blocks * DEFAULT_BLOCK_MS / ms);
+    params.registry.heartbeat_timeout_blocks = scale(params.registry.heartbeat_timeout_blocks);
+    params.storage.epoch_blocks = scale(params.storage.epoch_blocks);
+    params.storage.challenge_window_blocks = scale(params.storage.challenge_window_blocks);
+    params.storage.upload_grace_blocks = scale(params.storage.upload_grace_blocks);
     params
 }
 
@@ -348,11 +352,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fast_blocks_keep_the_heartbeat_timeout_in_wall_clock_time() {
-        let blocks = |ms| devnet_params(Duration::from_millis(ms)).registry.heartbeat_timeout_blocks;
-        let default = Params::default().registry.heartbeat_timeout_blocks;
-        assert_eq!(blocks(500), default);
-        assert_eq!(blocks(100), default * 5);
-        assert_eq!(blocks(2000), default, "slower blocks never shorten it");
+    fn fast_blocks_keep_liveness_windows_in_wall_clock_time() {
+        let d = Params::default();
+        let fast = devnet_params(Duration::from_millis(100));
+        assert_eq!(fast.registry.heartbeat_timeout_blocks, d.registry.heartbeat_timeout_blocks * 5);
+        assert_eq!(fast.storage.epoch_blocks, d.storage.epoch_blocks * 5);
+        assert_eq!(fast.storage.challenge_window_blocks, d.storage.challenge_window_blocks * 5);
+        assert_eq!(devnet_params(Duration::from_millis(500)), d);
+        assert_eq!(devnet_params(Duration::from_millis(2000)), d, "slower blocks never shorten them");
     }
 }
