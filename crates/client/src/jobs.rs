@@ -78,6 +78,12 @@ pub fn fetch_manifest(endpoint: &str, result: &Hash32) -> Result<ResultManifest,
 
 /// Streams one result file to `dest`, checking its hash; a mismatch leaves nothing behind.
 pub fn fetch_file(endpoint: &str, file: &ResultFile, dest: &Path) -> Result<(), ClientError> {
+    fetch_file_observed(endpoint, file, dest, &mut |_| {})
+}
+
+/// `fetch_file`, showing each chunk to `on_chunk` as it passes (for a second
+/// digest without reading the file again).
+pub fn fetch_file_observed(endpoint: &str, file: &ResultFile, dest: &Path, on_chunk: &mut dyn FnMut(&[u8])) -> Result<(), ClientError> {
     let url = format!("{}/results/{}", endpoint.trim_end_matches('/'), file.hash);
     let mut reader = get(&url)?.into_reader().take(file.size + 1);
     let part = dest.with_extension("part");
@@ -96,6 +102,7 @@ pub fn fetch_file(endpoint: &str, file: &ResultFile, dest: &Path) -> Result<(), 
         }
         total += n as u64;
         hasher.update(&buf[..n]);
+        on_chunk(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io)?;
     }
     if total != file.size || Hash32(*hasher.finalize().as_bytes()) != file.hash {

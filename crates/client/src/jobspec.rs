@@ -127,13 +127,14 @@ fn default_window() -> u64 {
     2
 }
 
-/// An input before it is placed: a local file, an object of an S3 bucket, or
-/// already in the storage network.
+/// An input before it is placed: a local file, an object of an S3 bucket,
+/// already in the storage network, or bytes known already (an empty object).
 #[derive(Clone, Debug)]
 pub enum Source {
     File(PathBuf),
     S3(S3Url),
     Stored { cid: String, size: u64 },
+    Inline(Vec<u8>),
 }
 
 /// A parsed spec whose local inputs are not yet placed.
@@ -376,7 +377,7 @@ impl Draft {
                 *source = match &cid {
                     Some(cid) => Source::Stored { cid: cid.clone(), size },
                     // An empty object has no content: it travels inline.
-                    None => Source::Stored { cid: String::new(), size: 0 },
+                    None => Source::Inline(Vec::new()),
                 };
             }
         }
@@ -410,8 +411,8 @@ impl Draft {
         for (slot, s) in std::mem::take(&mut self.inputs) {
             let input = match (stored.iter().find(|(st, _, _)| *st == slot), s) {
                 (Some((_, cid, size)), _) => Input::Stored { cid: cid.clone(), size: *size },
-                (None, Source::Stored { cid, size: 0 }) if cid.is_empty() => Input::Inline(Vec::new()),
                 (None, Source::Stored { cid, size }) => Input::Stored { cid, size },
+                (None, Source::Inline(bytes)) => Input::Inline(bytes),
                 (None, Source::S3(url)) => return Err(format!("{slot}: {url} was not resolved to a content id")),
                 (None, Source::File(p)) => Input::Inline(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?),
             };

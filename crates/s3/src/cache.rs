@@ -5,7 +5,7 @@
 //! against their hashes (GET), so a GET of a recent object is a local read
 //! instead of K piece fetches and a decode.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -19,8 +19,37 @@ pub struct ContentCache {
 struct State {
     /// Content id -> (size, last use).
     entries: HashMap<[u8; 32], (u64, u64)>,
+    /// Last use -> content id: the eviction order, oldest first.
+    by_use: BTreeMap<u64, [u8; 32]>,
     bytes: u64,
     clock: u64,
+}
+
+impl State {
+    fn add(&mut self, cid: [u8; 32], size: u64) {
+        self.clock += 1;
+        self.entries.insert(cid, (size, self.clock));
+        self.by_use.insert(self.clock, cid);
+        self.bytes += size;
+    }
+
+    /// Marks `cid` used now; false when it is not cached.
+    fn touch(&mut self, cid: &[u8; 32]) -> bool {
+        self.clock += 1;
+        let clock = self.clock;
+        let Some(entry) = self.entries.get_mut(cid) else { return false };
+        self.by_use.remove(&entry.1);
+        entry.1 = clock;
+        self.by_use.insert(clock, *cid);
+        true
+    }
+
+    fn remove(&mut self, cid: &[u8; 32]) {
+        if let Some((size, used)) = self.entries.remove(cid) {
+            self.by_use.remove(&used);
+            self.bytes -= size;
+        }
+    }
 }
 
 impl ContentCache {
@@ -34,12 +63,7 @@ impl ContentCache {
             let name = entry.file_name();
             let parsed = name.to_str().and_then(|n| hex::decode(n).ok()).and_then(|b| <[u8; 32]>::try_from(b).ok());
             match parsed {
-                Some(cid) if max_bytes > 0 => {
-                    let size = entry.metadata()?.len();
-                    state.clock += 1;
-                    state.entries.insert(cid, (size, state.clock));
-                    state.bytes += size;
-                }
+                Some(cid) if max_bytes > 0 => state.add(cid, entry.metadata()?.len()),
                 // Leftovers of an interrupted insert, or a disabled cache.
                 _ => {
                     let _ = std::fs::remove_file(entry.path());
@@ -58,16 +82,13 @@ impl ContentCache {
     /// The cached content, opened (an open file stays readable if it is evicted meanwhile).
     pub fn open_entry(&self, cid: &[u8; 32]) -> Option<std::fs::File> {
         let mut st = self.state.lock().expect("cache lock");
-        st.clock += 1;
-        let clock = st.clock;
-        let entry = st.entries.get_mut(cid)?;
-        entry.1 = clock;
+        if !st.touch(cid) {
+            return None;
+        }
         match std::fs::File::open(self.path(cid)) {
             Ok(f) => Some(f),
             Err(_) => {
-                if let Some((size, _)) = st.entries.remove(cid) {
-                    st.bytes -= size;
-                }
+                st.remove(cid);
                 None
             }
         }
@@ -85,19 +106,15 @@ impl ContentCache {
             let _ = std::fs::remove_file(file);
             return;
         }
-        st.clock += 1;
-        let clock = st.clock;
-        st.entries.insert(*cid, (size, clock));
-        st.bytes += size;
+        st.add(*cid, size);
         self.evict(&mut st);
     }
 
     /// Drops least recently used entries until the cache fits its bound.
     fn evict(&self, st: &mut State) {
         while st.bytes > self.max_bytes {
-            let Some((&cid, &(size, _))) = st.entries.iter().min_by_key(|(_, (_, used))| *used) else { break };
-            st.entries.remove(&cid);
-            st.bytes -= size;
+            let Some((_, &cid)) = st.by_use.first_key_value() else { break };
+            st.remove(&cid);
             let _ = std::fs::remove_file(self.path(&cid));
         }
     }

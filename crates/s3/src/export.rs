@@ -11,7 +11,6 @@
 //! storage full) is retried up to `MAX_ATTEMPTS` times.
 
 use md5::{Digest, Md5};
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,31 +190,16 @@ async fn copy_results(gateway: &Arc<Gateway>, job: &JobDto, owner: &str, bucket:
     let mut keys = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let key = format!("{prefix}{}", file.name);
+        let size = file.size;
         let path = gateway.spool_path();
         let (ep, target) = (endpoint.clone(), path.clone());
-        let fetched = tokio::task::spawn_blocking(move || -> anyhow::Result<[u8; 16]> {
-            jobs::fetch_file(&ep, &file, &target)?;
+        // The file is fetched with its MD5 (the object's ETag) taken on the way.
+        let md5: [u8; 16] = tokio::task::spawn_blocking(move || -> anyhow::Result<[u8; 16]> {
             let mut md5 = Md5::new();
-            let mut f = std::fs::File::open(&target)?;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                md5.update(&buf[..n]);
-            }
+            jobs::fetch_file_observed(&ep, &file, &target, &mut |chunk| md5.update(chunk))?;
             Ok(md5.finalize().into())
         })
-        .await?;
-        let md5 = match fetched {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
-        };
-        let size = std::fs::metadata(&path)?.len();
+        .await??;
         let spooled = Spooled { path, size, md5 };
         gateway
             .put_spooled(owner, bucket, &key, spooled, hex::encode(md5), None)

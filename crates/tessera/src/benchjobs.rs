@@ -165,14 +165,19 @@ fn noop_spec(pricing: Pricing) -> JobSpec {
             wall_secs: 10,
             max_output_mb: 1,
         }),
-        order: OrderSpec {
-            resources: Resources { cpu_cores: 1, ram_mb: 64, ..Resources::default() },
-            max_price_per_block: Amount::parse_tsr("0.01").expect("constant"),
-            duration_blocks: 200,
-            bid_window_blocks: 1,
-            pricing,
-        },
+        order: bench_order(64, 200, pricing),
         output: None,
+    }
+}
+
+/// One core at up to 0.01 TSR a block, a one-block bid window.
+fn bench_order(ram_mb: u64, duration_blocks: u64, pricing: Pricing) -> OrderSpec {
+    OrderSpec {
+        resources: Resources { cpu_cores: 1, ram_mb, ..Resources::default() },
+        max_price_per_block: Amount::parse_tsr("0.01").expect("constant"),
+        duration_blocks,
+        bid_window_blocks: 1,
+        pricing,
     }
 }
 
@@ -442,13 +447,7 @@ pub fn embed(ctx: &Ctx, a: EmbedArgs) -> anyhow::Result<()> {
             normalize: true,
             wall_secs: 3600,
         }),
-        order: OrderSpec {
-            resources: Resources { cpu_cores: 1, ram_mb: 512, ..Resources::default() },
-            max_price_per_block: Amount::parse_tsr("0.01").expect("constant"),
-            duration_blocks: 20_000,
-            bid_window_blocks: 1,
-            pricing: Pricing::Fixed,
-        },
+        order: bench_order(512, 20_000, Pricing::Fixed),
         output: None,
     };
     let h = client.sign_and_submit(&key, &chain_id, Amount::from_micro(1_000), Msg::Jobs(JobMsg::Submit { spec }))?;

@@ -215,6 +215,11 @@ impl Ctx {
     }
 
     /// Prints `value` as JSON, or runs `text` for humans.
+    /// The S3 access keys, `<home>/s3-keys` (home: the keyring's parent).
+    pub fn s3_keys(&self) -> tessera_s3::keys::AccessKeys {
+        tessera_s3::keys::AccessKeys::new(self.keyring.dir().parent().unwrap_or(std::path::Path::new(".")).join("s3-keys"))
+    }
+
     pub fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) {
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(value).expect("serialisable")),

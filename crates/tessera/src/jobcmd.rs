@@ -172,15 +172,13 @@ fn print_job(j: &JobDto, phase: Option<&str>) {
 
 /// An S3 client for `from`'s first access key, or for the AWS_* variables.
 fn s3_client(ctx: &Ctx, from: &str, endpoint: &str) -> anyhow::Result<S3Client> {
-    let home = ctx.keyring.dir().parent().unwrap_or(std::path::Path::new("."));
-    let keys = tessera_s3::keys::AccessKeys::new(home.join("s3-keys"));
-    if let Some(k) = keys.for_key(from) {
+    if let Some(k) = ctx.s3_keys().for_key(from) {
         return Ok(S3Client::new(endpoint, &k.access_key, &k.secret_key));
     }
     match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
         (Ok(a), Ok(s)) => Ok(S3Client::new(endpoint, &a, &s)),
         _ => bail!(
-            "the spec names S3 objects, but {from} has no S3 access key: create one with `tessera storage s3-key create --key {from}` \
+            "the spec names S3 objects, but {from} has no S3 access key: create one with `tessera storage s3-key create --from {from}` \
              (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
         ),
     }
@@ -238,7 +236,6 @@ fn wait_for_export(client: &Client, s3: &S3Client, job: &JobDto, timeout: Durati
     Ok(written)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, s3_endpoint: &str, wait: bool, timeout: Duration) -> anyhow::Result<()> {
     let key = ctx.keyring.get(from)?;
     let mut draft = jobspec::parse(spec_path).map_err(anyhow::Error::msg)?;

@@ -197,8 +197,7 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
         }
         StorageCmd::S3Key(S3KeyCmd::Create { from }) => {
             ctx.keyring.get(&from)?;
-            let keys = tessera_s3::keys::AccessKeys::new(ctx.keyring.dir().parent().unwrap_or(std::path::Path::new(".")).join("s3-keys"));
-            let k = keys.create(&from)?;
+            let k = ctx.s3_keys().create(&from)?;
             ctx.print(&k, |k| {
                 println!("access key  {}", k.access_key);
                 println!("secret key  {}", k.secret_key);
@@ -319,7 +318,7 @@ pub fn s3_serve(ctx: &Ctx, home: &std::path::Path, a: S3ServeArgs) -> anyhow::Re
     std::fs::create_dir_all(&data)?;
     let index = tessera_s3::index::Index::open(&data.join("index.redb"))
         .with_context(|| format!("opening {} (is another S3 endpoint using it?)", data.display()))?;
-    let keys = tessera_s3::keys::AccessKeys::new(home.join("s3-keys"));
+    let keys = ctx.s3_keys();
     let keyring = tessera_client::Keyring::new(ctx.keyring.dir().to_path_buf());
     let gateway = tessera_s3::service::Gateway::new(index, keys, keyring, ctx.client().base_url().to_string(), data.join("work"), a.cache_mib << 20)?;
     let listen = a.listen;
