@@ -105,10 +105,18 @@ impl Client {
 
     /// Signs `msg` with `key` at the account's next nonce (pending transactions
     /// counted) and submits it; returns the transaction hash.
+    /// Another client of the same key may take the nonce first; the
+    /// transaction is then signed again at the new next nonce (a few times).
     pub fn sign_and_submit(&self, key: &KeyPair, chain_id: &str, fee: Amount, msg: Msg) -> Result<Hash32, ClientError> {
-        let nonce = self.account(&key.address())?.next_nonce;
-        let body = TxBody { chain_id: chain_id.to_string(), signer: PublicKey(key.public_key()), nonce, fee, msg };
-        self.submit(&body.sign(key))
+        let mut attempts = 0;
+        loop {
+            let nonce = self.account(&key.address())?.next_nonce;
+            let body = TxBody { chain_id: chain_id.to_string(), signer: PublicKey(key.public_key()), nonce, fee, msg: msg.clone() };
+            match self.submit(&body.sign(key)) {
+                Err(ClientError::Rejected(reason)) if reason.contains("wrong nonce") && attempts < 8 => attempts += 1,
+                other => return other,
+            }
+        }
     }
 
     /// Polls until the transaction is in a committed block or `timeout` passes.

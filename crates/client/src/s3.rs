@@ -10,6 +10,8 @@ use crate::ClientError;
 
 /// Metadata header under which the endpoint reports an object's content id.
 pub const CID_META: &str = "x-amz-meta-tessera-cid";
+/// `pending` while the endpoint is still placing the content, then `stored`.
+pub const STATE_META: &str = "x-amz-meta-tessera-state";
 
 /// `s3://bucket/key` split into its parts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct ObjectHead {
     pub size: u64,
     /// Content id in the storage network; `None` for an empty object.
     pub cid: Option<String>,
+    /// Acknowledged by the endpoint but not yet on the storage network.
+    pub pending: bool,
 }
 
 pub struct S3Client {
@@ -185,7 +189,8 @@ impl S3Client {
                 self.endpoint
             )));
         }
-        Ok(Some(ObjectHead { size, cid }))
+        let pending = resp.header(STATE_META) == Some("pending");
+        Ok(Some(ObjectHead { size, cid, pending }))
     }
 }
 

@@ -50,65 +50,90 @@ fn endpoint(client: &Client, cache: &mut BTreeMap<Address, String>, provider: &A
     Ok(e)
 }
 
-pub fn put(
-    client: &Client,
-    key: &KeyPair,
-    path: &Path,
-    opts: &PutOptions,
-    progress: &mut dyn FnMut(&str, u64, u64),
-) -> anyhow::Result<PutResult> {
-    let open = || std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()));
-    let total = open()?.metadata()?.len();
-    anyhow::ensure!(total > 0, "{} is empty; there is nothing to store", path.display());
+fn open_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
 
-    // Pass 1: the manifest.
-    let mut reader = SegmentReader::new(std::io::BufReader::new(open()?), opts.scheme, opts.segment_bytes)?;
+/// Pass 1, without the network: the manifest of a file, and so its content id.
+pub fn manifest_of_file(path: &Path, opts: &PutOptions, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<Manifest> {
+    let total = open_file(path)?.metadata()?.len();
+    anyhow::ensure!(total > 0, "{} is empty; there is nothing to store", path.display());
+    let mut reader = SegmentReader::new(std::io::BufReader::new(open_file(path)?), opts.scheme, opts.segment_bytes)?;
     let mut done = 0;
     for seg in reader.by_ref() {
         done += seg?.entry.len;
         progress("encoding", done, total);
     }
-    let manifest = reader.manifest();
+    Ok(reader.manifest())
+}
+
+/// The escrow the deals of `manifest` lock (their price ceiling for the whole duration).
+pub fn escrow_of(manifest: &Manifest, opts: &PutOptions) -> Option<Amount> {
+    manifest.segments.chunks(MAX_SEGMENTS_PER_DEAL).try_fold(Amount::ZERO, |sum, segs| {
+        let piece_bytes = segs.iter().flat_map(|s| s.pieces.iter().map(|p| p.len)).sum::<u64>();
+        sum.checked_add(tessera_ledger::storage::deal_escrow(opts.max_price_per_gib_block, piece_bytes, opts.duration_blocks)?)
+    })
+}
+
+/// One `CreateDeal` per group of segments: the ledger places each segment's pieces.
+fn deal_msgs(manifest: &Manifest, opts: &PutOptions) -> Vec<Msg> {
     let cid = manifest.cid();
-
-    // Deals: the ledger places each segment's pieces.
-    let mut deals: Vec<DealDto> = Vec::new();
-    for group in manifest.segments.chunks(MAX_SEGMENTS_PER_DEAL).enumerate().map(|(g, s)| (g * MAX_SEGMENTS_PER_DEAL, s)) {
-        let (first, segs) = group;
-        let segments = segs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SegmentPieces {
-                segment: (first + i) as u32,
-                len: s.len,
-                hash: s.hash,
-                pieces: s.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
+    manifest
+        .segments
+        .chunks(MAX_SEGMENTS_PER_DEAL)
+        .enumerate()
+        .map(|(g, segs)| {
+            let first = g * MAX_SEGMENTS_PER_DEAL;
+            let segments = segs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SegmentPieces {
+                    segment: (first + i) as u32,
+                    len: s.len,
+                    hash: s.hash,
+                    pieces: s.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
+                })
+                .collect();
+            Msg::Storage(StorageMsg::CreateDeal {
+                cid: cid.0,
+                scheme: opts.scheme,
+                segment_bytes: manifest.segment_bytes,
+                segments,
+                duration_blocks: opts.duration_blocks,
+                max_price_per_gib_block: opts.max_price_per_gib_block,
             })
-            .collect();
-        let msg = Msg::Storage(StorageMsg::CreateDeal {
-            cid: cid.0,
-            scheme: opts.scheme,
-            segment_bytes: manifest.segment_bytes,
-            segments,
-            duration_blocks: opts.duration_blocks,
-            max_price_per_gib_block: opts.max_price_per_gib_block,
-        });
-        let r = submit_and_wait(client, key, msg).map_err(|e| anyhow::anyhow!("storage deal refused: {e}"))?;
-        let id: u64 = r
-            .events
-            .iter()
-            .find(|e| e.kind == "storage.deal_created")
-            .and_then(|e| e.get("deal"))
-            .and_then(|d| d.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("deal created without an id event"))?;
-        deals.push(client.get(&format!("/deals/{id}"))?);
-    }
+        })
+        .collect()
+}
 
-    // Pass 2: the pieces, to the providers of the deals.
-    let mut endpoints = BTreeMap::new();
+/// The deal a committed `CreateDeal` opened.
+fn deal_of(client: &Client, hash: &Hash32) -> anyhow::Result<DealDto> {
+    let r = client.wait_for_tx(hash, Duration::from_secs(60))?;
+    anyhow::ensure!(r.code == 0, "storage deal refused: {}", r.log);
+    let id: u64 = r
+        .events
+        .iter()
+        .find(|e| e.kind == "storage.deal_created")
+        .and_then(|e| e.get("deal"))
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("deal created without an id event"))?;
+    Ok(client.get(&format!("/deals/{id}"))?)
+}
+
+/// Pass 2: the pieces, to the providers the deals name; returns the pieces
+/// that did not arrive (their providers rebuild them later).
+fn upload_pieces(
+    client: &Client,
+    path: &Path,
+    opts: &PutOptions,
+    manifest: &Manifest,
+    deals: &[DealDto],
+    endpoints: &mut BTreeMap<Address, String>,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> anyhow::Result<usize> {
     let mut missed = 0;
     let k = opts.scheme.data as usize;
-    let mut reader = SegmentReader::new(std::io::BufReader::new(open()?), opts.scheme, opts.segment_bytes)?;
+    let mut reader = SegmentReader::new(std::io::BufReader::new(open_file(path)?), opts.scheme, opts.segment_bytes)?;
     let mut done = 0;
     for seg in reader.by_ref() {
         let seg = seg?;
@@ -118,7 +143,7 @@ pub fn put(
         let mut uploaded = 0;
         for p in deal.pieces.iter().filter(|p| p.segment == seg.index as u32) {
             let bytes = &seg.pieces[p.index as usize];
-            let ok = endpoint(client, &mut endpoints, &p.provider).and_then(|e| upload_piece(&e, &p.hash, bytes).map_err(Into::into));
+            let ok = endpoint(client, endpoints, &p.provider).and_then(|e| upload_piece(&e, &p.hash, bytes).map_err(Into::into));
             match ok {
                 Ok(()) => uploaded += 1,
                 Err(_) => missed += 1,
@@ -126,9 +151,61 @@ pub fn put(
         }
         anyhow::ensure!(uploaded >= k, "segment {}: only {uploaded} pieces reached their providers; {k} are needed", seg.index);
         done += seg.entry.len;
-        progress("uploading", done, total);
+        progress("uploading", done, manifest.total_len);
     }
-    Ok(PutResult { cid, bytes: total, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })
+    Ok(missed)
+}
+
+pub fn put(
+    client: &Client,
+    key: &KeyPair,
+    path: &Path,
+    opts: &PutOptions,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> anyhow::Result<PutResult> {
+    put_many(client, key, &[path], opts, progress).pop().expect("one result per file")
+}
+
+/// Stores several files, paid by `key`, with their deals in as few blocks as
+/// possible: every file's deals are submitted before any is waited for.
+/// Returns one result per file, in order; one file's failure does not stop
+/// the others.
+pub fn put_many(
+    client: &Client,
+    key: &KeyPair,
+    paths: &[&Path],
+    opts: &PutOptions,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Vec<anyhow::Result<PutResult>> {
+    let fee = Amount::from_micro(1_000);
+    let chain_id = match client.status() {
+        Ok(s) => s.chain_id,
+        Err(e) => return paths.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
+    };
+    // Pass 1 and the deals' transactions, for every file.
+    let submitted: Vec<anyhow::Result<(Manifest, Vec<Hash32>)>> = paths
+        .iter()
+        .map(|path| {
+            let manifest = manifest_of_file(path, opts, progress)?;
+            let hashes = deal_msgs(&manifest, opts)
+                .into_iter()
+                .map(|msg| client.sign_and_submit(key, &chain_id, fee, msg).map_err(|e| anyhow::anyhow!("storage deal refused: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok((manifest, hashes))
+        })
+        .collect();
+    // Pass 2 once each file's deals are on the ledger.
+    let mut endpoints = BTreeMap::new();
+    paths
+        .iter()
+        .zip(submitted)
+        .map(|(path, submitted)| {
+            let (manifest, hashes) = submitted?;
+            let deals = hashes.iter().map(|h| deal_of(client, h)).collect::<anyhow::Result<Vec<_>>>()?;
+            let missed = upload_pieces(client, path, opts, &manifest, &deals, &mut endpoints, progress)?;
+            Ok(PutResult { cid: manifest.cid(), bytes: manifest.total_len, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })
+        })
+        .collect()
 }
 
 /// Active deals of a content id, and the manifest they describe (checked

@@ -36,6 +36,8 @@ pub struct DevnetConfig {
     pub s3: SocketAddr,
     /// The S3 endpoint's read cache in MiB (0: none).
     pub s3_cache_mib: u64,
+    /// The S3 endpoint's bound on acknowledged, not yet placed bodies in MiB.
+    pub s3_staging_mib: u64,
 }
 
 const PROVIDER_BALANCE: Amount = Amount::from_tsr(1_000);
@@ -101,8 +103,8 @@ fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
 /// Starts the S3 endpoint (`tessera s3 serve`) as a child process.
 fn spawn_s3(cfg: &DevnetConfig) -> anyhow::Result<ProviderChild> {
     let data_dir = cfg.dir.join("s3").display().to_string();
-    let cache = cfg.s3_cache_mib.to_string();
-    let args = ["s3", "serve", "--listen", &cfg.s3.to_string(), "--data-dir", &data_dir, "--cache-mib", &cache];
+    let (cache, staging) = (cfg.s3_cache_mib.to_string(), cfg.s3_staging_mib.to_string());
+    let args = ["s3", "serve", "--listen", &cfg.s3.to_string(), "--data-dir", &data_dir, "--cache-mib", &cache, "--staging-mib", &staging];
     spawn_child(cfg, "s3", &args, &cfg.dir.join("s3.log"))
 }
 
@@ -297,7 +299,8 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
         let name = names.iter().find(|(_, addr)| *addr == a.address).map(|(n, _)| n.as_str()).unwrap_or("validator");
         println!("  account      {:<10} {}  {} TSR at genesis", name, a.address, a.balance);
     }
-    println!("  S3           http://{} (keys: tessera storage s3-key create)", cfg.s3);
+    let s3_pid = providers.iter().find(|p| p.name == "s3").map_or(0, |p| p.child.id());
+    println!("  S3           http://{} pid {s3_pid} (keys: tessera storage s3-key create)", cfg.s3);
     for p in providers.iter().filter(|p| p.name != "s3") {
         println!(
             "  provider     {:<10} pid {}  log {}",

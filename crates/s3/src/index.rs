@@ -9,6 +9,30 @@ const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// Job id -> what became of exporting its result files.
 const EXPORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("exports");
+/// `<cid hex>/<owner>` -> content acknowledged to a client but not yet on
+/// the storage network (its body is staged on the endpoint's disk).
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+
+/// Content waiting for its storage deals and piece uploads.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Pending {
+    pub cid: [u8; 32],
+    /// Keyring key that pays for the deals.
+    pub owner: String,
+    pub size: u64,
+    /// Escrow (micro-TSR) its deals will lock.
+    pub escrow: u128,
+    pub since_ms: u64,
+    /// Failed placement attempts so far, and the last reason.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+impl Pending {
+    fn key(&self) -> String {
+        format!("{}/{}", hex::encode(self.cid), self.owner)
+    }
+}
 
 /// The export of one job's result files into a bucket.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -53,6 +77,7 @@ impl Index {
             w.open_table(BUCKETS)?;
             w.open_table(OBJECTS)?;
             w.open_table(EXPORTS)?;
+            w.open_table(PENDING)?;
         }
         w.commit()?;
         Ok(Index { db })
@@ -114,6 +139,79 @@ impl Index {
         };
         w.commit()?;
         Ok(old)
+    }
+
+    /// Stores `meta` and, in the same transaction, records its content as
+    /// pending placement (unless it already is for this owner); returns the
+    /// object it replaced.
+    pub fn put_object_pending(&self, bucket: &str, key: &str, meta: &ObjectMeta, pending: &Pending) -> anyhow::Result<Option<ObjectMeta>> {
+        let w = self.db.begin_write()?;
+        let old = {
+            let mut p = w.open_table(PENDING)?;
+            let pkey = pending.key();
+            if p.get(pkey.as_str())?.is_none() {
+                p.insert(pkey.as_str(), borsh::to_vec(pending)?.as_slice())?;
+            }
+            let mut t = w.open_table(OBJECTS)?;
+            let old = t.insert(object_key(bucket, key).as_str(), borsh::to_vec(meta)?.as_slice())?;
+            match old {
+                Some(v) => Some(borsh::from_slice(v.value())?),
+                None => None,
+            }
+        };
+        w.commit()?;
+        Ok(old)
+    }
+
+    /// Everything waiting for placement, oldest content id first.
+    pub fn pending(&self) -> anyhow::Result<Vec<Pending>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PENDING)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            out.push(borsh::from_slice(item?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Whether content `cid` waits for placement for any owner.
+    pub fn is_pending(&self, cid: &[u8; 32]) -> anyhow::Result<bool> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PENDING)?;
+        let prefix = format!("{}/", hex::encode(cid));
+        let first = t.range::<&str>(prefix.as_str()..)?.next();
+        Ok(match first {
+            Some(item) => item?.0.value().starts_with(&prefix),
+            None => false,
+        })
+    }
+
+    /// Records a failed placement attempt.
+    pub fn pending_failed(&self, pending: &Pending, reason: &str) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(PENDING)?;
+            let pkey = pending.key();
+            let current: Option<Pending> = match t.get(pkey.as_str())? {
+                Some(v) => Some(borsh::from_slice(v.value())?),
+                None => None,
+            };
+            if let Some(mut p) = current {
+                p.attempts += 1;
+                p.last_error = Some(reason.chars().take(500).collect());
+                t.insert(pkey.as_str(), borsh::to_vec(&p)?.as_slice())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Removes a pending entry (placed, or no longer wanted).
+    pub fn pending_done(&self, pending: &Pending) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        w.open_table(PENDING)?.remove(pending.key().as_str())?;
+        w.commit()?;
+        Ok(())
     }
 
     pub fn delete_object(&self, bucket: &str, key: &str) -> anyhow::Result<Option<ObjectMeta>> {

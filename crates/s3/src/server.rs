@@ -23,7 +23,8 @@ impl S3Auth for KeyAuth {
     }
 }
 
-/// Serves until `stop` is set; also writes job results into buckets (`export`).
+/// Serves until `stop` is set; also places acknowledged bodies on the
+/// storage network (`placer`) and writes job results into buckets (`export`).
 pub async fn serve(gateway: Gateway, listen: SocketAddr, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let auth = KeyAuth { keys: AccessKeys::new(gateway.keys.dir().to_path_buf()) };
     let gateway = Arc::new(gateway);
@@ -34,6 +35,7 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr, stop: Arc<AtomicBool>) 
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (in use? pick another with --listen): {e}"))?;
     println!("S3 endpoint on http://{listen}");
+    tokio::spawn(crate::placer::run(gateway.clone(), stop.clone()));
     tokio::spawn(crate::export::run(gateway, stop.clone()));
     let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     while !stop.load(Ordering::Relaxed) {

@@ -14,8 +14,9 @@ use tessera_types::{Amount, Hash32};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::cache::ContentCache;
-use crate::index::{BucketMeta, Index, ObjectMeta};
+use crate::index::{BucketMeta, Index, ObjectMeta, Pending};
 use crate::keys::{AccessKey, AccessKeys};
+use crate::placer::{Staged, Staging};
 
 /// Largest object or part body accepted (S3's single-PUT limit).
 pub const MAX_OBJECT_BYTES: u64 = 5 << 30;
@@ -32,6 +33,8 @@ pub struct Gateway {
     pub put_options: PutOptions,
     /// Recently stored or read objects, by content id.
     pub cache: ContentCache,
+    /// Acknowledged bodies waiting for the storage network.
+    pub staging: Staging,
 }
 
 /// Default bound of the read cache.
@@ -76,11 +79,14 @@ pub(crate) struct Spooled {
 }
 
 impl Gateway {
-    pub fn new(index: Index, keys: AccessKeys, keyring: Keyring, rpc: String, work_dir: PathBuf, cache_bytes: u64) -> anyhow::Result<Gateway> {
+    /// `staging_bytes` bounds acknowledged bodies not yet on the storage
+    /// network; 0 makes every PUT wait for its deals and pieces.
+    pub fn new(index: Index, keys: AccessKeys, keyring: Keyring, rpc: String, work_dir: PathBuf, cache_bytes: u64, staging_bytes: u64) -> anyhow::Result<Gateway> {
         std::fs::create_dir_all(work_dir.join("spool"))?;
         std::fs::create_dir_all(work_dir.join("uploads"))?;
         let cache = ContentCache::open(&work_dir.join("cache"), cache_bytes)?;
-        Ok(Gateway { index, keys, keyring, rpc, work_dir, put_options: default_put_options(), cache })
+        let staging = Staging::open(&work_dir.join("staged"), staging_bytes, &index)?;
+        Ok(Gateway { index, keys, keyring, rpc, work_dir, put_options: default_put_options(), cache, staging })
     }
 
     fn caller<T>(&self, req: &S3Request<T>) -> S3Result<AccessKey> {
@@ -151,7 +157,7 @@ impl Gateway {
     }
 
     /// Ends the deals of `cid` once no object points at it any more.
-    async fn release(&self, owner: &str, cid: Option<[u8; 32]>) {
+    pub(crate) async fn release(&self, owner: &str, cid: Option<[u8; 32]>) {
         let Some(cid) = cid else { return };
         if self.index.references(&cid).unwrap_or(1) > 0 {
             return;
@@ -165,25 +171,112 @@ impl Gateway {
     }
 
     /// Stores a spooled body as `bucket/key` paid by keyring key `owner`,
-    /// releasing the content it replaced.
+    /// releasing the content it replaced. The body is acknowledged once it is
+    /// staged (the placer puts it on the storage network); with staging off,
+    /// or a body larger than the staging area, once its deals are committed
+    /// and its pieces uploaded.
     pub(crate) async fn put_spooled(&self, owner: &str, bucket: &str, key: &str, spooled: Spooled, etag_hex: String, content_type: Option<String>) -> S3Result<ObjectMeta> {
-        let stored = self.store(owner, &spooled).await;
-        match &stored {
-            // The body is exactly the stored content: it becomes the cached copy.
-            Ok(Some(cid)) => self.cache.insert(cid, &spooled.path, spooled.size),
-            _ => {
-                let _ = tokio::fs::remove_file(&spooled.path).await;
+        let staged = match spooled.size {
+            0 => None,
+            _ => match self.stage(owner, bucket, key, &spooled, &etag_hex, &content_type).await {
+                Ok(Some(done)) => Some(done),
+                Ok(None) => None,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&spooled.path).await;
+                    return Err(e);
+                }
+            },
+        };
+        let (meta, old) = match staged {
+            Some(done) => done,
+            None => {
+                let stored = self.store(owner, &spooled).await;
+                match &stored {
+                    // The body is exactly the stored content: it becomes the cached copy.
+                    Ok(Some(cid)) => self.cache.insert(cid, &spooled.path, spooled.size),
+                    _ => {
+                        let _ = tokio::fs::remove_file(&spooled.path).await;
+                    }
+                }
+                let cid = stored?;
+                let meta = ObjectMeta { cid, size: spooled.size, etag: etag_hex, modified_ms: now_ms(), content_type };
+                let old = self.index.put_object(bucket, key, &meta).map_err(internal)?;
+                (meta, old)
             }
-        }
-        let cid = stored?;
-        let meta = ObjectMeta { cid, size: spooled.size, etag: etag_hex, modified_ms: now_ms(), content_type };
-        let old = self.index.put_object(bucket, key, &meta).map_err(internal)?;
+        };
         if let Some(old) = old
             && old.cid != meta.cid
         {
             self.release(owner, old.cid).await;
         }
         Ok(meta)
+    }
+
+    /// Write-back: computes the body's content id, checks that `owner` can
+    /// pay for its deals, stages it and records the object. `None` when the
+    /// body must be stored synchronously instead (larger than the staging area).
+    async fn stage(
+        &self,
+        owner: &str,
+        bucket: &str,
+        key: &str,
+        spooled: &Spooled,
+        etag_hex: &str,
+        content_type: &Option<String>,
+    ) -> S3Result<Option<(ObjectMeta, Option<ObjectMeta>)>> {
+        if spooled.size > self.staging.max_bytes() {
+            return Ok(None);
+        }
+        let payer = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?.address();
+        let (rpc, path, opts) = (self.rpc.clone(), spooled.path.clone(), clone_opts(&self.put_options));
+        let (manifest, balance) = tokio::task::spawn_blocking(move || {
+            let manifest = tessera_client::storage::manifest_of_file(&path, &opts, &mut |_, _, _| {})?;
+            let escrow = tessera_client::storage::escrow_of(&manifest, &opts).ok_or_else(|| anyhow::anyhow!("the deal's escrow overflows"))?;
+            let balance = Client::new(&rpc).account(&payer)?.balance;
+            anyhow::Ok(((manifest, escrow), balance))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| s3_error!(ServiceUnavailable, "cannot prepare the object for the storage network: {e:#}"))?;
+        let (manifest, escrow) = manifest;
+        // Everything already acknowledged for this account must stay payable too.
+        let waiting: u128 = self.index.pending().map_err(internal)?.iter().filter(|p| p.owner == owner).map(|p| p.escrow).sum();
+        let fees = Amount::from_micro(1_000).micro() * manifest.segments.len().div_ceil(tessera_ledger::storage::MAX_SEGMENTS_PER_DEAL) as u128;
+        let needed = Amount(escrow.micro() + waiting + fees);
+        if balance < needed {
+            return Err(s3_error!(
+                AccessDenied,
+                "account {payer} cannot pay for storing this object: balance {balance} TSR, its deals and those still waiting need {needed} TSR"
+            ));
+        }
+        let cid = manifest.cid().0 .0;
+        let meta = ObjectMeta { cid: Some(cid), size: spooled.size, etag: etag_hex.to_string(), modified_ms: now_ms(), content_type: content_type.clone() };
+        let pending = Pending {
+            cid,
+            owner: owner.to_string(),
+            size: spooled.size,
+            escrow: escrow.micro(),
+            since_ms: meta.modified_ms,
+            attempts: 0,
+            last_error: None,
+        };
+        match self.staging.stage(&self.index, &spooled.path, &pending, bucket, key, &meta).await.map_err(internal)? {
+            Ok(Staged::Pending(old)) => Ok(Some((meta, old))),
+            Ok(Staged::TooLarge) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The metadata HEAD and GET report: the content id, and whether the
+    /// content is still waiting for the storage network.
+    fn object_metadata(&self, meta: &ObjectMeta) -> Option<Metadata> {
+        let cid = meta.cid?;
+        let state = if self.index.is_pending(&cid).unwrap_or(false) { "pending" } else { "stored" };
+        Some(
+            [("tessera-cid".to_string(), Cid(Hash32(cid)).to_string()), ("tessera-state".to_string(), state.to_string())]
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// A multipart upload of `bucket/key` started by `caller`.
@@ -208,7 +301,7 @@ impl Gateway {
     }
 }
 
-fn clone_opts(o: &PutOptions) -> PutOptions {
+pub(crate) fn clone_opts(o: &PutOptions) -> PutOptions {
     PutOptions {
         scheme: o.scheme,
         segment_bytes: o.segment_bytes,
@@ -238,12 +331,6 @@ impl std::ops::Deref for Endpoint {
     fn deref(&self) -> &Gateway {
         &self.0
     }
-}
-
-/// User metadata naming the content id an object is stored under
-/// (`x-amz-meta-tessera-cid`), so jobs can name objects as inputs.
-fn cid_metadata(meta: &ObjectMeta) -> Option<Metadata> {
-    meta.cid.map(|c| [("tessera-cid".to_string(), Cid(Hash32(c)).to_string())].into_iter().collect())
 }
 
 #[async_trait::async_trait]
@@ -314,7 +401,7 @@ impl S3 for Endpoint {
             last_modified: Some(timestamp(meta.modified_ms)),
             content_type: meta.content_type.clone(),
             accept_ranges: Some("bytes".into()),
-            metadata: cid_metadata(&meta),
+            metadata: self.object_metadata(&meta),
             ..Default::default()
         }))
     }
@@ -335,7 +422,8 @@ impl S3 for Endpoint {
         let body = match meta.cid {
             None => StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
             Some(cid) => {
-                let mut file = match self.cache.open_entry(&cid) {
+                let local = self.staging.open_body(&cid).or_else(|| self.cache.open_entry(&cid));
+                let mut file = match local {
                     Some(f) => tokio::fs::File::from_std(f),
                     None => {
                         let out = self.spool_path();
@@ -364,7 +452,7 @@ impl S3 for Endpoint {
             last_modified: Some(timestamp(meta.modified_ms)),
             content_type: meta.content_type.clone(),
             accept_ranges: Some("bytes".into()),
-            metadata: cid_metadata(&meta),
+            metadata: self.object_metadata(&meta),
             ..Default::default()
         };
         if range.is_some() {

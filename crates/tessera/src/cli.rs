@@ -101,6 +101,10 @@ pub struct DevnetArgs {
     /// The S3 endpoint's local read cache of objects by content id, in MiB (0: none).
     #[arg(long, default_value_t = tessera_s3::service::DEFAULT_CACHE_BYTES >> 20)]
     pub s3_cache_mib: u64,
+    /// Bound, in MiB, on S3 objects acknowledged but not yet on the storage
+    /// network (0: every PUT waits for its deals and pieces).
+    #[arg(long, default_value_t = tessera_s3::placer::DEFAULT_STAGING_BYTES >> 20)]
+    pub s3_staging_mib: u64,
 }
 
 #[derive(Subcommand)]
@@ -293,6 +297,7 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         model_source: a.model_source.or_else(tessera_runtime::models::default_model_dir).filter(|d| d.is_dir()),
         s3: a.s3.unwrap_or_else(|| tessera_node::devnet::s3_address(rpc)),
         s3_cache_mib: a.s3_cache_mib,
+        s3_staging_mib: a.s3_staging_mib,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tessera_node::devnet::run(cfg))

@@ -184,6 +184,9 @@ fn s3_client(ctx: &Ctx, from: &str, endpoint: &str) -> anyhow::Result<S3Client> 
     }
 }
 
+/// How long `job submit` waits for a just-uploaded S3 input to be placed.
+const S3_PLACEMENT_WAIT: Duration = Duration::from_secs(300);
+
 /// Turns the spec's `s3://` inputs into the content ids they are stored under
 /// and checks that the output bucket exists, before anything is paid.
 fn resolve_s3(ctx: &Ctx, from: &str, endpoint: &str, draft: &mut jobspec::Draft) -> anyhow::Result<Option<S3Client>> {
@@ -193,9 +196,28 @@ fn resolve_s3(ctx: &Ctx, from: &str, endpoint: &str, draft: &mut jobspec::Draft)
     }
     let s3 = s3_client(ctx, from, endpoint)?;
     for (slot, url) in inputs {
-        let head = s3.head_object(&url).with_context(|| format!("{slot} {url}"))?.with_context(|| {
-            format!("{slot}: there is no object {url} at {endpoint}; upload it first (aws --endpoint-url {endpoint} s3 cp FILE {url})")
-        })?;
+        let started = Instant::now();
+        let mut said = false;
+        let head = loop {
+            let head = s3.head_object(&url).with_context(|| format!("{slot} {url}"))?.with_context(|| {
+                format!("{slot}: there is no object {url} at {endpoint}; upload it first (aws --endpoint-url {endpoint} s3 cp FILE {url})")
+            })?;
+            // A provider can fetch the content only once the endpoint has placed it.
+            if !head.pending {
+                break head;
+            }
+            if started.elapsed() > S3_PLACEMENT_WAIT {
+                bail!(
+                    "{slot}: {url} is still waiting for the storage network after {} s; see the S3 endpoint's log (can its account pay?)",
+                    S3_PLACEMENT_WAIT.as_secs()
+                );
+            }
+            if !said {
+                eprintln!("waiting for {url} to reach the storage network...");
+                said = true;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
         draft.resolve_s3(&slot, head.cid, head.size);
     }
     if let Some(JobOutput::S3 { bucket, .. }) = &draft.spec.output

@@ -308,6 +308,12 @@ pub struct S3ServeArgs {
     /// Local read cache of recently stored and read objects, in MiB (0: none).
     #[arg(long, default_value_t = tessera_s3::service::DEFAULT_CACHE_BYTES >> 20)]
     pub cache_mib: u64,
+    /// Bound, in MiB, on acknowledged objects not yet on the storage network.
+    /// A PUT is acknowledged once its body is durable here and placed in the
+    /// background (HEAD shows x-amz-meta-tessera-state: pending until then).
+    /// 0: every PUT waits until its deals are committed and its pieces uploaded.
+    #[arg(long, default_value_t = tessera_s3::placer::DEFAULT_STAGING_BYTES >> 20)]
+    pub staging_mib: u64,
     /// Stop when this process id is gone.
     #[arg(long, hide = true)]
     pub parent_pid: Option<u32>,
@@ -320,7 +326,7 @@ pub fn s3_serve(ctx: &Ctx, home: &std::path::Path, a: S3ServeArgs) -> anyhow::Re
         .with_context(|| format!("opening {} (is another S3 endpoint using it?)", data.display()))?;
     let keys = ctx.s3_keys();
     let keyring = tessera_client::Keyring::new(ctx.keyring.dir().to_path_buf());
-    let gateway = tessera_s3::service::Gateway::new(index, keys, keyring, ctx.client().base_url().to_string(), data.join("work"), a.cache_mib << 20)?;
+    let gateway = tessera_s3::service::Gateway::new(index, keys, keyring, ctx.client().base_url().to_string(), data.join("work"), a.cache_mib << 20, a.staging_mib << 20)?;
     let listen = a.listen;
     run_until_stopped(a.parent_pid, |stop| tessera_s3::server::serve(gateway, listen, stop))
 }

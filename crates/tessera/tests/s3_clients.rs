@@ -2,7 +2,9 @@
 //! (buckets, objects, ranges, listing with pagination, multipart, copy,
 //! presigned URLs, error codes), the aws CLI copies a file in and out, and the
 //! Rust aws-sdk-s3 puts, lists, reads a range and sees NoSuchKey. Then a job
-//! reads its module and input from S3 objects and its results land in a bucket.
+//! reads its module and input from S3 objects and its results land in a bucket,
+//! and the endpoint is killed right after acknowledging PUTs: restarted, it
+//! still serves them and puts them on the storage network.
 
 mod support;
 
@@ -61,6 +63,9 @@ fn boto3_and_aws_cli_against_the_devnet_endpoint() {
         let o = aws(&args);
         assert!(o.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
+    let head = aws(&["s3api", "head-object", "--bucket", "cli-bucket", "--key", "models/weights.bin"]);
+    let head = String::from_utf8_lossy(&head.stdout);
+    assert!(head.contains("\"tessera-state\": \"pending\"") || head.contains("\"tessera-state\": \"stored\""), "HEAD reports placement: {head}");
     let ls = aws(&["s3", "ls", "s3://cli-bucket/models/"]);
     assert!(String::from_utf8_lossy(&ls.stdout).contains("weights.bin"));
     let back = dir.path().join("back.bin");
@@ -74,6 +79,73 @@ fn boto3_and_aws_cli_against_the_devnet_endpoint() {
 
     rust_sdk_flows(&endpoint, access, secret);
     job_reads_and_writes_buckets(&net, dir.path(), &endpoint, &aws);
+    acknowledged_puts_survive_an_endpoint_crash(&net, dir.path(), &aws);
+}
+
+/// PUTs acknowledged just before the endpoint is SIGKILLed are all there
+/// after a restart: readable byte for byte, then on the storage network
+/// (HEAD says `stored`, the ledger holds deals for their content ids).
+fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Path, aws: &dyn Fn(&[&str]) -> std::process::Output) {
+    let o = aws(&["s3", "mb", "s3://crash"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bodies: Vec<Vec<u8>> = (0..4u32).map(|n| (0..150_000u32).map(|i| ((i * (n + 3)) % 241) as u8).collect()).collect();
+    let upload = dir.join("crash");
+    std::fs::create_dir_all(&upload).unwrap();
+    for (n, body) in bodies.iter().enumerate() {
+        std::fs::write(upload.join(format!("{n}.bin")), body).unwrap();
+    }
+    let head = |n: usize| -> Option<serde_json::Value> {
+        let o = aws(&["s3api", "head-object", "--bucket", "crash", "--key", &format!("{n}.bin")]);
+        o.status.success().then(|| serde_json::from_slice(&o.stdout).unwrap())
+    };
+    // With the providers paused (for less than their heartbeat timeout) no
+    // piece can arrive, so the acknowledged objects are still pending when
+    // the endpoint dies.
+    let signal = |sig: &str| {
+        for pid in net.provider_pids() {
+            Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+        }
+    };
+    signal("-STOP");
+    let o = aws(&["s3", "cp", "--recursive", upload.to_str().unwrap(), "s3://crash/"]);
+    let states: Vec<serde_json::Value> = (0..bodies.len()).map(|n| head(n).map(|h| h["Metadata"]["tessera-state"].clone()).unwrap_or_default()).collect();
+    let mut restarted = net.restart_s3();
+    signal("-CONT");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(states.iter().all(|s| s == "pending"), "acknowledged before placement: {states:?}");
+    let log = || std::fs::read_to_string(net.home.join("restarted-s3.log")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while head(0).is_none() {
+        assert!(std::time::Instant::now() < deadline, "the restarted S3 endpoint does not answer; its log:\n{}", log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for (n, body) in bodies.iter().enumerate() {
+        let back = dir.join(format!("crash-{n}.back"));
+        let o = aws(&["s3", "cp", &format!("s3://crash/{n}.bin"), back.to_str().unwrap()]);
+        assert!(o.status.success(), "object {n} after the crash: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(&std::fs::read(&back).unwrap(), body, "object {n} after the crash");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let cids: Vec<String> = (0..bodies.len())
+        .map(|n| loop {
+            let meta = head(n).expect("object after restart")["Metadata"].clone();
+            if meta["tessera-state"] == "stored" {
+                break meta["tessera-cid"].as_str().unwrap().to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "object {n} still {meta} after 60 s; S3 log:\n{}", log());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        })
+        .collect();
+    let deals: Vec<tessera_client::api::DealDto> = net.client().get("/deals").unwrap();
+    for cid in &cids {
+        assert!(
+            deals.iter().any(|d| d.active && format!("{}", tessera_storage::Cid(d.cid)) == *cid),
+            "no active deal for {cid}; S3 log:\n{}",
+            log()
+        );
+    }
+    let _ = restarted.kill();
+    let _ = restarted.wait();
 }
 
 /// A wordcount job whose module and input are S3 objects and whose result

@@ -134,20 +134,60 @@ impl Devnet {
     /// arguments (key, data dir, profile), listening on `listen`.
     pub fn restart_provider(&self, address: &tessera_types::Address, listen: &str) -> Child {
         let (_, pid) = self.provider_process(address);
+        self.restart_process(pid, "restarted-provider.log", Some(listen))
+    }
+
+    /// Process ids of the devnet's provider agents (from the devnet banner).
+    pub fn provider_pids(&self) -> Vec<u32> {
+        self.log()
+            .lines()
+            .filter(|l| l.trim_start().starts_with("provider ") && l.contains("pid"))
+            .filter_map(|l| l.split("pid ").nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// Process id of the devnet's S3 endpoint (from the devnet banner).
+    pub fn s3_pid(&self) -> u32 {
+        self.log()
+            .lines()
+            .find(|l| l.trim_start().starts_with("S3 ") && l.contains("pid"))
+            .and_then(|l| l.split("pid ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("S3 pid in the devnet banner")
+    }
+
+    /// SIGKILLs the S3 endpoint and starts it again with the same arguments
+    /// (data dir, listen address); its output goes to `restarted-s3.log`.
+    pub fn restart_s3(&self) -> Child {
+        self.restart_process(self.s3_pid(), "restarted-s3.log", None)
+    }
+
+    /// SIGKILLs child process `pid` of the devnet and starts it again at once
+    /// with the same arguments (`--listen` replaced when given).
+    fn restart_process(&self, pid: u32, log_name: &str, listen: Option<&str>) -> Child {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         let mut args: Vec<String> =
             cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).skip(1).map(|a| String::from_utf8_lossy(a).to_string()).collect();
-        if let Some(i) = args.iter().position(|a| a == "--listen") {
+        if let (Some(listen), Some(i)) = (listen, args.iter().position(|a| a == "--listen")) {
             args[i + 1] = listen.to_string();
         }
         Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.home.join("restarted-provider.log")).unwrap();
+        // The address is free again only once the killed process is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default().contains("State:\tZ")
+        {
+            assert!(Instant::now() < deadline, "process {pid} did not die");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.home.join(log_name)).unwrap();
         Command::new(BIN)
             .args(&args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("restart provider")
+            .expect("restart process")
     }
 
     /// SIGKILL: no chance to flush or clean up.

@@ -1,0 +1,318 @@
+//! Write-back placement. A PUT is acknowledged once its body is durable in
+//! the endpoint's staging directory and recorded as pending in the index (one
+//! fsync of the body, one durable index transaction); this task then opens
+//! the storage deals and uploads the erasure-coded pieces in batches, many
+//! objects' deals in one block. Until then the object is served from its
+//! staged body and HEAD says `x-amz-meta-tessera-state: pending`. Nothing is
+//! lost on a crash: a restart finds the pending entries and their bodies and
+//! places them. Staged bytes are bounded; a PUT that finds the staging area
+//! full waits for room (and gets SlowDown after a minute).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera_client::Client;
+
+use crate::index::{Index, Pending};
+use crate::service::Gateway;
+
+/// Default bound of staged (acknowledged, not yet placed) bytes.
+pub const DEFAULT_STAGING_BYTES: u64 = 1 << 30;
+/// Most objects placed in one batch, and most bytes.
+const BATCH_OBJECTS: usize = 64;
+const BATCH_BYTES: u64 = 256 << 20;
+/// How long a PUT waits for staging room before it is told to slow down.
+const ROOM_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Staging {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Bytes of staged bodies (one file per content id). Staging and
+    /// finishing hold this lock, so a body never leaves while an entry
+    /// that needs it is being added.
+    bytes: Mutex<u64>,
+    /// New pending work.
+    pub(crate) wake: tokio::sync::Notify,
+    /// Room was freed.
+    room: tokio::sync::Notify,
+}
+
+pub enum Staged {
+    /// Recorded as pending; returns the object it replaced.
+    Pending(Option<crate::index::ObjectMeta>),
+    /// Larger than the whole staging area (or staging is off): store it now.
+    TooLarge,
+}
+
+impl Staging {
+    /// Opens the staging directory, keeping the bodies of pending entries and
+    /// removing anything else (leftovers of a crash before the index write).
+    pub fn open(dir: &Path, max_bytes: u64, index: &Index) -> anyhow::Result<Staging> {
+        std::fs::create_dir_all(dir)?;
+        let pending: std::collections::HashSet<String> = index.pending()?.iter().map(|p| hex::encode(p.cid)).collect();
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if pending.contains(&name) {
+                bytes += entry.metadata()?.len();
+            } else {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(Staging {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            bytes: Mutex::new(bytes),
+            wake: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn path(&self, cid: &[u8; 32]) -> PathBuf {
+        self.dir.join(hex::encode(cid))
+    }
+
+    /// The staged body of `cid`, if it is still waiting for placement.
+    pub fn open_body(&self, cid: &[u8; 32]) -> Option<std::fs::File> {
+        std::fs::File::open(self.path(cid)).ok()
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    pub fn bytes(&self) -> u64 {
+        *self.bytes.lock().expect("staging lock")
+    }
+
+    /// Moves the spooled body `file` (already synced) into staging and
+    /// records the object and its pending placement in one index transaction.
+    pub async fn stage(
+        &self,
+        index: &Index,
+        file: &Path,
+        pending: &Pending,
+        bucket: &str,
+        key: &str,
+        meta: &crate::index::ObjectMeta,
+    ) -> anyhow::Result<Result<Staged, s3s::S3Error>> {
+        if pending.size > self.max_bytes {
+            return Ok(Ok(Staged::TooLarge));
+        }
+        let deadline = Instant::now() + ROOM_WAIT;
+        loop {
+            let room = self.room.notified();
+            {
+                let mut bytes = self.bytes.lock().expect("staging lock");
+                let target = self.path(&pending.cid);
+                let present = target.exists();
+                if present || *bytes == 0 || *bytes + pending.size <= self.max_bytes {
+                    if present {
+                        std::fs::remove_file(file)?;
+                    } else {
+                        std::fs::rename(file, &target)?;
+                        // The rename itself must survive a power loss before the index names it.
+                        std::fs::File::open(&self.dir)?.sync_all()?;
+                        *bytes += pending.size;
+                    }
+                    let old = index.put_object_pending(bucket, key, meta, pending)?;
+                    drop(bytes);
+                    self.wake.notify_one();
+                    return Ok(Ok(Staged::Pending(old)));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, room).await.is_err() {
+                let _ = std::fs::remove_file(file);
+                return Ok(Err(s3s::s3_error!(
+                    SlowDown,
+                    "the endpoint's staging area is full ({} MiB waiting for the storage network); retry later",
+                    self.max_bytes >> 20
+                )));
+            }
+        }
+    }
+
+    /// Ends one pending entry: when no other entry needs the staged body, it
+    /// moves into the read cache (the content is now on the network).
+    fn finish(&self, gateway: &Gateway, pending: &Pending) -> anyhow::Result<()> {
+        let mut bytes = self.bytes.lock().expect("staging lock");
+        gateway.index.pending_done(pending)?;
+        if !gateway.index.is_pending(&pending.cid)? {
+            let path = self.path(&pending.cid);
+            if let Ok(m) = std::fs::metadata(&path) {
+                *bytes = bytes.saturating_sub(m.len());
+                gateway.cache.insert(&pending.cid, &path, m.len());
+            }
+            drop(bytes);
+            self.room.notify_waiters();
+        }
+        Ok(())
+    }
+}
+
+/// Places pending content until `stop` is set: batches of one owner's
+/// entries through `storage::put_many`; a failed entry is retried with
+/// backoff (2 s doubling to 5 min), its body kept.
+pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
+    let mut retry_at: HashMap<(String, [u8; 32]), (Instant, u32)> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let wake = gateway.staging.wake.notified();
+        let now = Instant::now();
+        let pending = match gateway.index.pending() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("s3: cannot read pending placements: {e:#}");
+                Vec::new()
+            }
+        };
+        let due: Vec<Pending> =
+            pending.into_iter().filter(|p| retry_at.get(&(p.owner.clone(), p.cid)).is_none_or(|(at, _)| *at <= now)).collect();
+        if due.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
+            continue;
+        }
+        let owner = due[0].owner.clone();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for p in due.into_iter().filter(|p| p.owner == owner) {
+            if batch.len() == BATCH_OBJECTS || (!batch.is_empty() && batch_bytes + p.size > BATCH_BYTES) {
+                break;
+            }
+            // Content every object stopped pointing at before it was placed: drop it.
+            if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
+                if let Err(e) = gateway.staging.finish(&gateway, &p) {
+                    eprintln!("s3: {e:#}");
+                }
+                continue;
+            }
+            batch_bytes += p.size;
+            batch.push(p);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        for (p, result) in batch.iter().zip(place(&gateway, &owner, &batch).await) {
+            match result {
+                Ok(()) => {
+                    retry_at.remove(&(p.owner.clone(), p.cid));
+                    if let Err(e) = gateway.staging.finish(&gateway, p) {
+                        eprintln!("s3: {e:#}");
+                    }
+                    // Deleted or overwritten while it was being placed.
+                    if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
+                        gateway.release(&p.owner, Some(p.cid)).await;
+                    }
+                }
+                Err(e) => {
+                    let tries = retry_at.get(&(p.owner.clone(), p.cid)).map_or(0, |(_, n)| *n) + 1;
+                    let backoff = Duration::from_secs((2u64 << tries.min(8)).min(300));
+                    eprintln!(
+                        "s3: placing {} for {} failed (attempt {tries}, next in {} s): {e:#}",
+                        tessera_storage::Cid(tessera_types::Hash32(p.cid)),
+                        p.owner,
+                        backoff.as_secs()
+                    );
+                    let _ = gateway.index.pending_failed(p, &format!("{e:#}"));
+                    retry_at.insert((p.owner.clone(), p.cid), (Instant::now() + backoff, tries));
+                }
+            }
+        }
+    }
+}
+
+/// Stores a batch of one owner's staged bodies; one result per entry.
+async fn place(gateway: &Gateway, owner: &str, batch: &[Pending]) -> Vec<anyhow::Result<()>> {
+    let key = match gateway.keyring.get(owner) {
+        Ok(k) => k,
+        Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
+    };
+    let rpc = gateway.rpc.clone();
+    let opts = crate::service::clone_opts(&gateway.put_options);
+    let paths: Vec<PathBuf> = batch.iter().map(|p| gateway.staging.path(&p.cid)).collect();
+    let cids: Vec<[u8; 32]> = batch.iter().map(|p| p.cid).collect();
+    let joined = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        tessera_client::storage::put_many(&Client::new(&rpc), &key, &refs, &opts, &mut |_, _, _| {})
+            .into_iter()
+            .zip(cids)
+            .map(|(r, cid)| {
+                let r = r?;
+                anyhow::ensure!(r.cid.0 .0 == cid, "the staged body no longer matches its content id");
+                Ok(())
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match joined {
+        Ok(results) => results,
+        Err(e) => batch.iter().map(|_| Err(anyhow::anyhow!("placement task failed: {e}"))).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::ObjectMeta;
+
+    fn entry(cid: u8, size: u64) -> Pending {
+        Pending { cid: [cid; 32], owner: "alice".into(), size, escrow: 1, since_ms: 0, attempts: 0, last_error: None }
+    }
+
+    fn meta(cid: u8, size: u64) -> ObjectMeta {
+        ObjectMeta { cid: Some([cid; 32]), size, etag: "e".into(), modified_ms: 0, content_type: None }
+    }
+
+    fn spooled(dir: &Path, name: &str, len: usize) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, vec![7u8; len]).unwrap();
+        p
+    }
+
+    #[tokio::test]
+    async fn staged_bodies_survive_a_restart_and_the_bound_holds() {
+        let work = tempfile::tempdir().unwrap();
+        let index = Index::open(&work.path().join("index.redb")).unwrap();
+        let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
+        for (i, name) in [(1u8, "a"), (2, "b")] {
+            let f = spooled(work.path(), name, 400);
+            assert!(matches!(staging.stage(&index, &f, &entry(i, 400), "bkt", name, &meta(i, 400)).await.unwrap(), Ok(Staged::Pending(None))));
+            assert!(!f.exists(), "the spool file moved into staging");
+        }
+        assert_eq!(staging.bytes(), 800);
+        assert!(index.is_pending(&[1; 32]).unwrap() && !index.is_pending(&[3; 32]).unwrap());
+        // The same content again shares the staged body.
+        let f = spooled(work.path(), "a2", 400);
+        assert!(matches!(staging.stage(&index, &f, &entry(1, 400), "bkt", "a2", &meta(1, 400)).await.unwrap(), Ok(Staged::Pending(None))));
+        assert_eq!((staging.bytes(), index.pending().unwrap().len()), (800, 2));
+        // Larger than the whole area: stored synchronously instead.
+        let big = spooled(work.path(), "big", 10);
+        assert!(matches!(staging.stage(&index, &big, &entry(9, 1001), "bkt", "big", &meta(9, 1001)).await.unwrap(), Ok(Staged::TooLarge)));
+        // A crash: a stray body without an index entry goes, pending ones stay.
+        std::fs::write(work.path().join("staged").join(hex::encode([5u8; 32])), b"stray").unwrap();
+        drop(staging);
+        let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
+        assert_eq!(staging.bytes(), 800);
+        assert!(staging.open_body(&[1; 32]).is_some() && staging.open_body(&[5; 32]).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_staging_area_says_slow_down() {
+        let work = tempfile::tempdir().unwrap();
+        let index = Index::open(&work.path().join("index.redb")).unwrap();
+        let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
+        let f = spooled(work.path(), "a", 700);
+        assert!(matches!(staging.stage(&index, &f, &entry(1, 700), "bkt", "a", &meta(1, 700)).await.unwrap(), Ok(Staged::Pending(_))));
+        let f = spooled(work.path(), "b", 700);
+        let err = match staging.stage(&index, &f, &entry(2, 700), "bkt", "b", &meta(2, 700)).await.unwrap() {
+            Err(e) => e,
+            Ok(_) => panic!("a full staging area took more"),
+        };
+        assert_eq!(err.code(), &s3s::S3ErrorCode::SlowDown);
+        assert!(!f.exists(), "the refused body is not kept");
+        assert_eq!(index.object("bkt", "b").unwrap(), None);
+    }
+}
