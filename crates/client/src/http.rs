@@ -138,9 +138,9 @@ impl Client {
 /// Largest piece body a provider accepts or a client downloads.
 pub const MAX_PIECE_BODY: u64 = 64 * 1024 * 1024;
 
-/// Uploads a piece to a provider's piece server.
-pub fn upload_piece(endpoint: &str, hash: &Hash32, bytes: &[u8]) -> Result<(), ClientError> {
-    let url = format!("{}/pieces/{hash}", endpoint.trim_end_matches('/'));
+/// Uploads piece `hash` of deal `deal` to a provider's piece server.
+pub fn upload_piece(endpoint: &str, hash: &Hash32, deal: u64, bytes: &[u8]) -> Result<(), ClientError> {
+    let url = format!("{}/pieces/{hash}?deal={deal}", endpoint.trim_end_matches('/'));
     match ureq::put(&url).timeout(Duration::from_secs(120)).send_bytes(bytes) {
         Ok(_) => Ok(()),
         Err(ureq::Error::Status(_, resp)) => Err(ClientError::Rejected(resp.into_string().unwrap_or_default())),

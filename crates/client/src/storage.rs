@@ -140,15 +140,24 @@ fn upload_pieces(
         let want = &manifest.segments[seg.index as usize];
         anyhow::ensure!(seg.entry == *want, "{} changed while it was being stored", path.display());
         let deal = &deals[seg.index as usize / MAX_SEGMENTS_PER_DEAL];
-        let mut uploaded = 0;
-        for p in deal.pieces.iter().filter(|p| p.segment == seg.index as u32) {
-            let bytes = &seg.pieces[p.index as usize];
-            let ok = endpoint(client, endpoints, &p.provider).and_then(|e| upload_piece(&e, &p.hash, bytes).map_err(Into::into));
-            match ok {
-                Ok(()) => uploaded += 1,
-                Err(_) => missed += 1,
-            }
-        }
+        // The segment's pieces go to their (distinct) providers at once.
+        let targets: Vec<(Option<String>, &crate::api::DealPieceDto)> = deal
+            .pieces
+            .iter()
+            .filter(|p| p.segment == seg.index as u32)
+            .map(|p| (endpoint(client, endpoints, &p.provider).ok(), p))
+            .collect();
+        let uploaded = std::thread::scope(|scope| {
+            let uploads: Vec<_> = targets
+                .iter()
+                .map(|(e, p)| {
+                    let bytes = &seg.pieces[p.index as usize];
+                    scope.spawn(move || e.as_deref().is_some_and(|e| upload_piece(e, &p.hash, deal.id, bytes).is_ok()))
+                })
+                .collect();
+            uploads.into_iter().map(|u| u.join()).filter(|r| matches!(r, Ok(true))).count()
+        });
+        missed += targets.len() - uploaded;
         anyhow::ensure!(uploaded >= k, "segment {}: only {uploaded} pieces reached their providers; {k} are needed", seg.index);
         done += seg.entry.len;
         progress("uploading", done, manifest.total_len);
@@ -208,10 +217,16 @@ pub fn put_many(
         .collect()
 }
 
+/// Every deal (active or ended) of a content id.
+pub fn deals_of(client: &Client, cid: &Cid) -> anyhow::Result<Vec<DealDto>> {
+    let deals: Vec<DealDto> = client.get(&format!("/deals?cid={}", cid.0))?;
+    Ok(deals.into_iter().filter(|d| d.cid == cid.0).collect())
+}
+
 /// Active deals of a content id, and the manifest they describe (checked
 /// against the id).
 pub fn manifest_of(client: &Client, cid: &Cid) -> anyhow::Result<(Manifest, Vec<DealDto>)> {
-    let deals: Vec<DealDto> = client.get::<Vec<DealDto>>("/deals")?.into_iter().filter(|d| d.cid == cid.0 && d.active).collect();
+    let deals: Vec<DealDto> = deals_of(client, cid)?.into_iter().filter(|d| d.active).collect();
     anyhow::ensure!(!deals.is_empty(), "no active storage deal holds {cid}");
     let scheme: ErasureScheme = deals[0].erasure.parse().map_err(anyhow::Error::msg)?;
     let mut segments: BTreeMap<u32, SegmentEntry> = BTreeMap::new();
@@ -250,14 +265,16 @@ pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
             let deal = deals.iter().find(|d| d.segments.iter().any(|(s, _, _)| *s == n as u32)).expect("manifest came from deals");
             let mut pieces: Vec<&crate::api::DealPieceDto> = deal.pieces.iter().filter(|p| p.segment == n as u32).collect();
             pieces.sort_by_key(|p| p.index);
+            // K pieces at once, data pieces first (no decoding work when all
+            // arrive); the others only for those that did not.
             let mut have: Vec<(usize, Vec<u8>)> = Vec::new();
-            for p in pieces {
+            for wave in [&pieces[..k.min(pieces.len())], &pieces[k.min(pieces.len())..]] {
+                let targets: Vec<(Option<String>, &crate::api::DealPieceDto)> =
+                    wave.iter().map(|p| (endpoint(client, &mut endpoints, &p.provider).ok(), *p)).collect();
+                let needed = k - have.len();
+                have.extend(fetch_pieces(&targets, needed));
                 if have.len() >= k {
                     break;
-                }
-                let Ok(e) = endpoint(client, &mut endpoints, &p.provider) else { continue };
-                if let Ok(bytes) = fetch_piece(&e, &p.hash) {
-                    have.push((p.index as usize, bytes));
                 }
             }
             anyhow::ensure!(have.len() >= k, "segment {n}: only {} of the {k} pieces needed are reachable", have.len());
@@ -283,10 +300,30 @@ pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
     }
 }
 
+/// Fetches the pieces of `targets` in parallel, `needed` at a time, until
+/// `needed` of them arrived hash-checked; returns (piece index, bytes).
+fn fetch_pieces(targets: &[(Option<String>, &crate::api::DealPieceDto)], needed: usize) -> Vec<(usize, Vec<u8>)> {
+    let mut have = Vec::new();
+    for chunk in targets.chunks(needed.max(1)) {
+        if have.len() >= needed {
+            break;
+        }
+        std::thread::scope(|scope| {
+            let fetches: Vec<_> = chunk
+                .iter()
+                .map(|(e, p)| scope.spawn(move || e.as_deref().and_then(|e| fetch_piece(e, &p.hash).ok()).map(|b| (p.index as usize, b))))
+                .collect();
+            have.extend(fetches.into_iter().filter_map(|f| f.join().ok().flatten()));
+        });
+    }
+    have.truncate(needed);
+    have
+}
+
 /// Ends every active deal of `cid` owned by `key`.
 pub fn remove(client: &Client, key: &KeyPair, cid: &Cid) -> anyhow::Result<usize> {
-    let deals: Vec<DealDto> = client.get::<Vec<DealDto>>("/deals")?;
-    let mine: Vec<&DealDto> = deals.iter().filter(|d| d.cid == cid.0 && d.active && d.owner == key.address()).collect();
+    let deals = deals_of(client, cid)?;
+    let mine: Vec<&DealDto> = deals.iter().filter(|d| d.active && d.owner == key.address()).collect();
     anyhow::ensure!(!mine.is_empty(), "{} owns no active deal for {cid}", key.address());
     for d in &mine {
         submit_and_wait(client, key, Msg::Storage(StorageMsg::EndDeal { deal: d.id }))?;

@@ -358,10 +358,35 @@ async fn lease(State(s): Shared, Path(id): Path<String>) -> ApiResult<LeaseDto> 
     Ok(Json(lease_dto(&l)))
 }
 
-async fn deals(State(s): Shared) -> ApiResult<Vec<DealDto>> {
+/// Every deal, or with `?cid=` (`tcid1...` or hex) those of one content id,
+/// with `?provider=` those that place a piece on that provider.
+async fn deals(State(s): Shared, Query(q): Query<DealsQuery>) -> ApiResult<Vec<DealDto>> {
+    let cid = match &q.cid {
+        Some(c) => Some(c.strip_prefix("tcid1").unwrap_or(c).parse::<Hash32>().map_err(|e| bad(format!("cid: {e}")))?),
+        None => None,
+    };
+    let provider = match &q.provider {
+        Some(p) => Some(p.parse::<Address>().map_err(|e| bad(format!("provider: {e}")))?),
+        None => None,
+    };
     let (snap, _) = snapshot(&s)?;
     let st = Overlay::new(&snap);
-    Ok(Json(storage::all_deals(&st).iter().map(deal_dto).collect()))
+    let deals = match cid {
+        None => storage::all_deals(&st),
+        Some(cid) => match storage::deals_of_cid(&st, &cid) {
+            // A chain begun before the index: look through every deal.
+            found if found.is_empty() => storage::all_deals(&st).into_iter().filter(|d| d.cid == cid).collect(),
+            found => found,
+        },
+    };
+    let on_provider = |d: &&storage::Deal| provider.is_none_or(|p| d.pieces.iter().any(|piece| piece.provider == p));
+    Ok(Json(deals.iter().filter(on_provider).map(deal_dto).collect()))
+}
+
+#[derive(serde::Deserialize)]
+struct DealsQuery {
+    cid: Option<String>,
+    provider: Option<String>,
 }
 
 async fn deal(State(s): Shared, Path(id): Path<String>) -> ApiResult<DealDto> {

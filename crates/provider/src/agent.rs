@@ -220,7 +220,7 @@ fn answer(store: &PieceStore, c: &ChallengeDto) -> Result<Msg, PieceError> {
 /// moved here by repair, an upload that never came) before a challenge finds
 /// them missing.
 fn heal_missing(client: &Client, store: &PieceStore, me: &tessera_types::Address, grace: u64) {
-    let Ok(deals) = client.get::<Vec<DealDto>>("/deals") else { return };
+    let Ok(deals) = client.get::<Vec<DealDto>>(&format!("/deals?provider={me}")) else { return };
     let height = client.status().map(|s| s.height).unwrap_or(0);
     for d in deals.iter().filter(|d| d.active) {
         for (i, p) in d.pieces.iter().enumerate() {

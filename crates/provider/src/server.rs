@@ -1,11 +1,11 @@
-//! The piece server: `PUT /pieces/{hash}` (only pieces a deal assigns to this
+//! The piece server: `PUT /pieces/{hash}[?deal=ID]` (only pieces a deal assigns to this
 //! provider, checked against their hash), `GET /pieces/{hash}` (re-checked on
 //! every read), `GET /results/{hash}` (job results, re-checked against their
 //! hash before they are sent), `GET /jobs/{id}/logs` and `/jobs/{id}/phase`,
 //! `GET /health`.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -51,17 +51,32 @@ async fn get_piece(State(s): State<Arc<ServerState>>, Path(hash): Path<String>) 
     }
 }
 
-/// True if an active deal assigns a piece with this hash to `me`.
-pub fn assigned(rpc: &str, me: &Address, hash: &Hash32) -> Result<bool, String> {
-    let deals: Vec<DealDto> = Client::new(rpc).get("/deals").map_err(|e| e.to_string())?;
+/// True if an active deal (deal `deal` when the uploader names it) assigns a
+/// piece with this hash to `me`.
+pub fn assigned(rpc: &str, me: &Address, hash: &Hash32, deal: Option<u64>) -> Result<bool, String> {
+    let client = Client::new(rpc);
+    let deals: Vec<DealDto> = match deal {
+        Some(id) => match client.get::<DealDto>(&format!("/deals/{id}")) {
+            Ok(d) => vec![d],
+            Err(tessera_client::ClientError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.to_string()),
+        },
+        None => client.get(&format!("/deals?provider={me}")).map_err(|e| e.to_string())?,
+    };
     Ok(deals.iter().filter(|d| d.active).flat_map(|d| &d.pieces).any(|p| p.hash == *hash && p.provider == *me))
 }
 
-async fn put_piece(State(s): State<Arc<ServerState>>, Path(hash): Path<String>, body: Bytes) -> Response {
+#[derive(serde::Deserialize)]
+struct PutPieceQuery {
+    /// The deal that assigns the piece, so that only it is looked up.
+    deal: Option<u64>,
+}
+
+async fn put_piece(State(s): State<Arc<ServerState>>, Path(hash): Path<String>, Query(q): Query<PutPieceQuery>, body: Bytes) -> Response {
     let Ok(hash) = hash.parse::<Hash32>() else { return error(StatusCode::BAD_REQUEST, "piece hash must be 64 hex digits") };
     let state = s.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<(), (StatusCode, String)> {
-        match assigned(&state.rpc, &state.me, &hash) {
+        match assigned(&state.rpc, &state.me, &hash, q.deal) {
             Ok(true) => {}
             Ok(false) => return Err((StatusCode::FORBIDDEN, format!("no active deal assigns piece {hash} to {}", state.me))),
             Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the deal: {e}"))),

@@ -163,7 +163,7 @@ impl Index {
         Ok(old)
     }
 
-    /// Everything waiting for placement, oldest content id first.
+    /// Everything waiting for placement, by content id.
     pub fn pending(&self) -> anyhow::Result<Vec<Pending>> {
         let r = self.db.begin_read()?;
         let t = r.open_table(PENDING)?;

@@ -169,8 +169,10 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
                 Vec::new()
             }
         };
-        let due: Vec<Pending> =
+        let mut due: Vec<Pending> =
             pending.into_iter().filter(|p| retry_at.get(&(p.owner.clone(), p.cid)).is_none_or(|(at, _)| *at <= now)).collect();
+        // Oldest acknowledgement first, so that a stream of new PUTs starves nothing.
+        due.sort_by_key(|p| p.since_ms);
         if due.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
             continue;

@@ -322,8 +322,16 @@ pub struct S3ServeArgs {
 pub fn s3_serve(ctx: &Ctx, home: &std::path::Path, a: S3ServeArgs) -> anyhow::Result<()> {
     let data = a.data_dir.unwrap_or_else(|| home.join("s3"));
     std::fs::create_dir_all(&data)?;
-    let index = tessera_s3::index::Index::open(&data.join("index.redb"))
-        .with_context(|| format!("opening {} (is another S3 endpoint using it?)", data.display()))?;
+    // A predecessor that was just killed may hold the index's lock for a moment longer.
+    let started = std::time::Instant::now();
+    let index = loop {
+        match tessera_s3::index::Index::open(&data.join("index.redb")) {
+            Err(e) if e.to_string().contains("already open") && started.elapsed() < std::time::Duration::from_secs(5) => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            r => break r.with_context(|| format!("opening {} (is another S3 endpoint using it?)", data.display()))?,
+        }
+    };
     let keys = ctx.s3_keys();
     let keyring = tessera_client::Keyring::new(ctx.keyring.dir().to_path_buf());
     let gateway = tessera_s3::service::Gateway::new(index, keys, keyring, ctx.client().base_url().to_string(), data.join("work"), a.cache_mib << 20, a.staging_mib << 20)?;

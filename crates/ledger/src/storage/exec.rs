@@ -134,6 +134,7 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
             }
             let end = ctx.height + duration_blocks;
             schedule_end(st, end, id);
+            index_deal_cid(st, cid, id);
             put_deal(
                 st,
                 &Deal {

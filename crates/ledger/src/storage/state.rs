@@ -61,6 +61,8 @@ const END_PREFIX: &str = "storage/end/";
 const BEACON_PREFIX: &str = "storage/beacon/";
 const PENDING_PREFIX: &str = "storage/pending/";
 const USED_PREFIX: &str = "storage/used/";
+/// `<cid><deal id>` -> (): the deals of each content id.
+const BY_CID_PREFIX: &str = "storage/bycid/";
 
 pub fn next_deal_id(st: &mut Overlay) -> u64 {
     st.next_counter(NEXT_DEAL_KEY)
@@ -72,6 +74,19 @@ pub fn deal(st: &Overlay, id: u64) -> Option<Deal> {
 
 pub fn put_deal(st: &mut Overlay, d: &Deal) {
     st.put_obj(key(DEAL_PREFIX, &[&d.id.to_be_bytes()]), d);
+}
+
+/// Records that deal `id` holds content `cid` (once, when the deal opens).
+pub fn index_deal_cid(st: &mut Overlay, cid: &Hash32, id: u64) {
+    st.put(key(BY_CID_PREFIX, &[&cid.0, &id.to_be_bytes()]), Vec::new());
+}
+
+/// Every deal, active or ended, that holds content `cid`.
+pub fn deals_of_cid(st: &Overlay, cid: &Hash32) -> Vec<Deal> {
+    st.scan_prefix(&key(BY_CID_PREFIX, &[&cid.0]))
+        .into_iter()
+        .filter_map(|(k, _)| deal(st, u64_at(&k[k.len() - 8..])))
+        .collect()
 }
 
 pub fn all_deals(st: &Overlay) -> Vec<Deal> {
