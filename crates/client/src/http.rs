@@ -9,7 +9,7 @@ use tessera_types::{Address, Amount, Hash32, PublicKey};
 
 use crate::api::*;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ClientError {
     /// The node answered with an error; the message is the node's.
     #[error("{0}")]
@@ -119,6 +119,33 @@ impl Client {
         }
     }
 
+    /// Signs and submits `msgs` in order at consecutive nonces, reading the
+    /// account's next nonce once; one result per message. A message refused
+    /// at admission takes no nonce; a nonce taken meanwhile by another client
+    /// of the key sends the rest through `sign_and_submit`.
+    pub fn sign_and_submit_many(&self, key: &KeyPair, chain_id: &str, fee: Amount, msgs: Vec<Msg>) -> Vec<Result<Hash32, ClientError>> {
+        let mut nonce = match self.account(&key.address()) {
+            Ok(a) => Some(a.next_nonce),
+            Err(e) => return msgs.iter().map(|_| Err(e.clone())).collect(),
+        };
+        msgs.into_iter()
+            .map(|msg| {
+                if let Some(n) = nonce {
+                    let body = TxBody { chain_id: chain_id.to_string(), signer: PublicKey(key.public_key()), nonce: n, fee, msg: msg.clone() };
+                    match self.submit(&body.sign(key)) {
+                        Ok(h) => {
+                            nonce = Some(n + 1);
+                            return Ok(h);
+                        }
+                        Err(ClientError::Rejected(reason)) if reason.contains("wrong nonce") => nonce = None,
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.sign_and_submit(key, chain_id, fee, msg)
+            })
+            .collect()
+    }
+
     /// Polls until the transaction is in a committed block or `timeout` passes.
     pub fn wait_for_tx(&self, hash: &Hash32, timeout: Duration) -> Result<TxResultDto, ClientError> {
         let deadline = Instant::now() + timeout;
@@ -138,10 +165,17 @@ impl Client {
 /// Largest piece body a provider accepts or a client downloads.
 pub const MAX_PIECE_BODY: u64 = 64 * 1024 * 1024;
 
+/// One connection pool for piece traffic to every provider in this process.
+fn piece_agent() -> &'static ureq::Agent {
+    static AGENT: std::sync::LazyLock<ureq::Agent> =
+        std::sync::LazyLock::new(|| ureq::AgentBuilder::new().max_idle_connections(256).max_idle_connections_per_host(16).build());
+    &AGENT
+}
+
 /// Uploads piece `hash` of deal `deal` to a provider's piece server.
 pub fn upload_piece(endpoint: &str, hash: &Hash32, deal: u64, bytes: &[u8]) -> Result<(), ClientError> {
     let url = format!("{}/pieces/{hash}?deal={deal}", endpoint.trim_end_matches('/'));
-    match ureq::put(&url).timeout(Duration::from_secs(120)).send_bytes(bytes) {
+    match piece_agent().put(&url).timeout(Duration::from_secs(120)).send_bytes(bytes) {
         Ok(_) => Ok(()),
         Err(ureq::Error::Status(_, resp)) => Err(ClientError::Rejected(resp.into_string().unwrap_or_default())),
         Err(e) => Err(ClientError::Unreachable { url, reason: e.to_string() }),
@@ -152,7 +186,7 @@ pub fn upload_piece(endpoint: &str, hash: &Hash32, deal: u64, bytes: &[u8]) -> R
 pub fn fetch_piece(endpoint: &str, hash: &Hash32) -> Result<Vec<u8>, ClientError> {
     use std::io::Read;
     let url = format!("{}/pieces/{hash}", endpoint.trim_end_matches('/'));
-    let resp = match ureq::get(&url).timeout(Duration::from_secs(120)).call() {
+    let resp = match piece_agent().get(&url).timeout(Duration::from_secs(120)).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(404, _)) => return Err(ClientError::NotFound(format!("piece {hash} at {endpoint}"))),
         Err(ureq::Error::Status(_, resp)) => return Err(ClientError::Rejected(resp.into_string().unwrap_or_default())),

@@ -191,31 +191,68 @@ pub fn put_many(
         Ok(s) => s.chain_id,
         Err(e) => return paths.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
     };
-    // Pass 1 and the deals' transactions, for every file.
-    let submitted: Vec<anyhow::Result<(Manifest, Vec<Hash32>)>> = paths
-        .iter()
-        .map(|path| {
-            let manifest = manifest_of_file(path, opts, progress)?;
-            let hashes = deal_msgs(&manifest, opts)
-                .into_iter()
-                .map(|msg| client.sign_and_submit(key, &chain_id, fee, msg).map_err(|e| anyhow::anyhow!("storage deal refused: {e}")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok((manifest, hashes))
-        })
-        .collect();
+    // Pass 1 for every file, then all their deals' transactions.
+    let manifests: Vec<anyhow::Result<Manifest>> = paths.iter().map(|path| manifest_of_file(path, opts, progress)).collect();
+    let msgs: Vec<(usize, Msg)> =
+        manifests.iter().enumerate().filter_map(|(i, m)| m.as_ref().ok().map(|m| (i, m))).flat_map(|(i, m)| deal_msgs(m, opts).into_iter().map(move |msg| (i, msg))).collect();
+    let (owners, msgs): (Vec<usize>, Vec<Msg>) = msgs.into_iter().unzip();
+    let mut hashes: Vec<anyhow::Result<Vec<Hash32>>> = paths.iter().map(|_| Ok(Vec::new())).collect();
+    for (i, h) in owners.into_iter().zip(client.sign_and_submit_many(key, &chain_id, fee, msgs)) {
+        match (&mut hashes[i], h) {
+            (Ok(list), Ok(h)) => list.push(h),
+            (slot @ Ok(_), Err(e)) => *slot = Err(anyhow::anyhow!("storage deal refused: {e}")),
+            (Err(_), _) => {}
+        }
+    }
+    let submitted: Vec<anyhow::Result<(Manifest, Vec<Hash32>)>> = manifests.into_iter().zip(hashes).map(|(m, h)| Ok((m?, h?))).collect();
     // Pass 2 once each file's deals are on the ledger.
     let mut endpoints = BTreeMap::new();
-    paths
-        .iter()
-        .zip(submitted)
-        .map(|(path, submitted)| {
-            let (manifest, hashes) = submitted?;
-            let deals = hashes.iter().map(|h| deal_of(client, h)).collect::<anyhow::Result<Vec<_>>>()?;
-            let missed = upload_pieces(client, path, opts, &manifest, &deals, &mut endpoints, progress)?;
-            Ok(PutResult { cid: manifest.cid(), bytes: manifest.total_len, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })
-        })
-        .collect()
+    let finish = |path: &Path, submitted: anyhow::Result<(Manifest, Vec<Hash32>)>, endpoints: &mut BTreeMap<Address, String>, progress: &mut dyn FnMut(&str, u64, u64)| {
+        let (manifest, hashes) = submitted?;
+        let deals = hashes.iter().map(|h| deal_of(client, h)).collect::<anyhow::Result<Vec<_>>>()?;
+        let missed = upload_pieces(client, path, opts, &manifest, &deals, endpoints, progress)?;
+        Ok(PutResult { cid: manifest.cid(), bytes: manifest.total_len, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })
+    };
+    if paths.len() == 1 {
+        return paths.iter().zip(submitted).map(|(path, s)| finish(path, s, &mut endpoints, progress)).collect();
+    }
+    // Several files: a few at a time, each with its own endpoint cache.
+    let mut results = Vec::with_capacity(paths.len());
+    let mut submitted = submitted.into_iter();
+    for group in paths.chunks(PARALLEL_FILES) {
+        let jobs: Vec<_> = group.iter().zip(submitted.by_ref()).collect();
+        let done: Vec<anyhow::Result<PutResult>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(path, s)| {
+                    let mut endpoints = endpoints.clone();
+                    let finish = &finish;
+                    scope.spawn(move || (finish(path, s, &mut endpoints, &mut |_, _, _| {}), endpoints))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join() {
+                    Ok((r, seen)) => {
+                        endpoints.extend(seen);
+                        r
+                    }
+                    Err(_) => Err(anyhow::anyhow!("an upload thread panicked")),
+                })
+                .collect()
+        });
+        for r in done {
+            if let Ok(r) = &r {
+                progress("uploading", r.bytes, r.bytes);
+            }
+            results.push(r);
+        }
+    }
+    results
 }
+
+/// Files of one `put_many` uploaded at once.
+const PARALLEL_FILES: usize = 4;
 
 /// Every deal (active or ended) of a content id.
 pub fn deals_of(client: &Client, cid: &Cid) -> anyhow::Result<Vec<DealDto>> {

@@ -59,7 +59,7 @@ pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> 
     let me = cfg.key.address();
     // Port 0 asks the system for a free port; the provider registers the real one.
     let listen = listener.local_addr()?;
-    let state = Arc::new(ServerState { store: store.clone(), me, rpc: cfg.rpc.clone(), results, executor: executor.clone() });
+    let state = Arc::new(ServerState { store: store.clone(), me, rpc: cfg.rpc.clone(), node: Client::new(&cfg.rpc), results, executor: executor.clone() });
     let stop_server = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router(state))

@@ -21,6 +21,8 @@ pub struct ServerState {
     pub store: Arc<PieceStore>,
     pub me: Address,
     pub rpc: String,
+    /// The node's RPC, one connection pool for every request.
+    pub node: Client,
     pub results: Arc<crate::results::ResultStore>,
     pub executor: Arc<crate::executor::Executor>,
 }
@@ -53,8 +55,7 @@ async fn get_piece(State(s): State<Arc<ServerState>>, Path(hash): Path<String>) 
 
 /// True if an active deal (deal `deal` when the uploader names it) assigns a
 /// piece with this hash to `me`.
-pub fn assigned(rpc: &str, me: &Address, hash: &Hash32, deal: Option<u64>) -> Result<bool, String> {
-    let client = Client::new(rpc);
+pub fn assigned(client: &Client, me: &Address, hash: &Hash32, deal: Option<u64>) -> Result<bool, String> {
     let deals: Vec<DealDto> = match deal {
         Some(id) => match client.get::<DealDto>(&format!("/deals/{id}")) {
             Ok(d) => vec![d],
@@ -76,7 +77,7 @@ async fn put_piece(State(s): State<Arc<ServerState>>, Path(hash): Path<String>, 
     let Ok(hash) = hash.parse::<Hash32>() else { return error(StatusCode::BAD_REQUEST, "piece hash must be 64 hex digits") };
     let state = s.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<(), (StatusCode, String)> {
-        match assigned(&state.rpc, &state.me, &hash, q.deal) {
+        match assigned(&state.node, &state.me, &hash, q.deal) {
             Ok(true) => {}
             Ok(false) => return Err((StatusCode::FORBIDDEN, format!("no active deal assigns piece {hash} to {}", state.me))),
             Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the deal: {e}"))),

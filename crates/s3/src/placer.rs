@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tessera_client::Client;
 
 use crate::index::{Index, Pending};
 use crate::service::Gateway;
@@ -21,7 +20,7 @@ use crate::service::Gateway;
 /// Default bound of staged (acknowledged, not yet placed) bytes.
 pub const DEFAULT_STAGING_BYTES: u64 = 1 << 30;
 /// Most objects placed in one batch, and most bytes.
-const BATCH_OBJECTS: usize = 64;
+const BATCH_OBJECTS: usize = 256;
 const BATCH_BYTES: u64 = 256 << 20;
 /// How long a PUT waits for staging room before it is told to slow down.
 const ROOM_WAIT: Duration = Duration::from_secs(60);
@@ -232,13 +231,13 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending]) -> Vec<anyhow:
         Ok(k) => k,
         Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
     };
-    let rpc = gateway.rpc.clone();
+    let node = gateway.node.clone();
     let opts = crate::service::clone_opts(&gateway.put_options);
     let paths: Vec<PathBuf> = batch.iter().map(|p| gateway.staging.path(&p.cid)).collect();
     let cids: Vec<[u8; 32]> = batch.iter().map(|p| p.cid).collect();
     let joined = tokio::task::spawn_blocking(move || {
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        tessera_client::storage::put_many(&Client::new(&rpc), &key, &refs, &opts, &mut |_, _, _| {})
+        tessera_client::storage::put_many(&node, &key, &refs, &opts, &mut |_, _, _| {})
             .into_iter()
             .zip(cids)
             .map(|(r, cid)| {

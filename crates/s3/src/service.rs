@@ -28,6 +28,8 @@ pub struct Gateway {
     pub keys: AccessKeys,
     pub keyring: Keyring,
     pub rpc: String,
+    /// The node's RPC, one connection pool for every request.
+    pub node: Client,
     /// Spool files and multipart parts.
     pub work_dir: PathBuf,
     pub put_options: PutOptions,
@@ -86,7 +88,8 @@ impl Gateway {
         std::fs::create_dir_all(work_dir.join("uploads"))?;
         let cache = ContentCache::open(&work_dir.join("cache"), cache_bytes)?;
         let staging = Staging::open(&work_dir.join("staged"), staging_bytes, &index)?;
-        Ok(Gateway { index, keys, keyring, rpc, work_dir, put_options: default_put_options(), cache, staging })
+        let node = Client::new(&rpc);
+        Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging })
     }
 
     fn caller<T>(&self, req: &S3Request<T>) -> S3Result<AccessKey> {
@@ -142,11 +145,11 @@ impl Gateway {
             return Ok(None);
         }
         let key = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?;
-        let rpc = self.rpc.clone();
+        let node = self.node.clone();
         let path = spooled.path.clone();
         let opts = PutOptions { ..clone_opts(&self.put_options) };
         let result = tokio::task::spawn_blocking(move || {
-            tessera_client::storage::put(&Client::new(&rpc), &key, &path, &opts, &mut |_, _, _| {})
+            tessera_client::storage::put(&node, &key, &path, &opts, &mut |_, _, _| {})
         })
         .await
         .map_err(internal)?;
@@ -163,9 +166,9 @@ impl Gateway {
             return;
         }
         let Ok(key) = self.keyring.get(owner) else { return };
-        let rpc = self.rpc.clone();
+        let node = self.node.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            tessera_client::storage::remove(&Client::new(&rpc), &key, &Cid(Hash32(cid)))
+            tessera_client::storage::remove(&node, &key, &Cid(Hash32(cid)))
         })
         .await;
     }
@@ -228,11 +231,11 @@ impl Gateway {
             return Ok(None);
         }
         let payer = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?.address();
-        let (rpc, path, opts) = (self.rpc.clone(), spooled.path.clone(), clone_opts(&self.put_options));
+        let (node, path, opts) = (self.node.clone(), spooled.path.clone(), clone_opts(&self.put_options));
         let (manifest, balance) = tokio::task::spawn_blocking(move || {
             let manifest = tessera_client::storage::manifest_of_file(&path, &opts, &mut |_, _, _| {})?;
             let escrow = tessera_client::storage::escrow_of(&manifest, &opts).ok_or_else(|| anyhow::anyhow!("the deal's escrow overflows"))?;
-            let balance = Client::new(&rpc).account(&payer)?.balance;
+            let balance = node.account(&payer)?.balance;
             anyhow::Ok(((manifest, escrow), balance))
         })
         .await
@@ -427,10 +430,10 @@ impl S3 for Endpoint {
                     Some(f) => tokio::fs::File::from_std(f),
                     None => {
                         let out = self.spool_path();
-                        let rpc = self.rpc.clone();
+                        let node = self.node.clone();
                         let target = out.clone();
                         tokio::task::spawn_blocking(move || {
-                            tessera_client::storage::get(&Client::new(&rpc), &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
+                            tessera_client::storage::get(&node, &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
                         })
                         .await
                         .map_err(internal)?
