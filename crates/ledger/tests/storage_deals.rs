@@ -91,6 +91,9 @@ fn deal_places_pieces_on_distinct_providers_and_pays_for_proofs() {
     assert_eq!(code, 0, "{log}");
     let d = c.view(|st| storage::deal(st, 1)).unwrap();
     assert_eq!(d.pieces.len(), f.pieces.len());
+    // The deal is found by its content id, and only by its own.
+    assert_eq!(c.view(|st| storage::deals_of_cid(st, &f.cid)).iter().map(|d| d.id).collect::<Vec<_>>(), vec![1]);
+    assert!(c.view(|st| storage::deals_of_cid(st, &tessera_types::Hash32([7; 32]))).is_empty());
     for s in &f.segments {
         let holders: std::collections::BTreeSet<_> =
             d.pieces.iter().filter(|p| p.segment == s.segment).map(|p| p.provider).collect();
