@@ -65,6 +65,14 @@ pub struct TxResultDto {
     pub events: Vec<Event>,
 }
 
+impl TxResultDto {
+    /// The numeric attribute `attr` of the first `kind` event (an id the
+    /// transaction created, such as a job's or a deal's).
+    pub fn event_id(&self, kind: &str, attr: &str) -> Option<u64> {
+        self.events.iter().find(|e| e.kind == kind).and_then(|e| e.get(attr)?.parse().ok())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SubmitRequest {
     /// Hex of the encoded signed transaction.

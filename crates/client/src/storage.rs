@@ -110,13 +110,7 @@ fn deal_msgs(manifest: &Manifest, opts: &PutOptions) -> Vec<Msg> {
 fn deal_of(client: &Client, hash: &Hash32) -> anyhow::Result<DealDto> {
     let r = client.wait_for_tx(hash, Duration::from_secs(60))?;
     anyhow::ensure!(r.code == 0, "storage deal refused: {}", r.log);
-    let id: u64 = r
-        .events
-        .iter()
-        .find(|e| e.kind == "storage.deal_created")
-        .and_then(|e| e.get("deal"))
-        .and_then(|d| d.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("deal created without an id event"))?;
+    let id = r.event_id("storage.deal_created", "deal").ok_or_else(|| anyhow::anyhow!("deal created without an id event"))?;
     Ok(client.get(&format!("/deals/{id}"))?)
 }
 

@@ -128,29 +128,25 @@ impl Index {
 
     /// Stores `meta` and returns the object it replaced.
     pub fn put_object(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> anyhow::Result<Option<ObjectMeta>> {
-        let w = self.db.begin_write()?;
-        let old = {
-            let mut t = w.open_table(OBJECTS)?;
-            let old = t.insert(object_key(bucket, key).as_str(), borsh::to_vec(meta)?.as_slice())?;
-            match old {
-                Some(v) => Some(borsh::from_slice(v.value())?),
-                None => None,
-            }
-        };
-        w.commit()?;
-        Ok(old)
+        self.put_object_with(bucket, key, meta, None)
     }
 
     /// Stores `meta` and, in the same transaction, records its content as
     /// pending placement (unless it already is for this owner); returns the
     /// object it replaced.
     pub fn put_object_pending(&self, bucket: &str, key: &str, meta: &ObjectMeta, pending: &Pending) -> anyhow::Result<Option<ObjectMeta>> {
+        self.put_object_with(bucket, key, meta, Some(pending))
+    }
+
+    fn put_object_with(&self, bucket: &str, key: &str, meta: &ObjectMeta, pending: Option<&Pending>) -> anyhow::Result<Option<ObjectMeta>> {
         let w = self.db.begin_write()?;
         let old = {
-            let mut p = w.open_table(PENDING)?;
-            let pkey = pending.key();
-            if p.get(pkey.as_str())?.is_none() {
-                p.insert(pkey.as_str(), borsh::to_vec(pending)?.as_slice())?;
+            if let Some(pending) = pending {
+                let mut p = w.open_table(PENDING)?;
+                let pkey = pending.key();
+                if p.get(pkey.as_str())?.is_none() {
+                    p.insert(pkey.as_str(), borsh::to_vec(pending)?.as_slice())?;
+                }
             }
             let mut t = w.open_table(OBJECTS)?;
             let old = t.insert(object_key(bucket, key).as_str(), borsh::to_vec(meta)?.as_slice())?;

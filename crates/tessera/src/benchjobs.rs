@@ -227,7 +227,7 @@ fn submit_job(client: &Client, key: &tessera_crypto::KeyPair, chain_id: &str, sp
 /// The job id a committed submit transaction created.
 fn job_of(client: &Client, hash: &Hash32) -> Option<u64> {
     let r = client.wait_for_tx(hash, Duration::from_secs(120)).ok().filter(|r| r.code == 0)?;
-    r.events.iter().find(|e| e.kind == "jobs.submitted").and_then(|e| e.get("job")?.parse().ok())
+    r.event_id("jobs.submitted", "job")
 }
 
 fn wait_finished(seen: &Mutex<Seen>, ids: &[u64], timeout: Duration, label: &str) {
@@ -453,7 +453,7 @@ pub fn embed(ctx: &Ctx, a: EmbedArgs) -> anyhow::Result<()> {
     let h = client.sign_and_submit(&key, &chain_id, Amount::from_micro(1_000), Msg::Jobs(JobMsg::Submit { spec }))?;
     let r = client.wait_for_tx(&h, Duration::from_secs(60))?;
     anyhow::ensure!(r.code == 0, "embed job refused: {}", r.log);
-    let id: u64 = r.events.iter().find(|e| e.kind == "jobs.submitted").and_then(|e| e.get("job")?.parse().ok()).context("no job id")?;
+    let id: u64 = r.event_id("jobs.submitted", "job").context("no job id")?;
     let j = loop {
         let j: JobDto = client.get(&format!("/jobs/{id}"))?;
         if j.is_final() {

@@ -319,13 +319,7 @@ fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, s
     if r.code != 0 {
         bail!("the job was refused: {}", r.log);
     }
-    let id: u64 = r
-        .events
-        .iter()
-        .find(|e| e.kind == "jobs.submitted")
-        .and_then(|e| e.get("job"))
-        .and_then(|s| s.parse().ok())
-        .context("the submit transaction reported no job id")?;
+    let id = r.event_id("jobs.submitted", "job").context("the submit transaction reported no job id")?;
     if !stored_slots.is_empty() {
         eprintln!("stored inputs: {}", stored_slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "));
     }
