@@ -166,18 +166,20 @@ pub fn put(
     opts: &PutOptions,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> anyhow::Result<PutResult> {
-    put_many(client, key, &[path], opts, progress).pop().expect("one result per file")
+    put_many(client, key, &[path], opts, None, progress).pop().expect("one result per file")
 }
 
 /// Stores several files, paid by `key`, with their deals in as few blocks as
 /// possible: every file's deals are submitted before any is waited for.
 /// Returns one result per file, in order; one file's failure does not stop
-/// the others.
+/// the others. Callers storing for the same key at once pass the same
+/// `submit_lock`, so that their transactions take consecutive nonces.
 pub fn put_many(
     client: &Client,
     key: &KeyPair,
     paths: &[&Path],
     opts: &PutOptions,
+    submit_lock: Option<&std::sync::Mutex<()>>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
     let fee = Amount::from_micro(1_000);
@@ -191,7 +193,11 @@ pub fn put_many(
         manifests.iter().enumerate().filter_map(|(i, m)| m.as_ref().ok().map(|m| (i, m))).flat_map(|(i, m)| deal_msgs(m, opts).into_iter().map(move |msg| (i, msg))).collect();
     let (owners, msgs): (Vec<usize>, Vec<Msg>) = msgs.into_iter().unzip();
     let mut hashes: Vec<anyhow::Result<Vec<Hash32>>> = paths.iter().map(|_| Ok(Vec::new())).collect();
-    for (i, h) in owners.into_iter().zip(client.sign_and_submit_many(key, &chain_id, fee, msgs)) {
+    let submitted = {
+        let _turn = submit_lock.map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
+        client.sign_and_submit_many(key, &chain_id, fee, msgs)
+    };
+    for (i, h) in owners.into_iter().zip(submitted) {
         match (&mut hashes[i], h) {
             (Ok(list), Ok(h)) => list.push(h),
             (slot @ Ok(_), Err(e)) => *slot = Err(anyhow::anyhow!("storage deal refused: {e}")),

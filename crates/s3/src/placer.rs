@@ -22,6 +22,8 @@ pub const DEFAULT_STAGING_BYTES: u64 = 1 << 30;
 /// Most objects placed in one batch, and most bytes.
 const BATCH_OBJECTS: usize = 256;
 const BATCH_BYTES: u64 = 256 << 20;
+/// Batches placed at once.
+const BATCHES_IN_FLIGHT: usize = 3;
 /// How long a PUT waits for staging room before it is told to slow down.
 const ROOM_WAIT: Duration = Duration::from_secs(60);
 
@@ -154,12 +156,17 @@ impl Staging {
 }
 
 /// Places pending content until `stop` is set: batches of one owner's
-/// entries through `storage::put_many`; a failed entry is retried with
-/// backoff (2 s doubling to 5 min), its body kept.
+/// entries through `storage::put_many`, up to `BATCHES_IN_FLIGHT` at once
+/// (one batch's uploads overlap the next one's block wait; their deals are
+/// submitted one batch at a time). A failed entry is retried with backoff
+/// (4 s doubling to 5 min), its body kept.
 pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
-    let mut retry_at: HashMap<(String, [u8; 32]), (Instant, u32)> = HashMap::new();
+    let state = Arc::new(Mutex::new(Schedule::default()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let submit_lock = Arc::new(Mutex::new(()));
     while !stop.load(Ordering::Relaxed) {
         let wake = gateway.staging.wake.notified();
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let now = Instant::now();
         let pending = match gateway.index.pending() {
             Ok(p) => p,
@@ -168,17 +175,21 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
                 Vec::new()
             }
         };
-        let mut due: Vec<Pending> =
-            pending.into_iter().filter(|p| retry_at.get(&(p.owner.clone(), p.cid)).is_none_or(|(at, _)| *at <= now)).collect();
+        let mut due: Vec<Pending> = {
+            let st = state.lock().expect("placer lock");
+            pending
+                .into_iter()
+                .filter(|p| {
+                    let id = (p.owner.clone(), p.cid);
+                    !st.in_flight.contains(&id) && st.retry_at.get(&id).is_none_or(|(at, _)| *at <= now)
+                })
+                .collect()
+        };
         // Oldest acknowledgement first, so that a stream of new PUTs starves nothing.
         due.sort_by_key(|p| p.since_ms);
-        if due.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
-            continue;
-        }
-        let owner = due[0].owner.clone();
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
+        let owner = due.first().map(|p| p.owner.clone()).unwrap_or_default();
         for p in due.into_iter().filter(|p| p.owner == owner) {
             if batch.len() == BATCH_OBJECTS || (!batch.is_empty() && batch_bytes + p.size > BATCH_BYTES) {
                 break;
@@ -194,39 +205,59 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             batch.push(p);
         }
         if batch.is_empty() {
+            drop(slot);
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
             continue;
         }
-        for (p, result) in batch.iter().zip(place(&gateway, &owner, &batch).await) {
-            match result {
-                Ok(()) => {
-                    retry_at.remove(&(p.owner.clone(), p.cid));
-                    if let Err(e) = gateway.staging.finish(&gateway, p) {
-                        eprintln!("s3: {e:#}");
+        state.lock().expect("placer lock").in_flight.extend(batch.iter().map(|p| (p.owner.clone(), p.cid)));
+        let (gateway, state, submit_lock) = (gateway.clone(), state.clone(), submit_lock.clone());
+        tokio::spawn(async move {
+            let results = place(&gateway, &owner, &batch, submit_lock).await;
+            for (p, result) in batch.iter().zip(results) {
+                let id = (p.owner.clone(), p.cid);
+                match result {
+                    Ok(()) => {
+                        if let Err(e) = gateway.staging.finish(&gateway, p) {
+                            eprintln!("s3: {e:#}");
+                        }
+                        // Deleted or overwritten while it was being placed.
+                        if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
+                            gateway.release(&p.owner, Some(p.cid)).await;
+                        }
+                        state.lock().expect("placer lock").retry_at.remove(&id);
                     }
-                    // Deleted or overwritten while it was being placed.
-                    if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
-                        gateway.release(&p.owner, Some(p.cid)).await;
+                    Err(e) => {
+                        let mut st = state.lock().expect("placer lock");
+                        let tries = st.retry_at.get(&id).map_or(0, |(_, n)| *n) + 1;
+                        let backoff = Duration::from_secs((2u64 << tries.min(8)).min(300));
+                        eprintln!(
+                            "s3: placing {} for {} failed (attempt {tries}, next in {} s): {e:#}",
+                            tessera_storage::Cid(tessera_types::Hash32(p.cid)),
+                            p.owner,
+                            backoff.as_secs()
+                        );
+                        st.retry_at.insert(id.clone(), (Instant::now() + backoff, tries));
+                        drop(st);
+                        let _ = gateway.index.pending_failed(p, &format!("{e:#}"));
                     }
                 }
-                Err(e) => {
-                    let tries = retry_at.get(&(p.owner.clone(), p.cid)).map_or(0, |(_, n)| *n) + 1;
-                    let backoff = Duration::from_secs((2u64 << tries.min(8)).min(300));
-                    eprintln!(
-                        "s3: placing {} for {} failed (attempt {tries}, next in {} s): {e:#}",
-                        tessera_storage::Cid(tessera_types::Hash32(p.cid)),
-                        p.owner,
-                        backoff.as_secs()
-                    );
-                    let _ = gateway.index.pending_failed(p, &format!("{e:#}"));
-                    retry_at.insert((p.owner.clone(), p.cid), (Instant::now() + backoff, tries));
-                }
+                state.lock().expect("placer lock").in_flight.remove(&id);
             }
-        }
+            drop(slot);
+            gateway.staging.wake.notify_one();
+        });
     }
 }
 
+/// Entries being placed now, and when failed ones are due again.
+#[derive(Default)]
+struct Schedule {
+    in_flight: std::collections::HashSet<(String, [u8; 32])>,
+    retry_at: HashMap<(String, [u8; 32]), (Instant, u32)>,
+}
+
 /// Stores a batch of one owner's staged bodies; one result per entry.
-async fn place(gateway: &Gateway, owner: &str, batch: &[Pending]) -> Vec<anyhow::Result<()>> {
+async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: Arc<Mutex<()>>) -> Vec<anyhow::Result<()>> {
     let key = match gateway.keyring.get(owner) {
         Ok(k) => k,
         Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
@@ -237,7 +268,7 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending]) -> Vec<anyhow:
     let cids: Vec<[u8; 32]> = batch.iter().map(|p| p.cid).collect();
     let joined = tokio::task::spawn_blocking(move || {
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        tessera_client::storage::put_many(&node, &key, &refs, &opts, &mut |_, _, _| {})
+        tessera_client::storage::put_many(&node, &key, &refs, &opts, Some(&submit_lock), &mut |_, _, _| {})
             .into_iter()
             .zip(cids)
             .map(|(r, cid)| {
