@@ -25,8 +25,12 @@ s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_sec
                   config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                                 tcp_keepalive=True))
 s3.create_bucket(Bucket=bucket)
-large = os.urandom(4 << 20)
-small = os.urandom(4 << 10)
+# Every object holds different bytes (a content-addressed store would
+# otherwise keep one copy of them all).
+large_base = os.urandom(4 << 20)
+small_base = os.urandom(4 << 10)
+large = lambda i: i.to_bytes(8, "big") + large_base[8:]
+small = lambda i: i.to_bytes(8, "big") + small_base[8:]
 
 
 def timed(fn):
@@ -58,7 +62,7 @@ def wait_placed(keys, started):
 
 result = {}
 started = time.perf_counter()
-put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"large/{i}", Body=large)) for i in range(large_count)]
+put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"large/{i}", Body=large(i))) for i in range(large_count)]
 placed = wait_placed([f"large/{i}" for i in range(large_count)], started)
 get = [timed(lambda i=i: s3.get_object(Bucket=bucket, Key=f"large/{i}")["Body"].read()) for i in range(large_count)]
 result["put_4mib_mib_s"] = 4 * large_count / sum(put)
@@ -66,7 +70,7 @@ if placed:
     result["placed_4mib_mib_s"] = 4 * large_count / placed
 result["get_4mib_mib_s"] = 4 * large_count / sum(get)
 started = time.perf_counter()
-put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"small/{i}", Body=small)) for i in range(small_count)]
+put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"small/{i}", Body=small(i))) for i in range(small_count)]
 placed = wait_placed([f"small/{i}" for i in range(small_count)], started)
 if placed:
     result["placed_4kib_ops_s"] = small_count / placed

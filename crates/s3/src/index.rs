@@ -202,10 +202,15 @@ impl Index {
         Ok(())
     }
 
-    /// Removes a pending entry (placed, or no longer wanted).
-    pub fn pending_done(&self, pending: &Pending) -> anyhow::Result<()> {
+    /// Removes pending entries (placed, or no longer wanted) in one transaction.
+    pub fn pending_done(&self, done: &[&Pending]) -> anyhow::Result<()> {
         let w = self.db.begin_write()?;
-        w.open_table(PENDING)?.remove(pending.key().as_str())?;
+        {
+            let mut t = w.open_table(PENDING)?;
+            for p in done {
+                t.remove(p.key().as_str())?;
+            }
+        }
         w.commit()?;
         Ok(())
     }

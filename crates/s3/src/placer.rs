@@ -137,18 +137,28 @@ impl Staging {
         }
     }
 
-    /// Ends one pending entry: when no other entry needs the staged body, it
-    /// moves into the read cache (the content is now on the network).
-    fn finish(&self, gateway: &Gateway, pending: &Pending) -> anyhow::Result<()> {
+    /// Ends pending entries (one index transaction for all of them): a staged
+    /// body no other entry needs moves into the read cache (the content is
+    /// now on the network).
+    fn finish(&self, gateway: &Gateway, done: &[&Pending]) -> anyhow::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
         let mut bytes = self.bytes.lock().expect("staging lock");
-        gateway.index.pending_done(pending)?;
-        if !gateway.index.is_pending(&pending.cid)? {
-            let path = self.path(&pending.cid);
-            if let Ok(m) = std::fs::metadata(&path) {
-                *bytes = bytes.saturating_sub(m.len());
-                gateway.cache.insert(&pending.cid, &path, m.len());
+        gateway.index.pending_done(done)?;
+        let mut freed = false;
+        for p in done {
+            if !gateway.index.is_pending(&p.cid)? {
+                let path = self.path(&p.cid);
+                if let Ok(m) = std::fs::metadata(&path) {
+                    *bytes = bytes.saturating_sub(m.len());
+                    gateway.cache.insert(&p.cid, &path, m.len());
+                    freed = true;
+                }
             }
-            drop(bytes);
+        }
+        drop(bytes);
+        if freed {
             self.room.notify_waiters();
         }
         Ok(())
@@ -196,7 +206,7 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             }
             // Content every object stopped pointing at before it was placed: drop it.
             if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
-                if let Err(e) = gateway.staging.finish(&gateway, &p) {
+                if let Err(e) = gateway.staging.finish(&gateway, &[&p]) {
                     eprintln!("s3: {e:#}");
                 }
                 continue;
@@ -213,13 +223,14 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         let (gateway, state, submit_lock) = (gateway.clone(), state.clone(), submit_lock.clone());
         tokio::spawn(async move {
             let results = place(&gateway, &owner, &batch, submit_lock).await;
+            let placed: Vec<&Pending> = batch.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(p, _)| p).collect();
+            if let Err(e) = gateway.staging.finish(&gateway, &placed) {
+                eprintln!("s3: {e:#}");
+            }
             for (p, result) in batch.iter().zip(results) {
                 let id = (p.owner.clone(), p.cid);
                 match result {
                     Ok(()) => {
-                        if let Err(e) = gateway.staging.finish(&gateway, p) {
-                            eprintln!("s3: {e:#}");
-                        }
                         // Deleted or overwritten while it was being placed.
                         if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
                             gateway.release(&p.owner, Some(p.cid)).await;

@@ -1,16 +1,18 @@
 //! Storage challenges: each epoch, k leaf indexes of each piece are drawn from
-//! the beacon. A provider that lost a fraction f of a piece's leaves escapes
-//! all k with probability (1-f)^k (DESIGN.md section 3: f = 10%, k = 50 gives
+//! the beacon (every leaf of a piece with at most k). A provider that lost a
+//! fraction f of a piece's leaves escapes all k with probability (1-f)^k (DESIGN.md section 3: f = 10%, k = 50 gives
 //! 0.5%).
 
 use tessera_types::Hash32;
 
 /// `k` leaf indexes in `0..leaf_count`, uniform and independent, from
 /// blake3(beacon || piece || epoch) read as a stream (rejection sampling, so no
-/// modulo bias). Same inputs, same indexes, on every node.
+/// modulo bias). Same inputs, same indexes, on every node. A piece of at most
+/// `k` leaves is asked for every leaf once instead: nothing escapes, and its
+/// proof is no larger than the piece (small objects' pieces have one or two).
 pub fn challenge_indices(beacon: &Hash32, piece: &Hash32, epoch: u64, leaf_count: u64, k: u32) -> Vec<u64> {
-    if leaf_count == 0 {
-        return Vec::new();
+    if leaf_count <= k as u64 {
+        return (0..leaf_count).collect();
     }
     let mut h = blake3::Hasher::new();
     h.update(b"tessera-storage-challenge-v1");
@@ -51,6 +53,10 @@ mod tests {
         assert!(a.iter().all(|i| *i < 1000));
         assert_eq!(a.len(), 50);
         assert_eq!(escape_probability_ppm(100_000, 50), 5_154);
+        // A piece with no more leaves than challenges is checked whole.
+        assert_eq!(challenge_indices(&beacon, &piece, 7, 3, 50), vec![0, 1, 2]);
+        assert_eq!(challenge_indices(&beacon, &piece, 7, 50, 50), (0..50).collect::<Vec<_>>());
+        assert!(challenge_indices(&beacon, &piece, 7, 0, 50).is_empty());
     }
 
     /// Simulation: a provider missing a fraction f of leaves passes an epoch's
