@@ -111,12 +111,17 @@ impl Client {
         let mut attempts = 0;
         loop {
             let nonce = self.account(&key.address())?.next_nonce;
-            let body = TxBody { chain_id: chain_id.to_string(), signer: PublicKey(key.public_key()), nonce, fee, msg: msg.clone() };
-            match self.submit(&body.sign(key)) {
-                Err(ClientError::Rejected(reason)) if reason.contains("wrong nonce") && attempts < 8 => attempts += 1,
+            match self.submit_at(key, chain_id, fee, &msg, nonce) {
+                Err(e) if wrong_nonce(&e) && attempts < 8 => attempts += 1,
                 other => return other,
             }
         }
+    }
+
+    /// Signs `msg` at `nonce` and submits it.
+    fn submit_at(&self, key: &KeyPair, chain_id: &str, fee: Amount, msg: &Msg, nonce: u64) -> Result<Hash32, ClientError> {
+        let body = TxBody { chain_id: chain_id.to_string(), signer: PublicKey(key.public_key()), nonce, fee, msg: msg.clone() };
+        self.submit(&body.sign(key))
     }
 
     /// Signs and submits `msgs` in order at consecutive nonces, reading the
@@ -131,13 +136,12 @@ impl Client {
         msgs.into_iter()
             .map(|msg| {
                 if let Some(n) = nonce {
-                    let body = TxBody { chain_id: chain_id.to_string(), signer: PublicKey(key.public_key()), nonce: n, fee, msg: msg.clone() };
-                    match self.submit(&body.sign(key)) {
+                    match self.submit_at(key, chain_id, fee, &msg, n) {
                         Ok(h) => {
                             nonce = Some(n + 1);
                             return Ok(h);
                         }
-                        Err(ClientError::Rejected(reason)) if reason.contains("wrong nonce") => nonce = None,
+                        Err(e) if wrong_nonce(&e) => nonce = None,
                         Err(e) => return Err(e),
                     }
                 }
@@ -164,6 +168,11 @@ impl Client {
 
 /// Largest piece body a provider accepts or a client downloads.
 pub const MAX_PIECE_BODY: u64 = 64 * 1024 * 1024;
+
+/// The node refused a transaction because its nonce was taken or skipped.
+fn wrong_nonce(e: &ClientError) -> bool {
+    matches!(e, ClientError::Rejected(reason) if reason.contains("wrong nonce"))
+}
 
 /// One connection pool for piece traffic to every provider in this process.
 fn piece_agent() -> &'static ureq::Agent {

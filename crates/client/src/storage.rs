@@ -32,9 +32,12 @@ pub struct PutResult {
     pub missed_pieces: usize,
 }
 
+/// Fee of each storage transaction (a deal's `CreateDeal`, `EndDeal`).
+pub const DEAL_FEE: Amount = Amount::from_micro(1_000);
+
 fn submit_and_wait(client: &Client, key: &KeyPair, msg: Msg) -> anyhow::Result<crate::api::TxResultDto> {
     let chain_id = client.status()?.chain_id;
-    let hash = client.sign_and_submit(key, &chain_id, Amount::from_micro(1_000), msg)?;
+    let hash = client.sign_and_submit(key, &chain_id, DEAL_FEE, msg)?;
     let r = client.wait_for_tx(&hash, Duration::from_secs(60))?;
     anyhow::ensure!(r.code == 0, "{}", r.log);
     Ok(r)
@@ -182,7 +185,6 @@ pub fn put_many(
     submit_lock: Option<&std::sync::Mutex<()>>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
-    let fee = Amount::from_micro(1_000);
     let chain_id = match client.status() {
         Ok(s) => s.chain_id,
         Err(e) => return paths.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
@@ -195,7 +197,7 @@ pub fn put_many(
     let mut hashes: Vec<anyhow::Result<Vec<Hash32>>> = paths.iter().map(|_| Ok(Vec::new())).collect();
     let submitted = {
         let _turn = submit_lock.map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
-        client.sign_and_submit_many(key, &chain_id, fee, msgs)
+        client.sign_and_submit_many(key, &chain_id, DEAL_FEE, msgs)
     };
     for (i, h) in owners.into_iter().zip(submitted) {
         match (&mut hashes[i], h) {

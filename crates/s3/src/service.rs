@@ -182,8 +182,7 @@ impl Gateway {
         let staged = match spooled.size {
             0 => None,
             _ => match self.stage(owner, bucket, key, &spooled, &etag_hex, &content_type).await {
-                Ok(Some(done)) => Some(done),
-                Ok(None) => None,
+                Ok(staged) => staged,
                 Err(e) => {
                     let _ = tokio::fs::remove_file(&spooled.path).await;
                     return Err(e);
@@ -232,19 +231,19 @@ impl Gateway {
         }
         let payer = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?.address();
         let (node, path, opts) = (self.node.clone(), spooled.path.clone(), clone_opts(&self.put_options));
-        let (manifest, balance) = tokio::task::spawn_blocking(move || {
+        let (manifest, escrow, balance) = tokio::task::spawn_blocking(move || {
             let manifest = tessera_client::storage::manifest_of_file(&path, &opts, &mut |_, _, _| {})?;
             let escrow = tessera_client::storage::escrow_of(&manifest, &opts).ok_or_else(|| anyhow::anyhow!("the deal's escrow overflows"))?;
             let balance = node.account(&payer)?.balance;
-            anyhow::Ok(((manifest, escrow), balance))
+            anyhow::Ok((manifest, escrow, balance))
         })
         .await
         .map_err(internal)?
         .map_err(|e| s3_error!(ServiceUnavailable, "cannot prepare the object for the storage network: {e:#}"))?;
-        let (manifest, escrow) = manifest;
         // Everything already acknowledged for this account must stay payable too.
         let waiting: u128 = self.index.pending().map_err(internal)?.iter().filter(|p| p.owner == owner).map(|p| p.escrow).sum();
-        let fees = Amount::from_micro(1_000).micro() * manifest.segments.len().div_ceil(tessera_ledger::storage::MAX_SEGMENTS_PER_DEAL) as u128;
+        let deals = manifest.segments.len().div_ceil(tessera_ledger::storage::MAX_SEGMENTS_PER_DEAL) as u128;
+        let fees = tessera_client::storage::DEAL_FEE.micro() * deals;
         let needed = Amount(escrow.micro() + waiting + fees);
         if balance < needed {
             return Err(s3_error!(
