@@ -132,7 +132,6 @@ fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, 
             return None;
         }
     };
-    let _ = std::fs::create_dir_all(executor.job_dir(job));
     println!("provider {me}: running job {job} ({} {:?}) on lease {lease}", spec.kind.name(), spec.name);
     let msg = match executor.run(job, lease, &spec) {
         Verdict::Report(outcome) => Msg::Jobs(JobMsg::Report { job, outcome }),

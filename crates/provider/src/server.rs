@@ -100,7 +100,8 @@ async fn get_result(State(s): State<Arc<ServerState>>, Path(hash): Path<String>)
     let Ok(hash) = hash.parse::<Hash32>() else { return error(StatusCode::BAD_REQUEST, "result hash must be 64 hex digits") };
     let results = s.results.clone();
     let path = match tokio::task::spawn_blocking(move || results.checked(&hash)).await {
-        Ok(Ok(Some(p))) => p,
+        Ok(Ok(Some(crate::results::Stored::Inline(bytes)))) => return bytes.into_response(),
+        Ok(Ok(Some(crate::results::Stored::File(p)))) => p,
         Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, format!("no result {hash} here")),
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -112,15 +113,17 @@ async fn get_result(State(s): State<Arc<ServerState>>, Path(hash): Path<String>)
 }
 
 async fn job_logs(State(s): State<Arc<ServerState>>, Path(id): Path<u64>) -> Response {
-    match tokio::fs::read(s.executor.log_path(id)).await {
-        Ok(bytes) => bytes.into_response(),
-        Err(_) => error(StatusCode::NOT_FOUND, format!("no log of job {id} here")),
+    let executor = s.executor.clone();
+    match tokio::task::spawn_blocking(move || executor.log_text(id)).await {
+        Ok(Some(bytes)) => bytes.into_response(),
+        _ => error(StatusCode::NOT_FOUND, format!("no log of job {id} here")),
     }
 }
 
 async fn job_phase(State(s): State<Arc<ServerState>>, Path(id): Path<u64>) -> Response {
-    match s.executor.phase(id) {
-        Some(p) => p.into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("job {id} has not started here")),
+    let executor = s.executor.clone();
+    match tokio::task::spawn_blocking(move || executor.phase(id)).await {
+        Ok(Some(p)) => p.into_response(),
+        _ => error(StatusCode::NOT_FOUND, format!("job {id} has not started here")),
     }
 }

@@ -7,7 +7,7 @@ use tessera_client::jobs::ResultManifest;
 use tessera_ledger::jobs::{Input, JobKind, JobSpec, Outcome, WasmJob};
 use tessera_ledger::market::{OrderSpec, Pricing, Resources};
 use tessera_provider::executor::{Executor, Verdict};
-use tessera_provider::results::ResultStore;
+use tessera_provider::results::{ResultStore, Stored};
 use tessera_runtime::models::ModelCache;
 use tessera_types::{Amount, Hash32};
 
@@ -50,18 +50,24 @@ fn results_are_filed_by_hash_and_a_restart_reports_without_rerunning() {
     let Verdict::Report(Outcome::Succeeded { result, size }) = ex.run(1, 1, &spec("montecarlo.wasm", &["1000", "3"], 1 << 32)) else {
         panic!("montecarlo should succeed")
     };
-    let manifest_bytes = std::fs::read(dir.path().join("results").join(result.to_string())).unwrap();
+    let read = |hash: &Hash32| match ex.results.checked(hash).unwrap().expect("stored") {
+        Stored::Inline(bytes) => bytes,
+        Stored::File(path) => std::fs::read(path).unwrap(),
+    };
+    let manifest_bytes = read(&result);
     assert_eq!(Hash32::blake3(&manifest_bytes), result);
     let m: ResultManifest = serde_json::from_slice(&manifest_bytes).unwrap();
     assert_eq!(m.total_size(manifest_bytes.len()), size);
     let stdout = m.files.iter().find(|f| f.name == "stdout").unwrap();
-    let text = std::fs::read_to_string(dir.path().join("results").join(stdout.hash.to_string())).unwrap();
+    let text = String::from_utf8(read(&stdout.hash)).unwrap();
     assert!(text.starts_with("samples 1000\n"), "{text}");
     assert_eq!(ex.phase(1).as_deref(), Some("done"));
 
     // A new process over the same data dir: the saved outcome is reported as is,
     // even though the module would now fail (no fuel).
+    drop(ex);
     let again = executor(dir.path());
+    assert_eq!(again.phase(1).as_deref(), Some("done"));
     let Verdict::Report(Outcome::Succeeded { result: r2, .. }) = again.run(1, 1, &spec("montecarlo.wasm", &["1000", "3"], 1)) else {
         panic!("the saved outcome should be reported")
     };
@@ -74,6 +80,6 @@ fn a_broken_limit_is_reported_as_a_failure_with_its_reason() {
     let ex = executor(dir.path());
     let Verdict::Report(Outcome::Failed { reason }) = ex.run(2, 5, &spec("spin.wasm", &[], 1_000_000)) else { panic!() };
     assert!(reason.contains("ran out of fuel"), "{reason}");
-    let log = std::fs::read_to_string(ex.log_path(2)).unwrap();
+    let log = String::from_utf8(ex.log_text(2).unwrap()).unwrap();
     assert!(log.contains("ran out of fuel"), "{log}");
 }
