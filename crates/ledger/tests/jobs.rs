@@ -198,3 +198,46 @@ fn base_price_rises_when_busy_and_falls_when_idle() {
     assert_eq!(b.cpu_utilisation_ppm, 1_000_000);
     assert_eq!(b.cpu.micro(), a.cpu.micro() * 1_125_000 / 1_000_000);
 }
+
+#[test]
+fn a_batch_of_reports_settles_each_job_and_skips_the_ones_not_its_senders() {
+    let mut c = Chain::new(3);
+    assert_eq!(c.run(1, register(8, 100)).0, 0);
+    for _ in 0..3 {
+        assert_eq!(c.run(0, submit(wasm_spec(1_000, 50, Pricing::Fixed))).0, 0);
+    }
+    assert!((1..=3).all(|id| matches!(job(&c, id).state, JobState::Leased { .. })));
+    let ok = Outcome::Succeeded { result: Hash32::blake3(b"result"), size: 6 };
+    let failed = Outcome::Failed { reason: "fuel exhausted".into() };
+
+    // Malformed batches are refused whole, before execution.
+    for reports in [vec![], vec![(1, ok.clone()), (1, failed.clone())], (0..300).map(|j| (j, ok.clone())).collect()] {
+        let tx = c.tx(1, Msg::Jobs(JobMsg::Reports { reports }));
+        assert!(c.view(|st| check_tx(st, &tx, None)).is_err());
+    }
+    // Another provider's batch changes nothing.
+    let out = c.block(&[c.tx(2, Msg::Jobs(JobMsg::Reports { reports: vec![(1, ok.clone())] }))]);
+    assert_eq!(out.txs[0].code, 0);
+    assert!(out.txs[0].events.iter().any(|e| e.kind == "jobs.report_refused" && e.get("job") == Some("1")));
+    assert!(matches!(job(&c, 1).state, JobState::Leased { .. }));
+
+    // Job 9 does not exist: skipped; jobs 1 and 3 settle, job 2 stays leased.
+    let tx = c.tx(1, Msg::Jobs(JobMsg::Reports { reports: vec![(1, ok.clone()), (9, ok.clone()), (3, failed.clone())] }));
+    let out = c.block(&[tx]);
+    assert_eq!(out.txs[0].code, 0, "{}", out.txs[0].log);
+    let kinds: Vec<&str> = out.txs[0].events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"jobs.succeeded") && kinds.contains(&"jobs.failed") && kinds.contains(&"jobs.report_refused"), "{kinds:?}");
+    assert!(matches!(job(&c, 1).state, JobState::Succeeded { .. }));
+    assert!(matches!(job(&c, 2).state, JobState::Leased { .. }));
+    assert!(matches!(job(&c, 3).state, JobState::Failed { ref reason, .. } if reason == "fuel exhausted"));
+    for id in [1, 3] {
+        let j = job(&c, id);
+        assert!(j.paid.micro() > 0, "job {id} paid nothing");
+    }
+    // A settled job reported again in a later batch is skipped, not settled twice.
+    let out = c.block(&[c.tx(1, Msg::Jobs(JobMsg::Reports { reports: vec![(1, ok.clone()), (2, ok)] }))]);
+    assert_eq!(out.txs[0].events.iter().filter(|e| e.kind == "jobs.report_refused").count(), 1);
+    assert!(matches!(job(&c, 2).state, JobState::Succeeded { .. }));
+    c.assert_pools_backed();
+    c.assert_supply_matches_balances();
+}

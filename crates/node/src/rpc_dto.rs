@@ -59,6 +59,7 @@ pub fn msg_name(msg: &Msg) -> String {
         Msg::Jobs(JobMsg::Submit { .. }) => "jobs.submit",
         Msg::Jobs(JobMsg::Report { .. }) => "jobs.report",
         Msg::Jobs(JobMsg::Cancel { .. }) => "jobs.cancel",
+        Msg::Jobs(JobMsg::Reports { .. }) => "jobs.reports",
     }
     .to_string()
 }

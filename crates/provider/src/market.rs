@@ -1,17 +1,18 @@
 //! The provider's market side: follows the node's event stream (`/events`),
 //! feeds the decision core, places bids, runs leased jobs on worker threads
-//! and reports their results. On start and after every reconnect it resyncs
+//! and reports their results, batched. On start and after every reconnect it resyncs
 //! from the ledger, so a restarted provider picks up the leases it holds.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::collections::VecDeque;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_client::api::{BlockEventDto, JobDto};
 use tessera_client::events::{BlockStream, StreamItem};
 use tessera_client::Client;
 use tessera_crypto::KeyPair;
-use tessera_ledger::jobs::JobMsg;
+use tessera_ledger::jobs::{JobMsg, Outcome, MAX_REPORTS};
 use tessera_ledger::market::{BasePrices, MarketMsg, Pricing, Resources};
 use tessera_ledger::{Event, Msg};
 use tessera_types::{Address, Amount};
@@ -38,28 +39,29 @@ pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, sto
             .expect("spawn event thread");
     }
     // A fixed pool of workers runs leased jobs (a burst of leases waits in the
-    // queue instead of starting a thread each); reports are confirmed off the
-    // workers by one checker thread.
+    // queue instead of starting a thread each). Finished runs go to one
+    // reporter thread, which sends whatever has queued as one transaction and
+    // confirms it later.
     let (work_tx, work_rx) = channel::<(u64, u64)>();
     let work_rx = Arc::new(std::sync::Mutex::new(work_rx));
-    let (check_tx, check_rx) = channel::<PendingReport>();
+    let (report_tx, report_rx) = channel::<Finished>();
     {
         let (client, key, chain_id) = (client.clone(), cfg.key.clone(), cfg.chain_id.clone());
         std::thread::Builder::new()
-            .name("report-checker".into())
-            .spawn(move || check_reports(&client, &key, &chain_id, check_rx))
-            .expect("spawn report checker");
+            .name("reporter".into())
+            .spawn(move || report_loop(&client, &key, &chain_id, report_rx))
+            .expect("spawn reporter");
     }
     for w in 0..decider.max_jobs.max(1) {
-        let (executor, tx, key, client, chain_id, work_rx, check_tx) =
-            (executor.clone(), tx.clone(), cfg.key.clone(), client.clone(), cfg.chain_id.clone(), work_rx.clone(), check_tx.clone());
+        let (executor, tx, me, client, work_rx, report_tx) =
+            (executor.clone(), tx.clone(), me, client.clone(), work_rx.clone(), report_tx.clone());
         std::thread::Builder::new()
             .name(format!("job-worker-{w}"))
             .spawn(move || loop {
                 let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                 let Ok((job, lease)) = next else { return };
-                if let Some(pending) = run_job(&executor, &client, &key, &chain_id, job, lease) {
-                    let _ = check_tx.send(pending);
+                if let Some(finished) = run_job(&executor, &client, me, job, lease) {
+                    let _ = report_tx.send(finished);
                 }
                 let _ = tx.send(Input::JobDone { job });
             })
@@ -99,10 +101,15 @@ pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, sto
     }
 }
 
-/// A report sent and not yet seen committed.
+/// A finished run, to be reported.
+enum Finished {
+    Report { job: u64, outcome: Outcome },
+    HandBack { lease: u64 },
+}
+
+/// Reports sent in one transaction and not yet seen committed.
 struct PendingReport {
-    job: u64,
-    msg: Msg,
+    reports: Vec<(u64, Outcome)>,
     hash: tessera_types::Hash32,
     attempt: u32,
     /// Times it was looked up and not found.
@@ -113,11 +120,10 @@ struct PendingReport {
 /// Lookups (3 s apart) before a report missing from the chain is sent again:
 /// under load it may simply be waiting in the mempool.
 const REPORT_MISSES: u32 = 5;
+const REPORT_ATTEMPTS: u32 = 5;
 
-/// Runs one job and sends its report (or hands its lease back); returns the
-/// report to confirm.
-fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, job: u64, lease: u64) -> Option<PendingReport> {
-    let me = key.address();
+/// Runs one job; returns what to report (nothing when the job cannot be read).
+fn run_job(executor: &Executor, client: &Client, me: Address, job: u64, lease: u64) -> Option<Finished> {
     let dto = match client.get::<JobDto>(&format!("/jobs/{job}")) {
         Ok(d) => d,
         Err(e) => {
@@ -133,27 +139,79 @@ fn run_job(executor: &Executor, client: &Client, key: &KeyPair, chain_id: &str, 
         }
     };
     println!("provider {me}: running job {job} ({} {:?}) on lease {lease}", spec.kind.name(), spec.name);
-    let msg = match executor.run(job, lease, &spec) {
-        Verdict::Report(outcome) => Msg::Jobs(JobMsg::Report { job, outcome }),
+    Some(match executor.run(job, lease, &spec) {
+        Verdict::Report(outcome) => Finished::Report { job, outcome },
         Verdict::HandBack(reason) => {
             eprintln!("provider {me}: cannot run job {job}: {reason}; handing the lease back");
-            Msg::Market(MarketMsg::CloseLease { lease })
+            Finished::HandBack { lease }
         }
-    };
-    send_report(client, key, chain_id, job, msg, 1)
+    })
 }
 
-const REPORT_ATTEMPTS: u32 = 5;
+/// The message that reports `reports`: one report alone, or a batch.
+fn reports_msg(reports: &[(u64, Outcome)]) -> Msg {
+    match reports {
+        [(job, outcome)] => Msg::Jobs(JobMsg::Report { job: *job, outcome: outcome.clone() }),
+        _ => Msg::Jobs(JobMsg::Reports { reports: reports.to_vec() }),
+    }
+}
 
-fn send_report(client: &Client, key: &KeyPair, chain_id: &str, job: u64, msg: Msg, first: u32) -> Option<PendingReport> {
+/// Sends finished runs as they come: everything queued while the previous
+/// transaction was being sent goes out together (up to `MAX_REPORTS`). The
+/// report settles the lease. It is not polled for: a few seconds after
+/// sending, the reporter looks it up once, and sends again only the reports
+/// the node lost (a second report of a settled job is refused and changes
+/// nothing).
+fn report_loop(client: &Client, key: &KeyPair, chain_id: &str, rx: Receiver<Finished>) {
+    let me = key.address();
+    let mut pending: VecDeque<PendingReport> = VecDeque::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        let mut batch = Vec::new();
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(f) => batch.push(f),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                open = false;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        while batch.len() < MAX_REPORTS
+            && let Ok(f) = rx.try_recv()
+        {
+            batch.push(f);
+        }
+        let mut reports = Vec::new();
+        for f in batch {
+            match f {
+                Finished::Report { job, outcome } => reports.push((job, outcome)),
+                Finished::HandBack { lease } => {
+                    if let Err(e) = crate::agent::submit(client, key, chain_id, Msg::Market(MarketMsg::CloseLease { lease })) {
+                        eprintln!("provider {me}: handing back lease {lease} refused: {e}");
+                    }
+                }
+            }
+        }
+        if !reports.is_empty() {
+            pending.extend(send_reports(client, key, chain_id, reports, 1));
+        }
+        while pending.front().is_some_and(|p| p.due <= std::time::Instant::now()) {
+            let p = pending.pop_front().expect("front exists");
+            pending.extend(confirm(client, key, chain_id, p));
+        }
+    }
+}
+
+fn send_reports(client: &Client, key: &KeyPair, chain_id: &str, reports: Vec<(u64, Outcome)>, first: u32) -> Option<PendingReport> {
+    let jobs = || reports.iter().map(|(j, _)| j.to_string()).collect::<Vec<_>>().join(", ");
     for attempt in first..=REPORT_ATTEMPTS {
-        match crate::agent::submit(client, key, chain_id, msg.clone()) {
+        match crate::agent::submit(client, key, chain_id, reports_msg(&reports)) {
             Ok(hash) => {
                 let due = std::time::Instant::now() + Duration::from_secs(3);
-                return Some(PendingReport { job, msg, hash, attempt, misses: 0, due });
+                return Some(PendingReport { reports, hash, attempt, misses: 0, due });
             }
             Err(e) => {
-                eprintln!("provider {}: report for job {job} not sent (attempt {attempt}): {e}", key.address());
+                eprintln!("provider {}: report for job(s) {} not sent (attempt {attempt}): {e}", key.address(), jobs());
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
@@ -161,39 +219,42 @@ fn send_report(client: &Client, key: &KeyPair, chain_id: &str, job: u64, msg: Ms
     None
 }
 
-/// The report settles the lease. It is not polled for: a few blocks after
-/// sending, the checker looks it up once, and sends it again only if the node
-/// lost it (a second report of a settled job is refused and changes nothing).
-fn check_reports(client: &Client, key: &KeyPair, chain_id: &str, rx: std::sync::mpsc::Receiver<PendingReport>) {
+/// Looks a sent report up once; returns it to look up again later, or the
+/// reports sent again.
+fn confirm(client: &Client, key: &KeyPair, chain_id: &str, mut p: PendingReport) -> Option<PendingReport> {
     let me = key.address();
-    let mut queue: std::collections::VecDeque<PendingReport> = std::collections::VecDeque::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(p) => queue.push_back(p),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) if queue.is_empty() => return,
-            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(250)),
-        }
-        while queue.front().is_some_and(|p| p.due <= std::time::Instant::now()) {
-            let mut p = queue.pop_front().expect("front exists");
-            match client.tx(&p.hash) {
-                Ok(r) if r.code == 0 => {}
-                Ok(r) => eprintln!("provider {me}: report for job {} rejected: {}", p.job, r.log),
-                Err(_) if p.misses + 1 < REPORT_MISSES => {
-                    p.misses += 1;
-                    p.due = std::time::Instant::now() + Duration::from_secs(3);
-                    queue.push_back(p);
-                }
-                // Settled some other way (or already reported): nothing to resend.
-                Err(_) if client.get::<JobDto>(&format!("/jobs/{}", p.job)).is_ok_and(|j| j.is_final() || j.provider != Some(me)) => {}
-                Err(_) if p.attempt < REPORT_ATTEMPTS => {
-                    eprintln!("provider {me}: report for job {} not committed yet; sending it again", p.job);
-                    if let Some(again) = send_report(client, key, chain_id, p.job, p.msg, p.attempt + 1) {
-                        queue.push_back(again);
-                    }
-                }
-                Err(e) => eprintln!("provider {me}: giving up on the report for job {}: {e}", p.job),
+    match client.tx(&p.hash) {
+        Ok(r) if r.code == 0 => {
+            for e in r.events.iter().filter(|e| e.kind == "jobs.report_refused") {
+                eprintln!("provider {me}: report for job {} refused: {}", e.get("job").unwrap_or("?"), e.get("reason").unwrap_or("?"));
             }
+            None
+        }
+        Ok(r) => {
+            eprintln!("provider {me}: report transaction {} rejected: {}", p.hash, r.log);
+            None
+        }
+        Err(_) if p.misses + 1 < REPORT_MISSES => {
+            p.misses += 1;
+            p.due = std::time::Instant::now() + Duration::from_secs(3);
+            Some(p)
+        }
+        Err(e) => {
+            // Reports the node lost and that nothing else has settled since.
+            let unsettled: Vec<(u64, Outcome)> = p
+                .reports
+                .into_iter()
+                .filter(|(job, _)| !client.get::<JobDto>(&format!("/jobs/{job}")).is_ok_and(|j| j.is_final() || j.provider != Some(me)))
+                .collect();
+            if unsettled.is_empty() {
+                return None;
+            }
+            if p.attempt >= REPORT_ATTEMPTS {
+                eprintln!("provider {me}: giving up on the reports for {} job(s): {e}", unsettled.len());
+                return None;
+            }
+            eprintln!("provider {me}: reports for {} job(s) not committed yet; sending them again", unsettled.len());
+            send_reports(client, key, chain_id, unsettled, p.attempt + 1)
         }
     }
 }

@@ -14,32 +14,18 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &JobMsg)
     match msg {
         JobMsg::Submit { spec } => submit(st, ctx, params, spec),
         JobMsg::Report { job: id, outcome } => {
-            let mut j = job(st, *id).ok_or_else(|| TxError::NotFound(format!("job {id}")))?;
-            let JobState::Leased { lease: lease_id, provider, .. } = j.state else {
-                return Err(invalid(format!("job {id} is {}, not running", j.state.label())));
-            };
-            if provider != ctx.sender {
-                return Err(TxError::Unauthorized(format!("job {id} is leased to {provider}, not {}", ctx.sender)));
+            let (j, lease) = reportable(st, ctx, *id)?;
+            report(st, params, ctx, j, lease, outcome)
+        }
+        JobMsg::Reports { reports } => {
+            let mut events = Vec::new();
+            for (id, outcome) in reports {
+                // Checked before anything is written: a refused report leaves no trace but its event.
+                match reportable(st, ctx, *id) {
+                    Ok((j, lease)) => events.extend(report(st, params, ctx, j, lease, outcome)?),
+                    Err(e) => events.push(Event::new("jobs.report_refused").attr("job", id).attr("reason", e.to_string())),
+                }
             }
-            let (event, state) = match outcome {
-                Outcome::Succeeded { result, size } => (
-                    Event::new("jobs.succeeded").attr("result", result).attr("size", size),
-                    JobState::Succeeded { result: *result, size: *size, provider, lease: lease_id, at: ctx.height },
-                ),
-                Outcome::Failed { reason } => (
-                    Event::new("jobs.failed").attr("reason", reason),
-                    JobState::Failed { reason: reason.clone(), at: ctx.height },
-                ),
-            };
-            // Final before the lease closes, so the close hook leaves the job alone.
-            j.state = state;
-            put_job(st, &j);
-            let mut events = market::settle_lease(st, params, lease_id, ctx.height)?;
-            if let Some(l) = market::lease(st, lease_id) {
-                j.paid = j.paid.checked_add(l.paid).ok_or(TxError::Overflow("job paid"))?;
-            }
-            put_job(st, &j);
-            events.push(event.attr("job", id).attr("provider", provider).attr("paid", j.paid));
             Ok(events)
         }
         JobMsg::Cancel { job: id } => {
@@ -60,6 +46,43 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &JobMsg)
             }
         }
     }
+}
+
+/// The job and its lease, if the sender may report it now.
+fn reportable(st: &Overlay, ctx: &TxContext, id: u64) -> Result<(Job, u64), TxError> {
+    let j = job(st, id).ok_or_else(|| TxError::NotFound(format!("job {id}")))?;
+    let JobState::Leased { lease, provider, .. } = j.state else {
+        return Err(invalid(format!("job {id} is {}, not running", j.state.label())));
+    };
+    if provider != ctx.sender {
+        return Err(TxError::Unauthorized(format!("job {id} is leased to {provider}, not {}", ctx.sender)));
+    }
+    Ok((j, lease))
+}
+
+/// Records how a job ended and settles its lease.
+fn report(st: &mut Overlay, params: &Params, ctx: &TxContext, mut j: Job, lease_id: u64, outcome: &Outcome) -> Result<Events, TxError> {
+    let (id, provider) = (j.id, ctx.sender);
+    let (event, state) = match outcome {
+        Outcome::Succeeded { result, size } => (
+            Event::new("jobs.succeeded").attr("result", result).attr("size", size),
+            JobState::Succeeded { result: *result, size: *size, provider, lease: lease_id, at: ctx.height },
+        ),
+        Outcome::Failed { reason } => (
+            Event::new("jobs.failed").attr("reason", reason),
+            JobState::Failed { reason: reason.clone(), at: ctx.height },
+        ),
+    };
+    // Final before the lease closes, so the close hook leaves the job alone.
+    j.state = state;
+    put_job(st, &j);
+    let mut events = market::settle_lease(st, params, lease_id, ctx.height)?;
+    if let Some(l) = market::lease(st, lease_id) {
+        j.paid = j.paid.checked_add(l.paid).ok_or(TxError::Overflow("job paid"))?;
+    }
+    put_job(st, &j);
+    events.push(event.attr("job", id).attr("provider", provider).attr("paid", j.paid));
+    Ok(events)
 }
 
 fn submit(st: &mut Overlay, ctx: &TxContext, params: &Params, spec: &JobSpec) -> Result<Events, TxError> {

@@ -9,6 +9,6 @@ mod state;
 pub use exec::execute;
 pub(crate) use exec::{on_lease_closed, on_lease_opened, on_order_expired};
 pub use msg::{
-    check_file_name, EmbedJob, JobOutput, Input, JobKind, JobMsg, JobSpec, Outcome, VectorFormat, WasmJob, MAX_INLINE_BYTES,
+    check_file_name, EmbedJob, JobOutput, Input, JobKind, JobMsg, JobSpec, Outcome, VectorFormat, WasmJob, MAX_INLINE_BYTES, MAX_REPORTS,
 };
 pub use state::{all_jobs, job, job_of_order, Job, JobState};

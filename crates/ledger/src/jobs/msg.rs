@@ -166,7 +166,16 @@ pub enum JobMsg {
     /// The leased provider reports how the job ended; this settles the lease.
     Report { job: u64, outcome: Outcome },
     Cancel { job: u64 },
+    /// Several reports of one provider in one transaction (a provider running
+    /// many short jobs sends one transaction per batch, not per job). Each
+    /// report stands alone: one for a job that is no longer this provider's
+    /// to report is skipped with a `jobs.report_refused` event, and the rest
+    /// still settle.
+    Reports { reports: Vec<(u64, Outcome)> },
 }
+
+/// Most reports one `Reports` message carries.
+pub const MAX_REPORTS: usize = 256;
 
 impl JobSpec {
     pub fn validate(&self) -> Result<(), TxError> {
@@ -265,6 +274,21 @@ impl JobMsg {
             }
             JobMsg::Report { outcome: Outcome::Failed { reason }, .. } => check_text("failure reason", reason, 1024),
             JobMsg::Report { .. } | JobMsg::Cancel { .. } => Ok(()),
+            JobMsg::Reports { reports } => {
+                if reports.is_empty() || reports.len() > MAX_REPORTS {
+                    return Err(invalid(format!("{} reports in one message; send 1 to {MAX_REPORTS}", reports.len())));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for (job, outcome) in reports {
+                    if !seen.insert(*job) {
+                        return Err(invalid(format!("job {job} is reported twice in one message")));
+                    }
+                    if let Outcome::Failed { reason } = outcome {
+                        check_text("failure reason", reason, 1024)?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
