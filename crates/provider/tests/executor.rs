@@ -12,7 +12,7 @@ use tessera_runtime::models::ModelCache;
 use tessera_types::{Amount, Hash32};
 
 fn spec(module: &str, args: &[&str], fuel: u64) -> JobSpec {
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs").join(module)).unwrap();
+    let bytes = std::fs::read(Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())).join("../../examples/jobs").join(module)).unwrap();
     JobSpec {
         name: "t".into(),
         kind: JobKind::Wasm(WasmJob {

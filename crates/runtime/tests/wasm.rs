@@ -6,7 +6,7 @@ use tessera_runtime::wasm::{run, Limits, WasmRun};
 use tessera_runtime::JobError;
 
 fn example(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs").join(format!("{name}.wasm"));
+    let p = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())).join("../../examples/jobs").join(format!("{name}.wasm"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-examples.sh)", p.display()))
 }
 

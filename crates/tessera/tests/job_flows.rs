@@ -13,7 +13,7 @@ use tessera_client::api::{JobDto, LeaseDto, ProviderDto};
 use tessera_types::{Address, Amount};
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())).join("../../examples/jobs")
 }
 
 fn model_dir() -> PathBuf {
