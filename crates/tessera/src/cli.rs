@@ -162,8 +162,9 @@ pub enum BenchCmd {
     /// award, run, report, settle): jobs/s and submit-to-running/result
     /// latency, next to Ray's task round trip when Ray is installed.
     Dispatch {
-        /// Jobs in the throughput burst.
-        #[arg(long, default_value_t = 2_000)]
+        /// Jobs in the throughput burst: enough that the two block intervals
+        /// a job needs from submit to result are a small part of the burst.
+        #[arg(long, default_value_t = 8_000)]
         jobs: usize,
         /// Jobs sent one at a time for the latency figures.
         #[arg(long, default_value_t = 30)]
