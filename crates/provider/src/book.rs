@@ -11,7 +11,6 @@
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
 use tessera_types::Hash32;
 
 /// (job, lease) -> how the run ended (JSON).
@@ -37,23 +36,28 @@ type Commit = (Vec<Record>, SyncSender<Result<(), String>>);
 
 pub struct Book {
     db: std::sync::Arc<Database>,
-    queue: Mutex<Option<SyncSender<Commit>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Both `Some` until the book is dropped.
+    queue: Option<SyncSender<Commit>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+fn io(e: impl Into<redb::Error>) -> std::io::Error {
+    std::io::Error::other(e.into())
 }
 
 impl Book {
     pub fn open(path: &Path) -> std::io::Result<Book> {
-        let db = Database::builder().set_cache_size(8 << 20).create(path).map_err(std::io::Error::other)?;
-        let w = db.begin_write().map_err(std::io::Error::other)?;
-        w.open_table(OUTCOMES).map_err(std::io::Error::other)?;
-        w.open_table(LOGS).map_err(std::io::Error::other)?;
-        w.open_table(BLOBS).map_err(std::io::Error::other)?;
-        w.commit().map_err(std::io::Error::other)?;
+        let db = Database::builder().set_cache_size(8 << 20).create(path).map_err(io)?;
+        let w = db.begin_write().map_err(io)?;
+        w.open_table(OUTCOMES).map_err(io)?;
+        w.open_table(LOGS).map_err(io)?;
+        w.open_table(BLOBS).map_err(io)?;
+        w.commit().map_err(io)?;
         let db = std::sync::Arc::new(db);
         let (tx, rx) = sync_channel::<Commit>(QUEUE);
         let writer = db.clone();
         let writer = std::thread::Builder::new().name("run-book".into()).spawn(move || write_loop(&writer, rx))?;
-        Ok(Book { db, queue: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)) })
+        Ok(Book { db, queue: Some(tx), writer: Some(writer) })
     }
 
     /// Writes the records in one durable transaction (shared with whatever
@@ -64,54 +68,46 @@ impl Book {
             return Ok(());
         }
         let (ack, done) = sync_channel(1);
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let stopped = || std::io::Error::other("the run book's writer has stopped");
-        queue.ok_or_else(stopped)?.send((records, ack)).map_err(|_| stopped())?;
+        self.queue.as_ref().ok_or_else(stopped)?.send((records, ack)).map_err(|_| stopped())?;
         done.recv().map_err(|_| stopped())?.map_err(std::io::Error::other)
     }
 
     /// The saved outcome of one run.
     pub fn outcome(&self, job: u64, lease: u64) -> std::io::Result<Option<Vec<u8>>> {
-        let r = self.db.begin_read().map_err(std::io::Error::other)?;
-        let t = r.open_table(OUTCOMES).map_err(std::io::Error::other)?;
-        Ok(t.get((job, lease)).map_err(std::io::Error::other)?.map(|v| v.value().to_vec()))
+        let t = self.db.begin_read().map_err(io)?.open_table(OUTCOMES).map_err(io)?;
+        Ok(t.get((job, lease)).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
     /// The saved outcome of the job's latest run here.
     pub fn last_outcome(&self, job: u64) -> std::io::Result<Option<Vec<u8>>> {
-        let r = self.db.begin_read().map_err(std::io::Error::other)?;
-        let t = r.open_table(OUTCOMES).map_err(std::io::Error::other)?;
-        let last = t.range((job, 0)..=(job, u64::MAX)).map_err(std::io::Error::other)?.next_back();
-        match last {
-            Some(entry) => Ok(Some(entry.map_err(std::io::Error::other)?.1.value().to_vec())),
-            None => Ok(None),
-        }
+        let t = self.db.begin_read().map_err(io)?.open_table(OUTCOMES).map_err(io)?;
+        let last = t.range((job, 0)..=(job, u64::MAX)).map_err(io)?.next_back();
+        Ok(last.transpose().map_err(io)?.map(|(_, v)| v.value().to_vec()))
     }
 
     pub fn log(&self, job: u64) -> std::io::Result<Option<Vec<u8>>> {
-        let r = self.db.begin_read().map_err(std::io::Error::other)?;
-        let t = r.open_table(LOGS).map_err(std::io::Error::other)?;
-        Ok(t.get(job).map_err(std::io::Error::other)?.map(|v| v.value().to_vec()))
+        let t = self.db.begin_read().map_err(io)?.open_table(LOGS).map_err(io)?;
+        Ok(t.get(job).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
     pub fn blob(&self, hash: &Hash32) -> std::io::Result<Option<Vec<u8>>> {
-        let r = self.db.begin_read().map_err(std::io::Error::other)?;
-        let t = r.open_table(BLOBS).map_err(std::io::Error::other)?;
-        Ok(t.get(hash.0.as_slice()).map_err(std::io::Error::other)?.map(|v| v.value().to_vec()))
+        let t = self.db.begin_read().map_err(io)?.open_table(BLOBS).map_err(io)?;
+        Ok(t.get(hash.0.as_slice()).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
     pub fn remove_blob(&self, hash: &Hash32) -> std::io::Result<()> {
-        let w = self.db.begin_write().map_err(std::io::Error::other)?;
-        w.open_table(BLOBS).map_err(std::io::Error::other)?.remove(hash.0.as_slice()).map_err(std::io::Error::other)?;
-        w.commit().map_err(std::io::Error::other)
+        let w = self.db.begin_write().map_err(io)?;
+        w.open_table(BLOBS).map_err(io)?.remove(hash.0.as_slice()).map_err(io)?;
+        w.commit().map_err(io)
     }
 }
 
 impl Drop for Book {
     /// Lets the writer finish what is queued, so the database is closed when this returns.
     fn drop(&mut self) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(w) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        self.queue.take();
+        if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
     }
