@@ -267,6 +267,13 @@ pub struct DealDto {
     pub paid: Amount,
     pub active: bool,
     pub pieces: Vec<DealPieceDto>,
+    /// Objects a pack's deal holds (0 for a deal over one content id).
+    #[serde(default)]
+    pub packed: usize,
+    /// The pack's members: all of them from `/deals/{id}`, the one asked
+    /// for from `/deals?cid=`, none from other lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<tessera_ledger::storage::PackMember>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

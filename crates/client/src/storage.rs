@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 use tessera_crypto::KeyPair;
-use tessera_ledger::storage::{PieceMeta, SegmentPieces, StorageMsg, MAX_SEGMENTS_PER_DEAL};
+use tessera_ledger::storage::{PackMember, PieceMeta, SegmentPieces, StorageMsg, MAX_SEGMENTS_PER_DEAL};
 use tessera_ledger::Msg;
 use tessera_storage::{Cid, ErasureScheme, Manifest, PieceEntry, SegmentCodec, SegmentEntry, SegmentReader};
 use tessera_types::{Address, Amount, Hash32};
@@ -78,35 +78,54 @@ pub fn escrow_of(manifest: &Manifest, opts: &PutOptions) -> Option<Amount> {
     })
 }
 
-/// One `CreateDeal` per group of segments: the ledger places each segment's pieces.
-fn deal_msgs(manifest: &Manifest, opts: &PutOptions) -> Vec<Msg> {
+/// The pieces of `segs`, the segments of a manifest from number `first` on.
+fn segment_pieces(segs: &[SegmentEntry], first: usize) -> Vec<SegmentPieces> {
+    segs.iter()
+        .enumerate()
+        .map(|(i, s)| SegmentPieces {
+            segment: (first + i) as u32,
+            len: s.len,
+            hash: s.hash,
+            pieces: s.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
+        })
+        .collect()
+}
+
+/// One `CreateDeal` per group of segments (the ledger places each segment's
+/// pieces); a pack (`members` not empty) is one `CreatePack`.
+fn deal_msgs(manifest: &Manifest, opts: &PutOptions, members: &[PackMember]) -> anyhow::Result<Vec<Msg>> {
     let cid = manifest.cid();
-    manifest
+    if !members.is_empty() {
+        anyhow::ensure!(
+            manifest.segments.len() <= MAX_SEGMENTS_PER_DEAL,
+            "a pack fits one deal: at most {MAX_SEGMENTS_PER_DEAL} segments of {} bytes",
+            manifest.segment_bytes
+        );
+        return Ok(vec![Msg::Storage(StorageMsg::CreatePack {
+            cid: cid.0,
+            scheme: opts.scheme,
+            segment_bytes: manifest.segment_bytes,
+            segments: segment_pieces(&manifest.segments, 0),
+            duration_blocks: opts.duration_blocks,
+            max_price_per_gib_block: opts.max_price_per_gib_block,
+            members: members.to_vec(),
+        })]);
+    }
+    Ok(manifest
         .segments
         .chunks(MAX_SEGMENTS_PER_DEAL)
         .enumerate()
         .map(|(g, segs)| {
-            let first = g * MAX_SEGMENTS_PER_DEAL;
-            let segments = segs
-                .iter()
-                .enumerate()
-                .map(|(i, s)| SegmentPieces {
-                    segment: (first + i) as u32,
-                    len: s.len,
-                    hash: s.hash,
-                    pieces: s.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
-                })
-                .collect();
             Msg::Storage(StorageMsg::CreateDeal {
                 cid: cid.0,
                 scheme: opts.scheme,
                 segment_bytes: manifest.segment_bytes,
-                segments,
+                segments: segment_pieces(segs, g * MAX_SEGMENTS_PER_DEAL),
                 duration_blocks: opts.duration_blocks,
                 max_price_per_gib_block: opts.max_price_per_gib_block,
             })
         })
-        .collect()
+        .collect())
 }
 
 /// The deal a committed `CreateDeal` opened.
@@ -185,14 +204,41 @@ pub fn put_many(
     submit_lock: Option<&std::sync::Mutex<()>>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
+    let contents: Vec<Content> = paths.iter().map(|path| Content { path, members: Vec::new() }).collect();
+    put_contents(client, key, &contents, opts, submit_lock, progress)
+}
+
+/// A file to store; a pack when `members` names the objects it holds end to
+/// end (each then found by its own content id, see [`get`]).
+pub struct Content<'a> {
+    pub path: &'a Path,
+    pub members: Vec<PackMember>,
+}
+
+/// [`put_many`] over files and packs.
+pub fn put_contents(
+    client: &Client,
+    key: &KeyPair,
+    contents: &[Content],
+    opts: &PutOptions,
+    submit_lock: Option<&std::sync::Mutex<()>>,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Vec<anyhow::Result<PutResult>> {
+    let paths: Vec<&Path> = contents.iter().map(|c| c.path).collect();
     let chain_id = match client.status() {
         Ok(s) => s.chain_id,
         Err(e) => return paths.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
     };
     // Pass 1 for every file, then all their deals' transactions.
-    let manifests: Vec<anyhow::Result<Manifest>> = paths.iter().map(|path| manifest_of_file(path, opts, progress)).collect();
-    let msgs: Vec<(usize, Msg)> =
-        manifests.iter().enumerate().filter_map(|(i, m)| m.as_ref().ok().map(|m| (i, m))).flat_map(|(i, m)| deal_msgs(m, opts).into_iter().map(move |msg| (i, msg))).collect();
+    let mut manifests: Vec<anyhow::Result<Manifest>> = paths.iter().map(|path| manifest_of_file(path, opts, progress)).collect();
+    let mut msgs: Vec<(usize, Msg)> = Vec::new();
+    for (i, m) in manifests.iter_mut().enumerate() {
+        let Ok(manifest) = m else { continue };
+        match deal_msgs(manifest, opts, &contents[i].members) {
+            Ok(list) => msgs.extend(list.into_iter().map(|msg| (i, msg))),
+            Err(e) => *m = Err(e),
+        }
+    }
     let (owners, msgs): (Vec<usize>, Vec<Msg>) = msgs.into_iter().unzip();
     let mut hashes: Vec<anyhow::Result<Vec<Hash32>>> = paths.iter().map(|_| Ok(Vec::new())).collect();
     let submitted = {
@@ -288,44 +334,92 @@ pub fn manifest_of(client: &Client, cid: &Cid) -> anyhow::Result<(Manifest, Vec<
     Ok((manifest, deals))
 }
 
+/// An active pack deal holding object `cid`, and where the object lies in it.
+pub fn packed_in(client: &Client, cid: &Cid) -> anyhow::Result<Option<(DealDto, PackMember)>> {
+    let deals: Vec<DealDto> = client.get(&format!("/deals?cid={}", cid.0))?;
+    Ok(deals.into_iter().filter(|d| d.active && d.cid != cid.0).find_map(|d| {
+        let m = d.members.iter().find(|m| m.cid == cid.0)?.clone();
+        Some((d, m))
+    }))
+}
+
+/// The segments of a manifest that hold plain bytes `offset..offset + len`,
+/// each with the part of it that falls in the range.
+pub fn segments_covering(manifest: &Manifest, offset: u64, len: u64) -> Vec<(usize, std::ops::Range<usize>)> {
+    let end = offset + len;
+    let mut start_of = 0u64;
+    let mut out = Vec::new();
+    for (n, seg) in manifest.segments.iter().enumerate() {
+        let (lo, hi) = (start_of, start_of + seg.len);
+        start_of = hi;
+        if hi <= offset || lo >= end {
+            continue;
+        }
+        out.push((n, (offset.max(lo) - lo) as usize..(end.min(hi) - lo) as usize));
+    }
+    out
+}
+
+/// Fetches content `cid` into `out`: written whole or not at all, every
+/// segment checked against the manifest, the manifest against the content
+/// id. An object stored inside a pack is cut from the pack's segments and
+/// then checked against its own content id.
 pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
-    let (manifest, deals) = manifest_of(client, cid)?;
-    let k = manifest.scheme.data as usize;
-    let mut endpoints = BTreeMap::new();
-    let part = out.with_file_name(format!(
-        ".{}.part",
-        out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "download".into())
-    ));
+    let direct = deals_of(client, cid)?.into_iter().any(|d| d.active);
+    let packed = if direct { None } else { packed_in(client, cid)? };
+    let Some((pack, member)) = packed else {
+        let (manifest, deals) = manifest_of(client, cid)?;
+        let total = manifest.total_len;
+        return write_whole(out, |file| {
+            let mut done = 0;
+            fetch_segments(client, &manifest, &deals, (0..manifest.segments.len()).map(|n| (n, 0..manifest.segments[n].len as usize)), &mut |plain| {
+                file.write_all(plain)?;
+                done += plain.len() as u64;
+                progress("downloading", done, total);
+                Ok(())
+            })?;
+            Ok(done)
+        });
+    };
+    let (manifest, deals) = manifest_of(client, &Cid(pack.cid))?;
+    write_whole(out, |file| {
+        let mut done = 0;
+        let parts = segments_covering(&manifest, member.offset, member.len);
+        fetch_segments(client, &manifest, &deals, parts.into_iter(), &mut |plain| {
+            file.write_all(plain)?;
+            done += plain.len() as u64;
+            progress("downloading", done, member.len);
+            Ok(())
+        })?;
+        anyhow::ensure!(done == member.len, "pack deal {} ends before its member {cid}", pack.id);
+        file.flush()?;
+        // The ledger holds what the pack's owner said; the bytes must be the object's.
+        let opts = PutOptions {
+            scheme: manifest.scheme,
+            segment_bytes: manifest.segment_bytes as usize,
+            duration_blocks: 1,
+            max_price_per_gib_block: Amount::ZERO,
+        };
+        let part = out.with_file_name(part_name(out));
+        let found = manifest_of_file(&part, &opts, &mut |_, _, _| {})?.cid();
+        anyhow::ensure!(found == *cid, "pack deal {} holds bytes for {cid} that hash to {found}; its owner recorded a wrong member", pack.id);
+        Ok(done)
+    })
+}
+
+fn part_name(out: &Path) -> String {
+    format!(".{}.part", out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "download".into()))
+}
+
+/// Runs `write` on `<out's dir>/.<name>.part`, then renames it to `out`
+/// (synced first); on any error the part file goes and `out` is untouched.
+fn write_whole(out: &Path, write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<u64>) -> anyhow::Result<u64> {
+    let part = out.with_file_name(part_name(out));
     let result = (|| -> anyhow::Result<u64> {
         let mut file = std::fs::File::create(&part).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", part.display()))?;
-        let mut codec = SegmentCodec::new(manifest.scheme)?;
-        let mut done = 0;
-        for (n, seg) in manifest.segments.iter().enumerate() {
-            let deal = deals.iter().find(|d| d.segments.iter().any(|(s, _, _)| *s == n as u32)).expect("manifest came from deals");
-            let mut pieces: Vec<&crate::api::DealPieceDto> = deal.pieces.iter().filter(|p| p.segment == n as u32).collect();
-            pieces.sort_by_key(|p| p.index);
-            // K pieces at once, data pieces first (no decoding work when all
-            // arrive); the others only for those that did not.
-            let mut have: Vec<(usize, Vec<u8>)> = Vec::new();
-            for wave in [&pieces[..k.min(pieces.len())], &pieces[k.min(pieces.len())..]] {
-                let targets: Vec<(Option<String>, &crate::api::DealPieceDto)> =
-                    wave.iter().map(|p| (endpoint(client, &mut endpoints, &p.provider).ok(), *p)).collect();
-                let needed = k - have.len();
-                have.extend(fetch_pieces(&targets, needed));
-                if have.len() >= k {
-                    break;
-                }
-            }
-            anyhow::ensure!(have.len() >= k, "segment {n}: only {} of the {k} pieces needed are reachable", have.len());
-            let refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-            let plain = codec.decode(seg.len as usize, &refs)?;
-            anyhow::ensure!(Hash32::blake3(&plain) == seg.hash, "segment {n} failed its hash check after decoding");
-            file.write_all(&plain)?;
-            done += seg.len;
-            progress("downloading", done, manifest.total_len);
-        }
+        let n = write(&mut file)?;
         file.sync_all()?;
-        Ok(done)
+        Ok(n)
     })();
     match result {
         Ok(n) => {
@@ -337,6 +431,45 @@ pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
             Err(e)
         }
     }
+}
+
+/// Fetches the given segments of `manifest` from the providers `deals` name
+/// (any K pieces each, data pieces first), checks each against its hash and
+/// hands `sink` the given byte range of each.
+fn fetch_segments(
+    client: &Client,
+    manifest: &Manifest,
+    deals: &[DealDto],
+    wanted: impl Iterator<Item = (usize, std::ops::Range<usize>)>,
+    sink: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let k = manifest.scheme.data as usize;
+    let mut endpoints = BTreeMap::new();
+    let mut codec = SegmentCodec::new(manifest.scheme)?;
+    for (n, range) in wanted {
+        let seg = &manifest.segments[n];
+        let deal = deals.iter().find(|d| d.segments.iter().any(|(s, _, _)| *s == n as u32)).expect("manifest came from deals");
+        let mut pieces: Vec<&crate::api::DealPieceDto> = deal.pieces.iter().filter(|p| p.segment == n as u32).collect();
+        pieces.sort_by_key(|p| p.index);
+        // K pieces at once, data pieces first (no decoding work when all
+        // arrive); the others only for those that did not.
+        let mut have: Vec<(usize, Vec<u8>)> = Vec::new();
+        for wave in [&pieces[..k.min(pieces.len())], &pieces[k.min(pieces.len())..]] {
+            let targets: Vec<(Option<String>, &crate::api::DealPieceDto)> =
+                wave.iter().map(|p| (endpoint(client, &mut endpoints, &p.provider).ok(), *p)).collect();
+            let needed = k - have.len();
+            have.extend(fetch_pieces(&targets, needed));
+            if have.len() >= k {
+                break;
+            }
+        }
+        anyhow::ensure!(have.len() >= k, "segment {n}: only {} of the {k} pieces needed are reachable", have.len());
+        let refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        let plain = codec.decode(seg.len as usize, &refs)?;
+        anyhow::ensure!(Hash32::blake3(&plain) == seg.hash, "segment {n} failed its hash check after decoding");
+        sink(&plain[range])?;
+    }
+    Ok(())
 }
 
 /// Fetches the pieces of `targets` in parallel, `needed` at a time, until
@@ -359,13 +492,40 @@ fn fetch_pieces(targets: &[(Option<String>, &crate::api::DealPieceDto)], needed:
     have
 }
 
-/// Ends every active deal of `cid` owned by `key`.
+/// Ends every active deal of `cid` owned by `key`. An object inside a pack
+/// is refused: its deal holds other objects too.
 pub fn remove(client: &Client, key: &KeyPair, cid: &Cid) -> anyhow::Result<usize> {
     let deals = deals_of(client, cid)?;
     let mine: Vec<&DealDto> = deals.iter().filter(|d| d.active && d.owner == key.address()).collect();
+    if mine.is_empty()
+        && let Some((pack, _)) = packed_in(client, cid)?
+    {
+        anyhow::bail!(
+            "{cid} is stored inside pack {} (deal {}) with {} other objects; end the whole pack with `tessera storage rm {}`",
+            Cid(pack.cid),
+            pack.id,
+            pack.packed.saturating_sub(1),
+            Cid(pack.cid)
+        );
+    }
     anyhow::ensure!(!mine.is_empty(), "{} owns no active deal for {cid}", key.address());
     for d in &mine {
         submit_and_wait(client, key, Msg::Storage(StorageMsg::EndDeal { deal: d.id }))?;
     }
     Ok(mine.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_range_maps_onto_the_segments_that_hold_it() {
+        let seg = |len| SegmentEntry { len, hash: Hash32([0; 32]), pieces: Vec::new() };
+        let manifest = Manifest { total_len: 2500, segment_bytes: 1000, scheme: ErasureScheme::DEVNET, segments: vec![seg(1000), seg(1000), seg(500)] };
+        assert_eq!(segments_covering(&manifest, 0, 10), vec![(0, 0..10)]);
+        assert_eq!(segments_covering(&manifest, 990, 20), vec![(0, 990..1000), (1, 0..10)]);
+        assert_eq!(segments_covering(&manifest, 1000, 1000), vec![(1, 0..1000)]);
+        assert_eq!(segments_covering(&manifest, 500, 2000), vec![(0, 500..1000), (1, 0..1000), (2, 0..500)]);
+    }
 }

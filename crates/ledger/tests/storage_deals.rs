@@ -228,3 +228,51 @@ fn too_few_providers_fails_clearly_and_ending_a_deal_refunds() {
     c.assert_pools_backed();
     c.assert_supply_matches_balances();
 }
+
+fn create_pack(f: &File, members: Vec<storage::PackMember>) -> Msg {
+    Msg::Storage(StorageMsg::CreatePack {
+        cid: f.cid,
+        scheme: ErasureScheme::DEVNET,
+        segment_bytes: 8 * 1024,
+        segments: f.segments.clone(),
+        duration_blocks: 100,
+        max_price_per_gib_block: Amount(2_000),
+        members,
+    })
+}
+
+#[test]
+fn a_pack_is_one_deal_found_by_each_members_content_id() {
+    let mut c = Chain::new(8);
+    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap"].iter().enumerate() {
+        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
+    }
+    let f = file(20_000);
+    let member = |n: u8, offset: u64, len: u64| storage::PackMember { cid: Hash32([n; 32]), offset, len };
+    // Members must lie inside the pack, in order, without overlapping.
+    for (bad, why) in [
+        (vec![member(1, 0, 100), member(2, 50, 100)], "after the one before it"),
+        (vec![member(1, 19_990, 11)], "inside the pack"),
+        (vec![member(1, 0, 0)], "non-empty"),
+        (vec![storage::PackMember { cid: f.cid, offset: 0, len: 10 }], "its own member"),
+        (vec![], "1 to 1024 objects"),
+    ] {
+        let (code, log) = c.run(0, create_pack(&f, bad));
+        assert_ne!(code, 0, "{why}");
+        assert!(log.contains(why), "{why}: {log}");
+    }
+    let members = vec![member(1, 0, 4_096), member(2, 4_096, 10_000), member(3, 15_000, 5_000)];
+    let (code, log) = c.run(0, create_pack(&f, members.clone()));
+    assert_eq!(code, 0, "{log}");
+    let id = c.view(|st| storage::deals_of_cid(st, &f.cid)).iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(id.len(), 1);
+    assert_eq!(c.view(|st| storage::pack_members(st, id[0])), members);
+    for m in &members {
+        assert_eq!(c.view(|st| storage::deals_of_cid(st, &m.cid)).iter().map(|d| d.id).collect::<Vec<_>>(), id, "member found by its content id");
+    }
+    // One deal's pieces are challenged, not one per member.
+    let d = c.view(|st| storage::deal(st, id[0])).unwrap();
+    assert_eq!(d.pieces.len(), f.pieces.len());
+    c.assert_pools_backed();
+    c.assert_supply_matches_balances();
+}

@@ -380,7 +380,16 @@ async fn deals(State(s): Shared, Query(q): Query<DealsQuery>) -> ApiResult<Vec<D
         },
     };
     let on_provider = |d: &&storage::Deal| provider.is_none_or(|p| d.pieces.iter().any(|piece| piece.provider == p));
-    Ok(Json(deals.iter().filter(on_provider).map(deal_dto).collect()))
+    let dto = |d: &storage::Deal| {
+        let members = storage::pack_members(&st, d.id);
+        let packed = members.len();
+        let shown = match cid {
+            Some(cid) if d.cid != cid => members.into_iter().filter(|m| m.cid == cid).collect(),
+            _ => Vec::new(),
+        };
+        deal_dto(d, packed, shown)
+    };
+    Ok(Json(deals.iter().filter(on_provider).map(dto).collect()))
 }
 
 #[derive(serde::Deserialize)]
@@ -394,7 +403,8 @@ async fn deal(State(s): Shared, Path(id): Path<String>) -> ApiResult<DealDto> {
     let (snap, _) = snapshot(&s)?;
     let st = Overlay::new(&snap);
     let d = storage::deal(&st, id).ok_or_else(|| not_found(format!("no deal {id}")))?;
-    Ok(Json(deal_dto(&d)))
+    let members = storage::pack_members(&st, id);
+    Ok(Json(deal_dto(&d, members.len(), members)))
 }
 
 /// Open storage challenges with the leaves each one asks for.

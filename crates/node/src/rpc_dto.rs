@@ -54,6 +54,7 @@ pub fn msg_name(msg: &Msg) -> String {
         Msg::Market(MarketMsg::CancelOrder { .. }) => "market.cancel_order",
         Msg::Market(MarketMsg::CloseLease { .. }) => "market.close_lease",
         Msg::Storage(StorageMsg::CreateDeal { .. }) => "storage.create_deal",
+        Msg::Storage(StorageMsg::CreatePack { .. }) => "storage.create_pack",
         Msg::Storage(StorageMsg::ProveStorage { .. }) => "storage.prove",
         Msg::Storage(StorageMsg::EndDeal { .. }) => "storage.end_deal",
         Msg::Jobs(JobMsg::Submit { .. }) => "jobs.submit",
@@ -171,8 +172,11 @@ pub fn lease_dto(l: &Lease) -> LeaseDto {
     }
 }
 
-pub fn deal_dto(d: &tessera_ledger::storage::Deal) -> DealDto {
+/// `members` are the pack members to show (see `DealDto::members`); `packed` counts them all.
+pub fn deal_dto(d: &tessera_ledger::storage::Deal, packed: usize, members: Vec<tessera_ledger::storage::PackMember>) -> DealDto {
     DealDto {
+        packed,
+        members,
         id: d.id,
         owner: d.owner,
         cid: d.cid,

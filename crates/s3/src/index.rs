@@ -2,7 +2,7 @@
 //! points to in the storage network. Writes are single durable transactions.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
@@ -12,6 +12,40 @@ const EXPORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("exports");
 /// `<cid hex>/<owner>` -> content acknowledged to a client but not yet on
 /// the storage network (its body is staged on the endpoint's disk).
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+/// Content id -> how many objects point at it.
+const REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("refs");
+/// Pack content id -> the pack (stored as one deal holding small objects).
+const PACKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("packs");
+/// `<member cid><pack cid>` -> (): the packs each content sits in.
+const PACKED_IN: TableDefinition<&[u8; 64], ()> = TableDefinition::new("packed_in");
+
+/// Small objects stored together as one content on the storage network.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct PackRecord {
+    /// Keyring key that pays for the pack's deal.
+    pub owner: String,
+    pub members: Vec<[u8; 32]>,
+}
+
+fn packed_key(member: &[u8; 32], pack: &[u8; 32]) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(member);
+    k[32..].copy_from_slice(pack);
+    k
+}
+
+/// Moves the reference count of `cid` by `delta`.
+fn add_ref(t: &mut redb::Table<&[u8; 32], u64>, cid: Option<&[u8; 32]>, delta: i64) -> anyhow::Result<()> {
+    let Some(cid) = cid else { return Ok(()) };
+    let now = t.get(cid)?.map(|v| v.value()).unwrap_or(0);
+    let next = now.saturating_add_signed(delta);
+    if next == 0 {
+        t.remove(cid)?;
+    } else {
+        t.insert(cid, next)?;
+    }
+    Ok(())
+}
 
 /// Content waiting for its storage deals and piece uploads.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -78,6 +112,17 @@ impl Index {
             w.open_table(OBJECTS)?;
             w.open_table(EXPORTS)?;
             w.open_table(PENDING)?;
+            w.open_table(PACKS)?;
+            w.open_table(PACKED_IN)?;
+            // An index from before reference counts: count once.
+            let objects = w.open_table(OBJECTS)?;
+            let mut refs = w.open_table(REFS)?;
+            if refs.is_empty()? && !objects.is_empty()? {
+                for item in objects.iter()? {
+                    let meta: ObjectMeta = borsh::from_slice(item?.1.value())?;
+                    add_ref(&mut refs, meta.cid.as_ref(), 1)?;
+                }
+            }
         }
         w.commit()?;
         Ok(Index { db })
@@ -149,11 +194,14 @@ impl Index {
                 }
             }
             let mut t = w.open_table(OBJECTS)?;
-            let old = t.insert(object_key(bucket, key).as_str(), borsh::to_vec(meta)?.as_slice())?;
-            match old {
+            let old: Option<ObjectMeta> = match t.insert(object_key(bucket, key).as_str(), borsh::to_vec(meta)?.as_slice())? {
                 Some(v) => Some(borsh::from_slice(v.value())?),
                 None => None,
-            }
+            };
+            let mut refs = w.open_table(REFS)?;
+            add_ref(&mut refs, meta.cid.as_ref(), 1)?;
+            add_ref(&mut refs, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
+            old
         };
         w.commit()?;
         Ok(old)
@@ -219,11 +267,12 @@ impl Index {
         let w = self.db.begin_write()?;
         let old = {
             let mut t = w.open_table(OBJECTS)?;
-            let old = t.remove(object_key(bucket, key).as_str())?;
-            match old {
+            let old: Option<ObjectMeta> = match t.remove(object_key(bucket, key).as_str())? {
                 Some(v) => Some(borsh::from_slice(v.value())?),
                 None => None,
-            }
+            };
+            add_ref(&mut w.open_table(REFS)?, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
+            old
         };
         w.commit()?;
         Ok(old)
@@ -274,15 +323,95 @@ impl Index {
     /// How many objects anywhere point at content `cid`.
     pub fn references(&self, cid: &[u8; 32]) -> anyhow::Result<usize> {
         let r = self.db.begin_read()?;
-        let t = r.open_table(OBJECTS)?;
-        let mut n = 0;
-        for item in t.iter()? {
-            let (_, v) = item?;
-            let meta: ObjectMeta = borsh::from_slice(v.value())?;
-            if meta.cid.as_ref() == Some(cid) {
-                n += 1;
+        Ok(r.open_table(REFS)?.get(cid)?.map(|v| v.value() as usize).unwrap_or(0))
+    }
+
+    /// Records a pack stored on the storage network.
+    pub fn put_pack(&self, pack: &[u8; 32], record: &PackRecord) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            w.open_table(PACKS)?.insert(pack, borsh::to_vec(record)?.as_slice())?;
+            let mut t = w.open_table(PACKED_IN)?;
+            for m in &record.members {
+                t.insert(&packed_key(m, pack), ())?;
             }
         }
-        Ok(n)
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn pack(&self, pack: &[u8; 32]) -> anyhow::Result<Option<PackRecord>> {
+        let r = self.db.begin_read()?;
+        Ok(match r.open_table(PACKS)?.get(pack)? {
+            Some(v) => Some(borsh::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    /// The packs content `cid` was stored in.
+    pub fn packs_of(&self, cid: &[u8; 32]) -> anyhow::Result<Vec<[u8; 32]>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PACKED_IN)?;
+        let mut out = Vec::new();
+        let (lo, hi) = (packed_key(cid, &[0; 32]), packed_key(cid, &[0xff; 32]));
+        for item in t.range::<&[u8; 64]>(&lo..=&hi)? {
+            let (k, _) = item?;
+            out.push(k.value()[32..].try_into().expect("64-byte key"));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a pack whose deal ended.
+    pub fn forget_pack(&self, pack: &[u8; 32]) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let record: Option<PackRecord> = match w.open_table(PACKS)?.remove(pack)? {
+                Some(v) => Some(borsh::from_slice(v.value())?),
+                None => None,
+            };
+            let mut t = w.open_table(PACKED_IN)?;
+            for m in record.map(|r| r.members).unwrap_or_default() {
+                t.remove(&packed_key(&m, pack))?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(cid: u8) -> ObjectMeta {
+        ObjectMeta { cid: Some([cid; 32]), size: 1, etag: "e".into(), modified_ms: 0, content_type: None }
+    }
+
+    #[test]
+    fn references_follow_puts_overwrites_and_deletes_and_packs_are_found_by_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("i.redb")).unwrap();
+        index.put_object("b", "x", &meta(1)).unwrap();
+        index.put_object("b", "y", &meta(1)).unwrap();
+        assert_eq!(index.references(&[1; 32]).unwrap(), 2);
+        index.put_object("b", "y", &meta(2)).unwrap();
+        assert_eq!((index.references(&[1; 32]).unwrap(), index.references(&[2; 32]).unwrap()), (1, 1));
+        index.delete_object("b", "x").unwrap();
+        assert_eq!(index.references(&[1; 32]).unwrap(), 0);
+
+        let record = PackRecord { owner: "dev".into(), members: vec![[1; 32], [2; 32]] };
+        index.put_pack(&[9; 32], &record).unwrap();
+        index.put_pack(&[8; 32], &PackRecord { owner: "dev".into(), members: vec![[2; 32]] }).unwrap();
+        assert_eq!(index.packs_of(&[1; 32]).unwrap(), vec![[9; 32]]);
+        assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32], [9; 32]]);
+        assert_eq!(index.pack(&[9; 32]).unwrap(), Some(record));
+        index.forget_pack(&[9; 32]).unwrap();
+        assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32]]);
+        assert!(index.packs_of(&[1; 32]).unwrap().is_empty());
+
+        // Reopened, the counts are still there.
+        drop(index);
+        let index = Index::open(&dir.path().join("i.redb")).unwrap();
+        assert_eq!(index.references(&[2; 32]).unwrap(), 1);
     }
 }

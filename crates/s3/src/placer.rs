@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::index::{Index, Pending};
+use crate::index::{Index, PackRecord, Pending};
+use tessera_ledger::storage::PackMember;
 use crate::service::Gateway;
 
 /// Default bound of staged (acknowledged, not yet placed) bytes.
@@ -28,7 +29,7 @@ const BATCHES_IN_FLIGHT: usize = 3;
 const ROOM_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Staging {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     max_bytes: u64,
     /// Bytes of staged bodies (one file per content id). Staging and
     /// finishing hold this lock, so a body never leaves while an entry
@@ -72,7 +73,7 @@ impl Staging {
         })
     }
 
-    fn path(&self, cid: &[u8; 32]) -> PathBuf {
+    pub(crate) fn path(&self, cid: &[u8; 32]) -> PathBuf {
         self.dir.join(hex::encode(cid))
     }
 
@@ -267,7 +268,68 @@ struct Schedule {
     retry_at: HashMap<(String, [u8; 32]), (Instant, u32)>,
 }
 
-/// Stores a batch of one owner's staged bodies; one result per entry.
+/// Objects up to this size are packed together (one deal and one set of
+/// pieces and proofs for many of them); larger ones get deals of their own.
+const PACK_MEMBER_MAX: u64 = 1 << 20;
+/// Most plain bytes in one pack.
+const PACK_MAX_BYTES: u64 = 16 << 20;
+
+/// How one part of a batch is placed.
+#[derive(Debug, PartialEq, Eq)]
+enum Group {
+    /// One entry in deals of its own.
+    Own(usize),
+    /// Small entries (two or more) packed end to end into one deal.
+    Pack(Vec<usize>),
+}
+
+/// Groups a batch for placement (entry indexes).
+fn plan(batch: &[Pending], segment_bytes: u64) -> Vec<Group> {
+    let pack_max = PACK_MAX_BYTES.min(segment_bytes * tessera_ledger::storage::MAX_SEGMENTS_PER_DEAL as u64);
+    let (small, large): (Vec<usize>, Vec<usize>) = (0..batch.len()).partition(|&i| batch[i].size <= PACK_MEMBER_MAX.min(pack_max));
+    let mut groups: Vec<Group> = large.into_iter().map(Group::Own).collect();
+    let mut packs: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for i in small {
+        let pack = packs.last_mut().expect("one pack at least");
+        if !pack.is_empty() && (bytes + batch[i].size > pack_max || pack.len() == tessera_ledger::storage::MAX_PACK_MEMBERS) {
+            packs.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += batch[i].size;
+        packs.last_mut().expect("one pack at least").push(i);
+    }
+    for pack in packs {
+        match pack.len() {
+            0 => {}
+            1 => groups.push(Group::Own(pack[0])),
+            _ => groups.push(Group::Pack(pack)),
+        }
+    }
+    groups
+}
+
+/// Writes the staged bodies of `members` end to end into `path`; returns
+/// where each lies.
+fn write_pack(staging: &Staging, batch: &[Pending], members: &[usize], path: &Path) -> anyhow::Result<Vec<PackMember>> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut offset = 0;
+    let mut placed = Vec::with_capacity(members.len());
+    for &i in members {
+        let p = &batch[i];
+        let mut body = std::fs::File::open(staging.path(&p.cid))
+            .map_err(|e| anyhow::anyhow!("staged body of {} is missing: {e}", tessera_storage::Cid(tessera_types::Hash32(p.cid))))?;
+        let len = std::io::copy(&mut body, &mut out)?;
+        anyhow::ensure!(len == p.size, "staged body of {} changed size", tessera_storage::Cid(tessera_types::Hash32(p.cid)));
+        placed.push(PackMember { cid: tessera_types::Hash32(p.cid), offset, len });
+        offset += len;
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(placed)
+}
+
+/// Stores a batch of one owner's staged bodies; one result per entry. Small
+/// bodies go into packs, recorded in the index once their deal is open.
 async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: Arc<Mutex<()>>) -> Vec<anyhow::Result<()>> {
     let key = match gateway.keyring.get(owner) {
         Ok(k) => k,
@@ -275,25 +337,61 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: A
     };
     let node = gateway.node.clone();
     let opts = crate::service::clone_opts(&gateway.put_options);
-    let paths: Vec<PathBuf> = batch.iter().map(|p| gateway.staging.path(&p.cid)).collect();
-    let cids: Vec<[u8; 32]> = batch.iter().map(|p| p.cid).collect();
+    let groups = plan(batch, opts.segment_bytes as u64);
+    // Each group: the file to store, and for a pack its members.
+    let mut contents: Vec<anyhow::Result<(PathBuf, Vec<PackMember>)>> = Vec::with_capacity(groups.len());
+    for (n, group) in groups.iter().enumerate() {
+        contents.push(match group {
+            Group::Own(i) => Ok((gateway.staging.path(&batch[*i].cid), Vec::new())),
+            Group::Pack(members) => {
+                let path = gateway.staging.dir.join(format!(".pack-{}-{n}", hex::encode(&batch[members[0]].cid[..8])));
+                write_pack(&gateway.staging, batch, members, &path).map(|m| (path, m))
+            }
+        });
+    }
+    let files: Vec<Option<(PathBuf, Vec<PackMember>)>> = contents.iter().map(|c| c.as_ref().ok().cloned()).collect();
     let joined = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        tessera_client::storage::put_many(&node, &key, &refs, &opts, Some(&submit_lock), &mut |_, _, _| {})
-            .into_iter()
-            .zip(cids)
-            .map(|(r, cid)| {
-                let r = r?;
-                anyhow::ensure!(r.cid.0 .0 == cid, "the staged body no longer matches its content id");
-                Ok(())
-            })
-            .collect::<Vec<_>>()
+        let ready: Vec<tessera_client::storage::Content> =
+            files.iter().flatten().map(|(path, members)| tessera_client::storage::Content { path, members: members.clone() }).collect();
+        let mut results = tessera_client::storage::put_contents(&node, &key, &ready, &opts, Some(&submit_lock), &mut |_, _, _| {}).into_iter();
+        let out: Vec<Option<anyhow::Result<tessera_client::storage::PutResult>>> = files.iter().map(|f| f.as_ref().and_then(|_| results.next())).collect();
+        for (path, members) in files.iter().flatten() {
+            if !members.is_empty() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        out
     })
     .await;
-    match joined {
-        Ok(results) => results,
-        Err(e) => batch.iter().map(|_| Err(anyhow::anyhow!("placement task failed: {e}"))).collect(),
+    let stored = match joined {
+        Ok(r) => r,
+        Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("placement task failed: {e}"))).collect(),
+    };
+    let mut results: Vec<anyhow::Result<()>> = batch.iter().map(|_| Ok(())).collect();
+    for ((group, content), stored) in groups.iter().zip(contents).zip(stored) {
+        let outcome: anyhow::Result<()> = (|| {
+            let (_, members) = content?;
+            let r = stored.expect("a prepared content has a result")?;
+            if let Group::Own(i) = group {
+                anyhow::ensure!(r.cid.0 .0 == batch[*i].cid, "the staged body no longer matches its content id");
+            } else {
+                let record = PackRecord { owner: owner.to_string(), members: members.iter().map(|m| m.cid.0).collect() };
+                gateway.index.put_pack(&r.cid.0 .0, &record)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            let reason = format!("{e:#}");
+            let entries = match group {
+                Group::Own(i) => std::slice::from_ref(i),
+                Group::Pack(members) => members.as_slice(),
+            };
+            for &i in entries {
+                results[i] = Err(anyhow::anyhow!("{reason}"));
+            }
+        }
     }
+    results
 }
 
 #[cfg(test)]
@@ -340,6 +438,37 @@ mod tests {
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         assert_eq!(staging.bytes(), 800);
         assert!(staging.open_body(&[1; 32]).is_some() && staging.open_body(&[5; 32]).is_none());
+    }
+
+    #[test]
+    fn small_entries_share_packs_and_large_ones_get_their_own_deals() {
+        let mut batch: Vec<Pending> = (0..5u8).map(|i| entry(i, 4096)).collect();
+        batch.push(entry(9, 3 << 20));
+        let groups = plan(&batch, 1 << 20);
+        assert_eq!(groups, vec![Group::Own(5), Group::Pack(vec![0, 1, 2, 3, 4])]);
+        // A lone small entry is not worth a pack.
+        assert_eq!(plan(&batch[..1], 1 << 20), vec![Group::Own(0)]);
+        // Packs stop at their byte bound.
+        let big: Vec<Pending> = (0..40u8).map(|i| entry(i, 1 << 20)).collect();
+        let groups = plan(&big, 1 << 20);
+        assert_eq!(groups.len(), 3);
+        assert!(groups.iter().all(|g| matches!(g, Group::Pack(m) if m.len() as u64 * (1 << 20) <= PACK_MAX_BYTES)));
+    }
+
+    #[tokio::test]
+    async fn a_pack_file_holds_its_members_end_to_end() {
+        let work = tempfile::tempdir().unwrap();
+        let index = Index::open(&work.path().join("index.redb")).unwrap();
+        let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
+        let batch = vec![entry(1, 300), entry(2, 5)];
+        for (i, p) in batch.iter().enumerate() {
+            let f = spooled(work.path(), &format!("b{i}"), p.size as usize);
+            assert!(matches!(staging.stage(&index, &f, p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap(), Ok(Staged::Pending(_))));
+        }
+        let path = work.path().join("pack");
+        let members = write_pack(&staging, &batch, &[0, 1], &path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), 305);
+        assert_eq!(members.iter().map(|m| (m.cid.0[0], m.offset, m.len)).collect::<Vec<_>>(), vec![(1, 0, 300), (2, 300, 5)]);
     }
 
     #[tokio::test(start_paused = true)]

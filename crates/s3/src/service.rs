@@ -159,18 +159,42 @@ impl Gateway {
         }
     }
 
-    /// Ends the deals of `cid` once no object points at it any more.
+    /// Ends the deals of `cid` once no object points at it any more, and
+    /// the deal of each pack it sat in once none of that pack's objects is
+    /// pointed at.
     pub(crate) async fn release(&self, owner: &str, cid: Option<[u8; 32]>) {
         let Some(cid) = cid else { return };
         if self.index.references(&cid).unwrap_or(1) > 0 {
             return;
         }
-        let Ok(key) = self.keyring.get(owner) else { return };
+        let mut unused: Vec<([u8; 32], String)> = Vec::new();
+        for pack in self.index.packs_of(&cid).unwrap_or_default() {
+            if let Ok(Some(record)) = self.index.pack(&pack)
+                && record.members.iter().all(|m| self.index.references(m).unwrap_or(1) == 0)
+            {
+                unused.push((pack, record.owner));
+            }
+        }
+        let keys: Vec<Option<tessera_crypto::KeyPair>> = unused.iter().map(|(_, o)| self.keyring.get(o).ok()).collect();
+        let own = self.keyring.get(owner).ok();
         let node = self.node.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            tessera_client::storage::remove(&node, &key, &Cid(Hash32(cid)))
+        let ended = tokio::task::spawn_blocking(move || {
+            if let Some(key) = own {
+                // Content in deals of its own (an object only ever packed has none).
+                let _ = tessera_client::storage::remove(&node, &key, &Cid(Hash32(cid)));
+            }
+            unused
+                .into_iter()
+                .zip(keys)
+                .filter(|((pack, _), key)| key.as_ref().is_some_and(|k| tessera_client::storage::remove(&node, k, &Cid(Hash32(*pack))).is_ok()))
+                .map(|((pack, _), _)| pack)
+                .collect::<Vec<_>>()
         })
-        .await;
+        .await
+        .unwrap_or_default();
+        for pack in ended {
+            let _ = self.index.forget_pack(&pack);
+        }
     }
 
     /// Stores a spooled body as `bucket/key` paid by keyring key `owner`,

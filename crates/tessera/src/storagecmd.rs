@@ -176,9 +176,22 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
             });
         }
         StorageCmd::Status { cid } => {
-            let (manifest, deals) = tessera_client::storage::manifest_of(&client, &cid)?;
+            // An object stored inside a pack: show the pack it lies in.
+            let own = tessera_client::storage::deals_of(&client, &cid)?.iter().any(|d| d.active);
+            let packed = if own { None } else { tessera_client::storage::packed_in(&client, &cid)? };
+            let shown = packed.as_ref().map_or(cid, |(d, _)| Cid(d.cid));
+            let (manifest, deals) = tessera_client::storage::manifest_of(&client, &shown)?;
             ctx.print(&deals, |deals| {
-                println!("{cid}: {} bytes, {} segment(s), erasure {}+{}", manifest.total_len, manifest.segments.len(), manifest.scheme.data, manifest.scheme.parity);
+                if let Some((pack, m)) = &packed {
+                    println!(
+                        "{cid}: {} bytes, packed with {} other object(s) in deal {} at offset {}",
+                        m.len,
+                        pack.packed.saturating_sub(1),
+                        pack.id,
+                        m.offset
+                    );
+                }
+                println!("{shown}: {} bytes, {} segment(s), erasure {}+{}", manifest.total_len, manifest.segments.len(), manifest.scheme.data, manifest.scheme.parity);
                 for d in deals {
                     for (n, len, _) in &d.segments {
                         let pieces: Vec<_> = d.pieces.iter().filter(|p| p.segment == *n).collect();

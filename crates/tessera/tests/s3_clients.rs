@@ -136,14 +136,39 @@ fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Pa
             std::thread::sleep(std::time::Duration::from_millis(200));
         })
         .collect();
-    let deals: Vec<tessera_client::api::DealDto> = net.client().get("/deals").unwrap();
+    // Placed together after the restart, the four small objects share one
+    // pack: one deal whose members are their content ids.
+    let client = net.client();
+    let deals_of = |cid: &str| -> Vec<tessera_client::api::DealDto> { client.get(&format!("/deals?cid={cid}")).unwrap() };
+    let mut packs = std::collections::BTreeSet::new();
     for cid in &cids {
-        assert!(
-            deals.iter().any(|d| d.active && format!("{}", tessera_storage::Cid(d.cid)) == *cid),
-            "no active deal for {cid}; S3 log:\n{}",
-            log()
-        );
+        let deals = deals_of(cid);
+        let pack = deals.iter().find(|d| d.active && d.members.iter().any(|m| format!("{}", tessera_storage::Cid(m.cid)) == *cid));
+        let pack = pack.unwrap_or_else(|| panic!("no active pack deal lists {cid}: {deals:?}; S3 log:\n{}", log()));
+        assert_eq!(pack.packed, bodies.len(), "one pack for the four objects");
+        packs.insert(pack.id);
     }
+    assert_eq!(packs.len(), 1, "the four objects share one pack deal");
+    let pack_id = *packs.first().unwrap();
+    // Read through the storage network (not the endpoint's copy): each
+    // object is cut from the pack and checked against its own content id.
+    for (n, (cid, body)) in cids.iter().zip(&bodies).enumerate() {
+        let out = dir.join(format!("member-{n}.bin"));
+        net.ok(&["storage", "get", cid, "-o", out.to_str().unwrap()]);
+        assert_eq!(&std::fs::read(&out).unwrap(), body, "packed object {n} from the storage network");
+    }
+    let status = net.ok(&["storage", "status", &cids[0]]);
+    assert!(status.contains(&format!("deal {pack_id}")) && status.contains("packed with 3 other"), "status of a packed object: {status}");
+    let refused = net.fails(&["storage", "rm", &cids[0], "--from", "dev"]);
+    assert!(refused.contains("inside pack"), "removing one packed object alone is refused: {refused}");
+    // The pack's deal ends once its last object is deleted, not before.
+    let pack_active = || client.get::<tessera_client::api::DealDto>(&format!("/deals/{pack_id}")).unwrap().active;
+    for n in 0..bodies.len() {
+        assert!(pack_active(), "pack deal ended with {} of its objects left", bodies.len() - n);
+        let o = aws(&["s3", "rm", &format!("s3://crash/{n}.bin")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    net.wait_until(30, "the pack's deal to end after its last object went", || !pack_active());
     let _ = restarted.kill();
     let _ = restarted.wait();
 }

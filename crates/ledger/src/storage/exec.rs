@@ -90,79 +90,12 @@ pub fn place_pieces(st: &Overlay, params: &Params, want: &Placement, exclude: &B
 pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &StorageMsg) -> Result<Events, TxError> {
     match msg {
         StorageMsg::CreateDeal { cid, scheme, segment_bytes, segments, duration_blocks, max_price_per_gib_block } => {
-            let total_bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
-            let escrow = deal_escrow(*max_price_per_gib_block, total_bytes, *duration_blocks)
-                .ok_or_else(|| invalid("price x bytes x duration overflows"))?;
-            bank::transfer(st, &ctx.sender, &STORAGE_POOL, escrow)?;
-            let id = next_deal_id(st);
-            let mut pieces = Vec::new();
-            let mut events = Vec::new();
-            for s in segments {
-                let longest = s.pieces.iter().map(|p| p.len).max().unwrap_or(0);
-                let want = Placement {
-                    height: ctx.height,
-                    deal: id,
-                    segment: s.segment,
-                    piece_len: longest,
-                    count: s.pieces.len(),
-                    max_price: *max_price_per_gib_block,
-                };
-                let providers = place_pieces(st, params, &want, &BTreeSet::new()).map_err(invalid)?;
-                for (i, (meta, provider)) in s.pieces.iter().zip(providers).enumerate() {
-                    add_used(st, &provider, meta.len as i128);
-                    events.push(
-                        Event::new("storage.piece_assigned")
-                            .attr("deal", id)
-                            .attr("piece", pieces.len())
-                            .attr("segment", s.segment)
-                            .attr("index", i)
-                            .attr("hash", meta.hash)
-                            .attr("provider", provider),
-                    );
-                    pieces.push(Piece {
-                        segment: s.segment,
-                        index: i as u16,
-                        hash: meta.hash,
-                        merkle_root: meta.merkle_root,
-                        len: meta.len,
-                        provider,
-                        faults: 0,
-                        lost: false,
-                        proven_epochs: 0,
-                    });
-                }
-            }
-            let end = ctx.height + duration_blocks;
-            schedule_end(st, end, id);
-            index_deal_cid(st, cid, id);
-            put_deal(
-                st,
-                &Deal {
-                    id,
-                    owner: ctx.sender,
-                    cid: *cid,
-                    scheme: *scheme,
-                    segment_bytes: *segment_bytes,
-                    segments: segments.iter().map(|s| (s.segment, s.len, s.hash)).collect(),
-                    pieces,
-                    max_price_per_gib_block: *max_price_per_gib_block,
-                    start: ctx.height,
-                    end,
-                    escrow_remaining: escrow,
-                    paid: Amount::ZERO,
-                    active: true,
-                },
-            );
-            events.insert(
-                0,
-                Event::new("storage.deal_created")
-                    .attr("deal", id)
-                    .attr("cid", cid)
-                    .attr("owner", ctx.sender)
-                    .attr("bytes", total_bytes)
-                    .attr("escrow", escrow)
-                    .attr("end", end),
-            );
+            Ok(open_deal(st, ctx, params, cid, scheme, *segment_bytes, segments, *duration_blocks, *max_price_per_gib_block)?.1)
+        }
+        StorageMsg::CreatePack { cid, scheme, segment_bytes, segments, duration_blocks, max_price_per_gib_block, members } => {
+            let (id, mut events) = open_deal(st, ctx, params, cid, scheme, *segment_bytes, segments, *duration_blocks, *max_price_per_gib_block)?;
+            put_pack_members(st, id, members);
+            events.insert(1, Event::new("storage.pack_created").attr("deal", id).attr("cid", cid).attr("members", members.len()));
             Ok(events)
         }
         StorageMsg::ProveStorage { deal: deal_id, piece: piece_idx, epoch, leaves, proofs } => {
@@ -223,6 +156,96 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
             close_deal(st, d, "ended by owner")
         }
     }
+}
+
+/// Opens a deal: escrow locked, each segment's pieces placed on distinct
+/// providers, its end scheduled, indexed by content id. Returns its id.
+#[allow(clippy::too_many_arguments)]
+fn open_deal(
+    st: &mut Overlay,
+    ctx: &TxContext,
+    params: &Params,
+    cid: &Hash32,
+    scheme: &tessera_storage::ErasureScheme,
+    segment_bytes: u64,
+    segments: &[super::msg::SegmentPieces],
+    duration_blocks: u64,
+    max_price_per_gib_block: Amount,
+) -> Result<(u64, Events), TxError> {
+    let total_bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
+    let escrow = deal_escrow(max_price_per_gib_block, total_bytes, duration_blocks)
+        .ok_or_else(|| invalid("price x bytes x duration overflows"))?;
+    bank::transfer(st, &ctx.sender, &STORAGE_POOL, escrow)?;
+    let id = next_deal_id(st);
+    let mut pieces = Vec::new();
+    let mut events = Vec::new();
+    for s in segments {
+        let longest = s.pieces.iter().map(|p| p.len).max().unwrap_or(0);
+        let want = Placement {
+            height: ctx.height,
+            deal: id,
+            segment: s.segment,
+            piece_len: longest,
+            count: s.pieces.len(),
+            max_price: max_price_per_gib_block,
+        };
+        let providers = place_pieces(st, params, &want, &BTreeSet::new()).map_err(invalid)?;
+        for (i, (meta, provider)) in s.pieces.iter().zip(providers).enumerate() {
+            add_used(st, &provider, meta.len as i128);
+            events.push(
+                Event::new("storage.piece_assigned")
+                    .attr("deal", id)
+                    .attr("piece", pieces.len())
+                    .attr("segment", s.segment)
+                    .attr("index", i)
+                    .attr("hash", meta.hash)
+                    .attr("provider", provider),
+            );
+            pieces.push(Piece {
+                segment: s.segment,
+                index: i as u16,
+                hash: meta.hash,
+                merkle_root: meta.merkle_root,
+                len: meta.len,
+                provider,
+                faults: 0,
+                lost: false,
+                proven_epochs: 0,
+            });
+        }
+    }
+    let end = ctx.height + duration_blocks;
+    schedule_end(st, end, id);
+    index_deal_cid(st, cid, id);
+    put_deal(
+        st,
+        &Deal {
+            id,
+            owner: ctx.sender,
+            cid: *cid,
+            scheme: *scheme,
+            segment_bytes,
+            segments: segments.iter().map(|s| (s.segment, s.len, s.hash)).collect(),
+            pieces,
+            max_price_per_gib_block: max_price_per_gib_block,
+            start: ctx.height,
+            end,
+            escrow_remaining: escrow,
+            paid: Amount::ZERO,
+            active: true,
+        },
+    );
+    events.insert(
+        0,
+        Event::new("storage.deal_created")
+            .attr("deal", id)
+            .attr("cid", cid)
+            .attr("owner", ctx.sender)
+            .attr("bytes", total_bytes)
+            .attr("escrow", escrow)
+            .attr("end", end),
+    );
+    Ok((id, events))
 }
 
 fn add_earned(st: &mut Overlay, provider: &Address, amount: Amount) {

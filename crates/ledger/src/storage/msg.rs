@@ -13,6 +13,18 @@ pub const MAX_PIECE_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_SEGMENTS_PER_DEAL: usize = 32;
 /// Most leaves one proof may carry.
 pub const MAX_PROOF_LEAVES: usize = 64;
+/// Most objects one pack may hold.
+pub const MAX_PACK_MEMBERS: usize = 1024;
+
+/// One object inside a pack: its own content id and where its bytes lie in
+/// the pack's plain bytes. The ledger records what the owner says; a reader
+/// checks the member's bytes against its content id.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize, serde::Deserialize)]
+pub struct PackMember {
+    pub cid: Hash32,
+    pub offset: u64,
+    pub len: u64,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize, serde::Deserialize)]
 pub struct PieceMeta {
@@ -49,45 +61,91 @@ pub enum StorageMsg {
     ProveStorage { deal: u64, piece: u32, epoch: u64, leaves: Vec<Vec<u8>>, proofs: Vec<MerkleProof> },
     /// The owner ends a deal early; unspent escrow returns.
     EndDeal { deal: u64 },
+    /// A deal over a pack: many small objects stored end to end as one
+    /// content (one deal, one set of pieces and proofs), each object still
+    /// found by its own content id. The pack fits one deal.
+    CreatePack {
+        cid: Hash32,
+        scheme: ErasureScheme,
+        segment_bytes: u64,
+        segments: Vec<SegmentPieces>,
+        duration_blocks: u64,
+        max_price_per_gib_block: Amount,
+        /// In offset order, not overlapping, inside the pack.
+        members: Vec<PackMember>,
+    },
+}
+
+fn validate_deal(scheme: &ErasureScheme, segments: &[SegmentPieces], duration_blocks: u64, max_price_per_gib_block: Amount) -> Result<(), TxError> {
+    scheme.validate().map_err(|e| invalid(e.to_string()))?;
+    check_positive("max price per GiB per block", max_price_per_gib_block)?;
+    if duration_blocks == 0 {
+        return Err(invalid("a deal lasts at least one block"));
+    }
+    if segments.is_empty() || segments.len() > MAX_SEGMENTS_PER_DEAL {
+        return Err(invalid(format!("a deal covers 1 to {MAX_SEGMENTS_PER_DEAL} segments")));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for s in segments {
+        if !seen.insert(s.segment) {
+            return Err(invalid(format!("segment {} appears twice", s.segment)));
+        }
+        if s.pieces.len() != scheme.total() {
+            return Err(invalid(format!(
+                "segment {} has {} pieces; a {}+{} scheme needs {}",
+                s.segment,
+                s.pieces.len(),
+                scheme.data,
+                scheme.parity,
+                scheme.total()
+            )));
+        }
+        if s.len == 0 {
+            return Err(invalid(format!("segment {} is empty", s.segment)));
+        }
+        for p in &s.pieces {
+            if p.len == 0 || p.len > MAX_PIECE_BYTES {
+                return Err(invalid(format!("piece length {} is outside 1..={MAX_PIECE_BYTES}", p.len)));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_members(cid: &Hash32, segments: &[SegmentPieces], members: &[PackMember]) -> Result<(), TxError> {
+    if members.is_empty() || members.len() > MAX_PACK_MEMBERS {
+        return Err(invalid(format!("a pack holds 1 to {MAX_PACK_MEMBERS} objects")));
+    }
+    if !segments.iter().enumerate().all(|(i, s)| s.segment == i as u32) {
+        return Err(invalid("a pack's deal covers all of its segments, in order"));
+    }
+    let total: u64 = segments.iter().map(|s| s.len).sum();
+    let mut next = 0u64;
+    for m in members {
+        let end = m.offset.checked_add(m.len).ok_or_else(|| invalid("a pack member's range overflows"))?;
+        if m.len == 0 || m.offset < next || end > total {
+            return Err(invalid(format!(
+                "pack member at {}..{end} must be non-empty, after the one before it and inside the pack's {total} bytes",
+                m.offset
+            )));
+        }
+        if m.cid == *cid {
+            return Err(invalid("a pack cannot be its own member"));
+        }
+        next = end;
+    }
+    Ok(())
 }
 
 impl StorageMsg {
     pub fn validate_basic(&self) -> Result<(), TxError> {
         match self {
             StorageMsg::CreateDeal { scheme, segments, duration_blocks, max_price_per_gib_block, .. } => {
-                scheme.validate().map_err(|e| invalid(e.to_string()))?;
-                check_positive("max price per GiB per block", *max_price_per_gib_block)?;
-                if *duration_blocks == 0 {
-                    return Err(invalid("a deal lasts at least one block"));
-                }
-                if segments.is_empty() || segments.len() > MAX_SEGMENTS_PER_DEAL {
-                    return Err(invalid(format!("a deal covers 1 to {MAX_SEGMENTS_PER_DEAL} segments")));
-                }
-                let mut seen = std::collections::BTreeSet::new();
-                for s in segments {
-                    if !seen.insert(s.segment) {
-                        return Err(invalid(format!("segment {} appears twice", s.segment)));
-                    }
-                    if s.pieces.len() != scheme.total() {
-                        return Err(invalid(format!(
-                            "segment {} has {} pieces; a {}+{} scheme needs {}",
-                            s.segment,
-                            s.pieces.len(),
-                            scheme.data,
-                            scheme.parity,
-                            scheme.total()
-                        )));
-                    }
-                    if s.len == 0 {
-                        return Err(invalid(format!("segment {} is empty", s.segment)));
-                    }
-                    for p in &s.pieces {
-                        if p.len == 0 || p.len > MAX_PIECE_BYTES {
-                            return Err(invalid(format!("piece length {} is outside 1..={MAX_PIECE_BYTES}", p.len)));
-                        }
-                    }
-                }
-                Ok(())
+                validate_deal(scheme, segments, *duration_blocks, *max_price_per_gib_block)
+            }
+            StorageMsg::CreatePack { cid, scheme, segments, duration_blocks, max_price_per_gib_block, members, .. } => {
+                validate_deal(scheme, segments, *duration_blocks, *max_price_per_gib_block)?;
+                validate_members(cid, segments, members)
             }
             StorageMsg::ProveStorage { leaves, proofs, .. } => {
                 if leaves.len() != proofs.len() || leaves.len() > MAX_PROOF_LEAVES {

@@ -61,8 +61,11 @@ const END_PREFIX: &str = "storage/end/";
 const BEACON_PREFIX: &str = "storage/beacon/";
 const PENDING_PREFIX: &str = "storage/pending/";
 const USED_PREFIX: &str = "storage/used/";
-/// `<cid><deal id>` -> (): the deals of each content id.
+/// `<cid><deal id>` -> (): the deals of each content id (a pack's deal is
+/// also listed under each member's content id).
 const BY_CID_PREFIX: &str = "storage/bycid/";
+/// `<deal id>` -> the members of a pack's deal.
+const MEMBERS_PREFIX: &str = "storage/members/";
 
 pub fn next_deal_id(st: &mut Overlay) -> u64 {
     st.next_counter(NEXT_DEAL_KEY)
@@ -87,6 +90,19 @@ pub fn deals_of_cid(st: &Overlay, cid: &Hash32) -> Vec<Deal> {
         .into_iter()
         .filter_map(|(k, _)| deal(st, u64_at(&k[k.len() - 8..])))
         .collect()
+}
+
+/// Records the members of pack deal `id` and lists the deal under each member's content id.
+pub fn put_pack_members(st: &mut Overlay, id: u64, members: &[crate::storage::PackMember]) {
+    for m in members {
+        index_deal_cid(st, &m.cid, id);
+    }
+    st.put_obj(key(MEMBERS_PREFIX, &[&id.to_be_bytes()]), &members.to_vec());
+}
+
+/// The members of deal `id` (empty unless it holds a pack).
+pub fn pack_members(st: &Overlay, id: u64) -> Vec<crate::storage::PackMember> {
+    st.get_obj(&key(MEMBERS_PREFIX, &[&id.to_be_bytes()])).unwrap_or_default()
 }
 
 pub fn all_deals(st: &Overlay) -> Vec<Deal> {
