@@ -334,13 +334,26 @@ pub fn manifest_of(client: &Client, cid: &Cid) -> anyhow::Result<(Manifest, Vec<
     Ok((manifest, deals))
 }
 
-/// An active pack deal holding object `cid`, and where the object lies in it.
-pub fn packed_in(client: &Client, cid: &Cid) -> anyhow::Result<Option<(DealDto, PackMember)>> {
+/// Active pack deals holding object `cid`, newest first, each with where
+/// the object lies in it. (A pack whose uploads were cut short, say by a
+/// crash of its uploader, is followed by another one holding the same objects.)
+pub fn packs_holding(client: &Client, cid: &Cid) -> anyhow::Result<Vec<(DealDto, PackMember)>> {
     let deals: Vec<DealDto> = client.get(&format!("/deals?cid={}", cid.0))?;
-    Ok(deals.into_iter().filter(|d| d.active && d.cid != cid.0).find_map(|d| {
-        let m = d.members.iter().find(|m| m.cid == cid.0)?.clone();
-        Some((d, m))
-    }))
+    let mut found: Vec<(DealDto, PackMember)> = deals
+        .into_iter()
+        .filter(|d| d.active && d.cid != cid.0)
+        .filter_map(|d| {
+            let m = d.members.iter().find(|m| m.cid == cid.0)?.clone();
+            Some((d, m))
+        })
+        .collect();
+    found.sort_by_key(|(d, _)| std::cmp::Reverse(d.id));
+    Ok(found)
+}
+
+/// The newest active pack deal holding object `cid`.
+pub fn packed_in(client: &Client, cid: &Cid) -> anyhow::Result<Option<(DealDto, PackMember)>> {
+    Ok(packs_holding(client, cid)?.into_iter().next())
 }
 
 /// The segments of a manifest that hold plain bytes `offset..offset + len`,
@@ -365,22 +378,48 @@ pub fn segments_covering(manifest: &Manifest, offset: u64, len: u64) -> Vec<(usi
 /// id. An object stored inside a pack is cut from the pack's segments and
 /// then checked against its own content id.
 pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
+    // Deals of its own first, then each pack holding it: an uploader cut
+    // short (a crash) can leave a deal whose pieces never arrived, and the
+    // content is then stored again.
     let direct = deals_of(client, cid)?.into_iter().any(|d| d.active);
-    let packed = if direct { None } else { packed_in(client, cid)? };
-    let Some((pack, member)) = packed else {
-        let (manifest, deals) = manifest_of(client, cid)?;
-        let total = manifest.total_len;
-        return write_whole(out, |file| {
-            let mut done = 0;
-            fetch_segments(client, &manifest, &deals, (0..manifest.segments.len()).map(|n| (n, 0..manifest.segments[n].len as usize)), &mut |plain| {
-                file.write_all(plain)?;
-                done += plain.len() as u64;
-                progress("downloading", done, total);
-                Ok(())
-            })?;
-            Ok(done)
-        });
-    };
+    let packs = packs_holding(client, cid)?;
+    if !direct && packs.is_empty() {
+        return get_own(client, cid, out, progress);
+    }
+    let mut failures = Vec::new();
+    if direct {
+        match get_own(client, cid, out, progress) {
+            Ok(n) => return Ok(n),
+            Err(e) => failures.push(format!("its own deals: {e:#}")),
+        }
+    }
+    for (pack, member) in &packs {
+        match get_member(client, cid, pack, member, out, progress) {
+            Ok(n) => return Ok(n),
+            Err(e) => failures.push(format!("pack deal {}: {e:#}", pack.id)),
+        }
+    }
+    anyhow::bail!("{cid} could not be read: {}", failures.join("; "))
+}
+
+/// Fetches content `cid` from the deals that hold it under its own id.
+fn get_own(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
+    let (manifest, deals) = manifest_of(client, cid)?;
+    let total = manifest.total_len;
+    write_whole(out, |file| {
+        let mut done = 0;
+        fetch_segments(client, &manifest, &deals, (0..manifest.segments.len()).map(|n| (n, 0..manifest.segments[n].len as usize)), &mut |plain| {
+            file.write_all(plain)?;
+            done += plain.len() as u64;
+            progress("downloading", done, total);
+            Ok(())
+        })?;
+        Ok(done)
+    })
+}
+
+/// Cuts object `cid` from `pack` into `out` and checks it against its content id.
+fn get_member(client: &Client, cid: &Cid, pack: &DealDto, member: &PackMember, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
     let (manifest, deals) = manifest_of(client, &Cid(pack.cid))?;
     write_whole(out, |file| {
         let mut done = 0;
@@ -391,7 +430,7 @@ pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
             progress("downloading", done, member.len);
             Ok(())
         })?;
-        anyhow::ensure!(done == member.len, "pack deal {} ends before its member {cid}", pack.id);
+        anyhow::ensure!(done == member.len, "the pack ends before its member {cid}");
         file.flush()?;
         // The ledger holds what the pack's owner said; the bytes must be the object's.
         let opts = PutOptions {
@@ -402,7 +441,7 @@ pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
         };
         let part = out.with_file_name(part_name(out));
         let found = manifest_of_file(&part, &opts, &mut |_, _, _| {})?.cid();
-        anyhow::ensure!(found == *cid, "pack deal {} holds bytes for {cid} that hash to {found}; its owner recorded a wrong member", pack.id);
+        anyhow::ensure!(found == *cid, "its bytes for {cid} hash to {found}; the pack's owner recorded a wrong member");
         Ok(done)
     })
 }

@@ -176,35 +176,30 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
             });
         }
         StorageCmd::Status { cid } => {
-            // An object stored inside a pack: show the pack it lies in.
+            // Its own deals, and each pack it lies in.
             let own = tessera_client::storage::deals_of(&client, &cid)?.iter().any(|d| d.active);
-            let packed = if own { None } else { tessera_client::storage::packed_in(&client, &cid)? };
-            let shown = packed.as_ref().map_or(cid, |(d, _)| Cid(d.cid));
-            let (manifest, deals) = tessera_client::storage::manifest_of(&client, &shown)?;
-            ctx.print(&deals, |deals| {
-                if let Some((pack, m)) = &packed {
-                    println!(
-                        "{cid}: {} bytes, packed with {} other object(s) in deal {} at offset {}",
-                        m.len,
-                        pack.packed.saturating_sub(1),
-                        pack.id,
-                        m.offset
-                    );
-                }
-                println!("{shown}: {} bytes, {} segment(s), erasure {}+{}", manifest.total_len, manifest.segments.len(), manifest.scheme.data, manifest.scheme.parity);
-                for d in deals {
-                    for (n, len, _) in &d.segments {
-                        let pieces: Vec<_> = d.pieces.iter().filter(|p| p.segment == *n).collect();
-                        let healthy = pieces.iter().filter(|p| !p.lost).count();
-                        let health = if healthy >= pieces.len() { "healthy" } else if healthy >= manifest.scheme.data as usize { "degraded" } else { "unreadable" };
-                        println!("  segment {n} ({len} bytes, deal {}): {healthy}/{} pieces, {health}", d.id, pieces.len());
-                        for p in pieces {
-                            println!(
-                                "    piece {} on {}  proven {} epoch(s)  faults {}{}",
-                                p.index, p.provider, p.proven_epochs, p.faults, if p.lost { "  LOST" } else { "" }
-                            );
-                        }
+            let packs = tessera_client::storage::packs_holding(&client, &cid)?;
+            let mut views = Vec::new();
+            if own || packs.is_empty() {
+                views.push((None, cid, tessera_client::storage::manifest_of(&client, &cid)?));
+            }
+            for (pack, member) in packs {
+                let pack_cid = Cid(pack.cid);
+                views.push((Some((pack, member)), pack_cid, tessera_client::storage::manifest_of(&client, &pack_cid)?));
+            }
+            let deals: Vec<&DealDto> = views.iter().flat_map(|(_, _, (_, deals))| deals).collect();
+            ctx.print(&deals, |_| {
+                for (packed, shown, (manifest, deals)) in &views {
+                    if let Some((pack, m)) = packed {
+                        println!(
+                            "{cid}: {} bytes, packed with {} other object(s) in deal {} at offset {}",
+                            m.len,
+                            pack.packed.saturating_sub(1),
+                            pack.id,
+                            m.offset
+                        );
                     }
+                    print_segments(shown, manifest, deals);
                 }
             });
         }
@@ -387,4 +382,20 @@ where
         }
         work(stop).await
     })
+}
+
+/// Where each segment's pieces are, and how healthy the segment is.
+fn print_segments(cid: &Cid, manifest: &tessera_storage::Manifest, deals: &[DealDto]) {
+    println!("{cid}: {} bytes, {} segment(s), erasure {}+{}", manifest.total_len, manifest.segments.len(), manifest.scheme.data, manifest.scheme.parity);
+    for d in deals {
+        for (n, len, _) in &d.segments {
+            let pieces: Vec<_> = d.pieces.iter().filter(|p| p.segment == *n).collect();
+            let healthy = pieces.iter().filter(|p| !p.lost).count();
+            let health = if healthy >= pieces.len() { "healthy" } else if healthy >= manifest.scheme.data as usize { "degraded" } else { "unreadable" };
+            println!("  segment {n} ({len} bytes, deal {}): {healthy}/{} pieces, {health}", d.id, pieces.len());
+            for p in pieces {
+                println!("    piece {} on {}  proven {} epoch(s)  faults {}{}", p.index, p.provider, p.proven_epochs, p.faults, if p.lost { "  LOST" } else { "" });
+            }
+        }
+    }
 }
