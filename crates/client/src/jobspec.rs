@@ -30,7 +30,10 @@ struct SpecFile {
 #[serde(deny_unknown_fields)]
 struct OutputFile {
     /// `s3://bucket/prefix`: result files become objects `<prefix><name>`.
-    s3: String,
+    s3: Option<String>,
+    /// `true`: each result file is stored on the storage network under its own content id.
+    #[serde(default)]
+    storage: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,9 +331,16 @@ pub fn parse_str(text: &str, base: &Path) -> Result<Draft, String> {
         }
     }
     let output = match f.output {
-        Some(o) => {
-            let url = S3Url::parse(&o.s3).map_err(|e| format!("output.s3: {e}"))?;
+        Some(OutputFile { s3: Some(_), storage: true }) => {
+            return Err("[output] names s3 or storage = true, not both".into());
+        }
+        Some(OutputFile { s3: Some(s3), storage: false }) => {
+            let url = S3Url::parse(&s3).map_err(|e| format!("output.s3: {e}"))?;
             Some(JobOutput::S3 { bucket: url.bucket, prefix: url.key })
+        }
+        Some(OutputFile { s3: None, storage: true }) => Some(JobOutput::Storage),
+        Some(OutputFile { s3: None, storage: false }) => {
+            return Err("[output] needs s3 = \"s3://bucket/prefix/\" or storage = true".into());
         }
         None => None,
     };
@@ -490,6 +500,11 @@ mod tests {
         assert!(err("\"a\" = \"s3://data/dir/\"", "s3://results/").contains("names no object"));
         assert!(err("\"a\" = \"s3://Data/x\"", "s3://results/").contains("bucket name"));
         assert!(err("\"a\" = \"s3://data/x\"", "results/").contains("output.s3"));
+        // Content ids on the storage network instead of a bucket; one or the other.
+        let storage = |out: &str| parse_str(&format!("name = \"t\"\nkind = \"wasm\"\n[wasm]\nmodule = \"m.wasm\"\n[output]\n{out}\n{ORDER}"), d.path());
+        assert_eq!(storage("storage = true").unwrap().spec.output, Some(JobOutput::Storage));
+        assert!(storage("storage = true\ns3 = \"s3://results/\"").unwrap_err().contains("not both"));
+        assert!(storage("storage = false").unwrap_err().contains("storage = true"));
     }
 
     #[test]

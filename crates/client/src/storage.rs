@@ -311,7 +311,11 @@ pub fn deals_of(client: &Client, cid: &Cid) -> anyhow::Result<Vec<DealDto>> {
 /// Active deals of a content id, and the manifest they describe (checked
 /// against the id).
 pub fn manifest_of(client: &Client, cid: &Cid) -> anyhow::Result<(Manifest, Vec<DealDto>)> {
-    let deals: Vec<DealDto> = deals_of(client, cid)?.into_iter().filter(|d| d.active).collect();
+    manifest_from(cid, deals_of(client, cid)?.into_iter().filter(|d| d.active).collect())
+}
+
+/// The manifest that active deals `deals` of content `cid` describe, checked against the id.
+fn manifest_from(cid: &Cid, deals: Vec<DealDto>) -> anyhow::Result<(Manifest, Vec<DealDto>)> {
     anyhow::ensure!(!deals.is_empty(), "no active storage deal holds {cid}");
     let scheme: ErasureScheme = deals[0].erasure.parse().map_err(anyhow::Error::msg)?;
     let mut segments: BTreeMap<u32, SegmentEntry> = BTreeMap::new();
@@ -338,17 +342,22 @@ pub fn manifest_of(client: &Client, cid: &Cid) -> anyhow::Result<(Manifest, Vec<
 /// the object lies in it. (A pack whose uploads were cut short, say by a
 /// crash of its uploader, is followed by another one holding the same objects.)
 pub fn packs_holding(client: &Client, cid: &Cid) -> anyhow::Result<Vec<(DealDto, PackMember)>> {
+    Ok(holders(client, cid)?.1)
+}
+
+/// One look-up: the active deals of `cid` itself, and the active packs holding it (newest first).
+fn holders(client: &Client, cid: &Cid) -> anyhow::Result<(Vec<DealDto>, Vec<(DealDto, PackMember)>)> {
     let deals: Vec<DealDto> = client.get(&format!("/deals?cid={}", cid.0))?;
-    let mut found: Vec<(DealDto, PackMember)> = deals
+    let (own, others): (Vec<DealDto>, Vec<DealDto>) = deals.into_iter().filter(|d| d.active).partition(|d| d.cid == cid.0);
+    let mut packs: Vec<(DealDto, PackMember)> = others
         .into_iter()
-        .filter(|d| d.active && d.cid != cid.0)
         .filter_map(|d| {
             let m = d.members.iter().find(|m| m.cid == cid.0)?.clone();
             Some((d, m))
         })
         .collect();
-    found.sort_by_key(|(d, _)| std::cmp::Reverse(d.id));
-    Ok(found)
+    packs.sort_by_key(|(d, _)| std::cmp::Reverse(d.id));
+    Ok((own, packs))
 }
 
 /// The newest active pack deal holding object `cid`.
@@ -381,14 +390,13 @@ pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
     // Deals of its own first, then each pack holding it: an uploader cut
     // short (a crash) can leave a deal whose pieces never arrived, and the
     // content is then stored again.
-    let direct = deals_of(client, cid)?.into_iter().any(|d| d.active);
-    let packs = packs_holding(client, cid)?;
-    if !direct && packs.is_empty() {
-        return get_own(client, cid, out, progress);
+    let (own, packs) = holders(client, cid)?;
+    if packs.is_empty() {
+        return get_own(client, cid, own, out, progress);
     }
     let mut failures = Vec::new();
-    if direct {
-        match get_own(client, cid, out, progress) {
+    if !own.is_empty() {
+        match get_own(client, cid, own, out, progress) {
             Ok(n) => return Ok(n),
             Err(e) => failures.push(format!("its own deals: {e:#}")),
         }
@@ -403,8 +411,8 @@ pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
 }
 
 /// Fetches content `cid` from the deals that hold it under its own id.
-fn get_own(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
-    let (manifest, deals) = manifest_of(client, cid)?;
+fn get_own(client: &Client, cid: &Cid, own: Vec<DealDto>, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
+    let (manifest, deals) = manifest_from(cid, own)?;
     let total = manifest.total_len;
     write_whole(out, |file| {
         let mut done = 0;
@@ -420,7 +428,8 @@ fn get_own(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
 
 /// Cuts object `cid` from `pack` into `out` and checks it against its content id.
 fn get_member(client: &Client, cid: &Cid, pack: &DealDto, member: &PackMember, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
-    let (manifest, deals) = manifest_of(client, &Cid(pack.cid))?;
+    // A pack fits one deal, and the deal came with the look-up.
+    let (manifest, deals) = manifest_from(&Cid(pack.cid), vec![pack.clone()])?;
     write_whole(out, |file| {
         let mut done = 0;
         let parts = segments_covering(&manifest, member.offset, member.len);

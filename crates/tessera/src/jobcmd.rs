@@ -49,6 +49,13 @@ pub enum JobCmd {
         id: u64,
         #[arg(short = 'o', long = "out", default_value = ".")]
         out: PathBuf,
+        /// Also store each file on the storage network under its own content
+        /// id, paid by `--from` (what `[output] storage = true` asks for).
+        #[arg(long)]
+        store: bool,
+        /// Key that pays for `--store`.
+        #[arg(long, default_value = "dev")]
+        from: String,
     },
     /// Jobs, newest first.
     List {
@@ -89,28 +96,23 @@ pub fn run(ctx: &Ctx, cmd: JobCmd) -> anyhow::Result<()> {
             print!("{}", tessera_client::jobs::fetch_logs(&endpoint, id)?);
             Ok(())
         }
-        JobCmd::Result { id, out } => {
+        JobCmd::Result { id, out, store, from } => {
             let j: JobDto = client.get(&format!("/jobs/{id}"))?;
-            let Some(result) = j.result else {
-                bail!("job {id} is {}{}; only a succeeded job has a result", j.state, j.reason.map(|r| format!(" ({r})")).unwrap_or_default())
-            };
-            let endpoint = tessera_client::jobs::provider_endpoint(&client, &j)?;
-            let manifest = tessera_client::jobs::fetch_manifest(&endpoint, &result)?;
-            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-            let mut written = Vec::new();
-            for f in &manifest.files {
-                // Names come from the provider: keep them inside `out`.
-                if f.name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-                    bail!("the result names a file {:?} outside the output directory; refusing it", f.name);
-                }
-                let dest = out.join(&f.name);
-                tessera_client::jobs::fetch_file(&endpoint, f, &dest)?;
-                written.push(serde_json::json!({ "name": f.name, "path": dest.display().to_string(), "size": f.size, "hash": f.hash }));
-            }
-            std::fs::write(out.join("manifest.json"), manifest.encode())?;
+            let files = fetch_results(&client, &j, &out)?;
+            let stored = if store { store_results(&client, &ctx.keyring.get(&from)?, &files)? } else { Vec::new() };
+            let written: Vec<serde_json::Value> = files
+                .iter()
+                .map(|(f, dest)| {
+                    let cid = stored.iter().find(|(name, _)| *name == f.name).map(|(_, c)| c.clone());
+                    serde_json::json!({ "name": f.name, "path": dest.display().to_string(), "size": f.size, "hash": f.hash, "cid": cid })
+                })
+                .collect();
             ctx.print(&written, |w| {
                 for f in w {
                     println!("{}  {} bytes  (blake3 {} verified)", f["path"].as_str().unwrap_or_default(), f["size"], f["hash"].as_str().unwrap_or_default());
+                    if let Some(cid) = f["cid"].as_str() {
+                        println!("  stored as {cid}");
+                    }
                 }
             });
             Ok(())
@@ -163,7 +165,10 @@ fn print_job(j: &JobDto, phase: Option<&str>) {
         println!("result     {r} ({} bytes)", j.result_size.unwrap_or(0));
     }
     if let Some(o) = j.decode_spec().ok().and_then(|s| s.output) {
-        println!("output     {o} (written by the S3 endpoint that holds the bucket)");
+        match o {
+            JobOutput::S3 { .. } => println!("output     {o} (written by the S3 endpoint that holds the bucket)"),
+            JobOutput::Storage => println!("output     {o}; stored by `job submit --wait` or `job result --store`"),
+        }
     }
     if j.orders.len() > 1 {
         println!("orders     {:?} (re-placed after losing {} provider(s))", j.orders, j.lost_to.len());
@@ -226,6 +231,55 @@ fn resolve_s3(ctx: &Ctx, from: &str, endpoint: &str, draft: &mut jobspec::Draft)
         bail!("the output bucket {bucket} does not exist at {endpoint}; create it first (aws --endpoint-url {endpoint} s3 mb s3://{bucket})");
     }
     Ok(Some(s3))
+}
+
+/// Fetches a succeeded job's result files into `out` (each checked against
+/// the hash the provider committed to) with its `manifest.json`; returns
+/// each file and where it went.
+fn fetch_results(client: &Client, j: &JobDto, out: &std::path::Path) -> anyhow::Result<Vec<(tessera_client::jobs::ResultFile, PathBuf)>> {
+    let Some(result) = j.result else {
+        bail!("job {} is {}{}; only a succeeded job has a result", j.id, j.state, j.reason.clone().map(|r| format!(" ({r})")).unwrap_or_default())
+    };
+    let endpoint = tessera_client::jobs::provider_endpoint(client, j)?;
+    let manifest = tessera_client::jobs::fetch_manifest(&endpoint, &result)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut written = Vec::new();
+    for f in &manifest.files {
+        // Names come from the provider: keep them inside `out`.
+        if f.name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            bail!("the result names a file {:?} outside the output directory; refusing it", f.name);
+        }
+        let dest = out.join(&f.name);
+        tessera_client::jobs::fetch_file(&endpoint, f, &dest)?;
+        written.push((f.clone(), dest));
+    }
+    std::fs::write(out.join("manifest.json"), manifest.encode())?;
+    Ok(written)
+}
+
+/// Stores fetched result files on the storage network (4+2, every file's
+/// deals in as few blocks as possible), paid by `key`; returns (file name,
+/// content id) for each non-empty file.
+fn store_results(client: &Client, key: &tessera_crypto::KeyPair, files: &[(tessera_client::jobs::ResultFile, PathBuf)]) -> anyhow::Result<Vec<(String, String)>> {
+    let files: Vec<&(tessera_client::jobs::ResultFile, PathBuf)> = files.iter().filter(|(f, _)| f.size > 0).collect();
+    let paths: Vec<&std::path::Path> = files.iter().map(|(_, p)| p.as_path()).collect();
+    let opts = result_put_options();
+    let results = tessera_client::storage::put_many(client, key, &paths, &opts, None, &mut |_, _, _| {});
+    files
+        .iter()
+        .zip(results)
+        .map(|((f, _), r)| Ok((f.name.clone(), r.with_context(|| format!("storing result file {}", f.name))?.cid.to_string())))
+        .collect()
+}
+
+/// How job results and job inputs are stored: 4+2 over 1 MiB segments.
+fn result_put_options() -> PutOptions {
+    PutOptions {
+        scheme: tessera_storage::ErasureScheme::DEVNET,
+        segment_bytes: 1 << 20,
+        duration_blocks: 100_000,
+        max_price_per_gib_block: Amount::parse_tsr("0.01").expect("constant"),
+    }
 }
 
 /// Waits until the S3 endpoint has written every result file of `job` under
@@ -332,8 +386,15 @@ fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, s
     }
     let j = follow(ctx, client, id, started, timeout)?;
     let lease: Option<LeaseDto> = j.lease.and_then(|l| client.get(&format!("/leases/{l}")).ok());
+    let stores = j.decode_spec().ok().and_then(|s| s.output) == Some(JobOutput::Storage);
     let exported = match (&s3, j.state.as_str()) {
         (Some(s3), "succeeded") => wait_for_export(client, s3, &j, Duration::from_secs(120))?,
+        (None, "succeeded") if stores => {
+            eprintln!("storing the result files on the storage network...");
+            let scratch = tempfile::tempdir()?;
+            let files = fetch_results(client, &j, scratch.path())?;
+            store_results(client, &key, &files)?.into_iter().map(|(name, cid)| (name, Some(cid))).collect()
+        }
         _ => Vec::new(),
     };
     let view = serde_json::json!({
@@ -341,7 +402,10 @@ fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, s
         "provider": j.provider, "paid": j.paid, "orders": j.orders,
         "lease_state": lease.as_ref().map(|l| l.state.clone()),
         "seconds": started.elapsed().as_secs_f64(),
-        "outputs": exported.iter().map(|(url, cid)| serde_json::json!({ "url": url, "cid": cid })).collect::<Vec<_>>(),
+        "outputs": exported
+            .iter()
+            .map(|(at, cid)| if stores { serde_json::json!({ "name": at, "cid": cid }) } else { serde_json::json!({ "url": at, "cid": cid }) })
+            .collect::<Vec<_>>(),
     });
     ctx.print(&view, |_| {
         match j.state.as_str() {
@@ -353,7 +417,10 @@ fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, s
             s => println!("job {id} {s}: {}; paid {} TSR", j.reason.clone().unwrap_or_default(), j.paid),
         }
         for (url, cid) in &exported {
-            println!("wrote {url}{}", cid.as_ref().map(|c| format!("  ({c})")).unwrap_or_default());
+            match stores {
+                true => println!("stored {url} as {}", cid.clone().unwrap_or_default()),
+                false => println!("wrote {url}{}", cid.as_ref().map(|c| format!("  ({c})")).unwrap_or_default()),
+            }
         }
     });
     if j.state != "succeeded" {

@@ -110,6 +110,20 @@ fn jobs_run_pay_and_survive_a_dead_provider() {
     let logs = net.ok(&["job", "logs", &id.to_string()]);
     assert!(logs.contains("exit status 0"), "{logs}");
 
+    // 1b. Results stored on the storage network under content ids, then read back from it.
+    let wc_text = std::fs::read_to_string(examples().join("wordcount.toml")).unwrap();
+    let stored_spec = spec(work.path(), "wc-stored.toml", &wc_text.replace("[order]", "[output]\nstorage = true\n\n[order]"));
+    let wc = net.json(&["job", "submit", &stored_spec, "--wait", "--from", "dev"]);
+    assert_eq!(wc["state"], "succeeded", "{wc}");
+    let outputs = wc["outputs"].as_array().unwrap();
+    let top_cid = outputs.iter().find(|o| o["name"] == "out/top.txt").and_then(|o| o["cid"].as_str()).unwrap_or_else(|| panic!("no content id for out/top.txt: {wc}"));
+    let back = work.path().join("top-from-network.txt");
+    net.ok(&["storage", "get", top_cid, "-o", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), top, "out/top.txt read back from the storage network");
+    let again = net.json(&["job", "result", &wc["job"].to_string(), "-o", work.path().join("wc2").to_str().unwrap(), "--store"]);
+    let again_cid = again.as_array().unwrap().iter().find(|f| f["name"] == "out/top.txt").map(|f| f["cid"].clone()).unwrap();
+    assert_eq!(again_cid.as_str(), Some(top_cid), "the same bytes, the same content id");
+
     // 2. Balances move exactly as the lease says (inline module, a fresh buyer).
     let buyer = address(&net, "test1");
     let noop = spec(

@@ -116,6 +116,10 @@ pub enum JobOutput {
     /// Objects `<prefix><file name>` in an S3 bucket the buyer owns; the S3
     /// endpoint holding the bucket copies them there from the provider.
     S3 { bucket: String, prefix: String },
+    /// Each result file stored on the storage network under its own content
+    /// id, paid by the buyer: its client stores them once the job succeeded
+    /// (`tessera job submit --wait`, or `tessera job result --store` later).
+    Storage,
 }
 
 impl JobOutput {
@@ -131,6 +135,7 @@ impl JobOutput {
                 }
                 Ok(())
             }
+            JobOutput::Storage => Ok(()),
         }
     }
 }
@@ -139,6 +144,7 @@ impl std::fmt::Display for JobOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JobOutput::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            JobOutput::Storage => write!(f, "the storage network (a content id per file)"),
         }
     }
 }
