@@ -52,7 +52,7 @@ def wait_placed(keys, started):
     HEAD of every key would time the load client: about 5 s per pass over
     2,000 keys.)"""
     state = lambda k: s3.head_object(Bucket=bucket, Key=k).get("Metadata", {}).get("tessera-state")
-    if state(keys[-1]) is None:
+    if not keys or state(keys[-1]) is None:
         return None
     deadline = time.perf_counter() + 600
     left = list(keys)
