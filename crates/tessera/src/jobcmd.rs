@@ -196,7 +196,7 @@ const S3_PLACEMENT_WAIT: Duration = Duration::from_secs(300);
 /// and checks that the output bucket exists, before anything is paid.
 fn resolve_s3(ctx: &Ctx, from: &str, endpoint: &str, draft: &mut jobspec::Draft) -> anyhow::Result<Option<S3Client>> {
     let inputs = draft.s3_inputs();
-    if inputs.is_empty() && draft.spec.output.is_none() {
+    if inputs.is_empty() && !matches!(draft.spec.output, Some(JobOutput::S3 { .. })) {
         return Ok(None);
     }
     let s3 = s3_client(ctx, from, endpoint)?;
@@ -388,13 +388,13 @@ fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, s
     let lease: Option<LeaseDto> = j.lease.and_then(|l| client.get(&format!("/leases/{l}")).ok());
     let stores = j.decode_spec().ok().and_then(|s| s.output) == Some(JobOutput::Storage);
     let exported = match (&s3, j.state.as_str()) {
-        (Some(s3), "succeeded") => wait_for_export(client, s3, &j, Duration::from_secs(120))?,
-        (None, "succeeded") if stores => {
+        (_, "succeeded") if stores => {
             eprintln!("storing the result files on the storage network...");
             let scratch = tempfile::tempdir()?;
             let files = fetch_results(client, &j, scratch.path())?;
             store_results(client, &key, &files)?.into_iter().map(|(name, cid)| (name, Some(cid))).collect()
         }
+        (Some(s3), "succeeded") => wait_for_export(client, s3, &j, Duration::from_secs(120))?,
         _ => Vec::new(),
     };
     let view = serde_json::json!({
