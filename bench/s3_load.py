@@ -71,10 +71,11 @@ started = time.perf_counter()
 put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"large/{i}", Body=large(i))) for i in range(large_count)]
 placed = wait_placed([f"large/{i}" for i in range(large_count)], started)
 get = [timed(lambda i=i: s3.get_object(Bucket=bucket, Key=f"large/{i}")["Body"].read()) for i in range(large_count)]
-result["put_4mib_mib_s"] = 4 * large_count / sum(put)
-if placed:
-    result["placed_4mib_mib_s"] = 4 * large_count / placed
-result["get_4mib_mib_s"] = 4 * large_count / sum(get)
+if large_count:
+    result["put_4mib_mib_s"] = 4 * large_count / sum(put)
+    if placed:
+        result["placed_4mib_mib_s"] = 4 * large_count / placed
+    result["get_4mib_mib_s"] = 4 * large_count / sum(get)
 started = time.perf_counter()
 put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"small/{i}", Body=small(i))) for i in range(small_count)]
 placed = wait_placed([f"small/{i}" for i in range(small_count)], started)

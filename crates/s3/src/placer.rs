@@ -25,6 +25,8 @@ const BATCH_OBJECTS: usize = 256;
 const BATCH_BYTES: u64 = 256 << 20;
 /// Batches placed at once.
 const BATCHES_IN_FLIGHT: usize = 3;
+/// How long acknowledged objects wait for others to share their batch.
+const GATHER: Duration = Duration::from_millis(200);
 /// How long a PUT waits for staging room before it is told to slow down.
 const ROOM_WAIT: Duration = Duration::from_secs(60);
 
@@ -198,6 +200,18 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         };
         // Oldest acknowledgement first, so that a stream of new PUTs starves nothing.
         due.sort_by_key(|p| p.since_ms);
+        // Give a stream of PUTs a moment to gather, so that small objects
+        // share packs (fewer deals, pieces and proofs) instead of going one by one.
+        if let Some(oldest) = due.first()
+            && due.len() < BATCH_OBJECTS
+        {
+            let age = Duration::from_millis(crate::service::now_ms().saturating_sub(oldest.since_ms));
+            if age < GATHER {
+                drop(slot);
+                tokio::time::sleep(GATHER - age).await;
+                continue;
+            }
+        }
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let owner = due.first().map(|p| p.owner.clone()).unwrap_or_default();

@@ -37,7 +37,14 @@ pub struct Gateway {
     pub cache: ContentCache,
     /// Acknowledged bodies waiting for the storage network.
     pub staging: Staging,
+    /// Each paying key's address and balance as last read from the node.
+    payers: std::sync::Mutex<std::collections::HashMap<String, (tessera_types::Address, Amount, std::time::Instant)>>,
 }
+
+/// How long a PUT trusts a balance read by an earlier one: half a devnet
+/// block (balances move only when a block commits), so a burst of PUTs asks
+/// the node once per account instead of once per object.
+const BALANCE_TTL: Duration = Duration::from_millis(250);
 
 /// Default bound of the read cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
@@ -51,7 +58,7 @@ pub fn default_put_options() -> PutOptions {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -89,7 +96,7 @@ impl Gateway {
         let cache = ContentCache::open(&work_dir.join("cache"), cache_bytes)?;
         let staging = Staging::open(&work_dir.join("staged"), staging_bytes, &index)?;
         let node = Client::new(&rpc);
-        Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging })
+        Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging, payers: Default::default() })
     }
 
     fn caller<T>(&self, req: &S3Request<T>) -> S3Result<AccessKey> {
@@ -253,17 +260,27 @@ impl Gateway {
         if spooled.size > self.staging.max_bytes() {
             return Ok(None);
         }
-        let payer = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?.address();
+        let known = self.payers.lock().expect("payers lock").get(owner).filter(|(_, _, at)| at.elapsed() < BALANCE_TTL).copied();
+        let payer = match known {
+            Some((address, _, _)) => address,
+            None => self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?.address(),
+        };
         let (node, path, opts) = (self.node.clone(), spooled.path.clone(), clone_opts(&self.put_options));
         let (manifest, escrow, balance) = tokio::task::spawn_blocking(move || {
             let manifest = tessera_client::storage::manifest_of_file(&path, &opts, &mut |_, _, _| {})?;
             let escrow = tessera_client::storage::escrow_of(&manifest, &opts).ok_or_else(|| anyhow::anyhow!("the deal's escrow overflows"))?;
-            let balance = node.account(&payer)?.balance;
+            let balance = match known {
+                Some((_, balance, _)) => balance,
+                None => node.account(&payer)?.balance,
+            };
             anyhow::Ok((manifest, escrow, balance))
         })
         .await
         .map_err(internal)?
         .map_err(|e| s3_error!(ServiceUnavailable, "cannot prepare the object for the storage network: {e:#}"))?;
+        if known.is_none() {
+            self.payers.lock().expect("payers lock").insert(owner.to_string(), (payer, balance, std::time::Instant::now()));
+        }
         // Everything already acknowledged for this account must stay payable too.
         let waiting: u128 = self.index.pending().map_err(internal)?.iter().filter(|p| p.owner == owner).map(|p| p.escrow).sum();
         let deals = manifest.segments.len().div_ceil(tessera_ledger::storage::MAX_SEGMENTS_PER_DEAL) as u128;

@@ -118,19 +118,11 @@ impl<R: Read> SegmentReader<R> {
         }
     }
 
+    /// Reads the next segment into `buf`, growing it only as far as the
+    /// bytes that arrive (a small file never costs a whole segment's buffer).
     fn fill(&mut self) -> std::io::Result<()> {
         self.buf.clear();
-        self.buf.resize(self.segment_bytes, 0);
-        let mut filled = 0;
-        while filled < self.segment_bytes {
-            match self.reader.read(&mut self.buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        self.buf.truncate(filled);
+        (&mut self.reader).take(self.segment_bytes as u64).read_to_end(&mut self.buf)?;
         Ok(())
     }
 }
