@@ -408,14 +408,26 @@ async fn deal(State(s): Shared, Path(id): Path<String>) -> ApiResult<DealDto> {
 }
 
 /// Open storage challenges with the leaves each one asks for.
-async fn challenges(State(s): Shared) -> ApiResult<Vec<ChallengeDto>> {
+async fn challenges(State(s): Shared, Query(q): Query<ChallengesQuery>) -> ApiResult<Vec<ChallengeDto>> {
+    let provider = match &q.provider {
+        Some(p) => Some(p.parse::<Address>().map_err(|e| bad(format!("provider: {e}")))?),
+        None => None,
+    };
     let (snap, _) = snapshot(&s)?;
     let st = Overlay::new(&snap);
     let p = params::params(&st);
     let mut out = Vec::new();
+    // Challenges come in deal order within a deadline: decode each deal once.
+    let mut last: Option<storage::Deal> = None;
     for c in storage::pending_challenges(&st) {
-        let Some(d) = storage::deal(&st, c.deal) else { continue };
+        if last.as_ref().is_none_or(|d| d.id != c.deal) {
+            last = storage::deal(&st, c.deal);
+        }
+        let Some(d) = &last else { continue };
         let Some(piece) = d.pieces.get(c.piece as usize) else { continue };
+        if provider.is_some_and(|p| p != piece.provider) {
+            continue;
+        }
         let Some(beacon) = storage::beacon(&st, c.epoch) else { continue };
         let leaves = tessera_storage::challenge_indices(
             &beacon,
@@ -435,6 +447,11 @@ async fn challenges(State(s): Shared) -> ApiResult<Vec<ChallengeDto>> {
         });
     }
     Ok(Json(out))
+}
+
+#[derive(serde::Deserialize)]
+struct ChallengesQuery {
+    provider: Option<String>,
 }
 
 /// Each committed block as one `block` event whose data is a `BlockEventDto`.

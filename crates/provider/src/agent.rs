@@ -320,7 +320,7 @@ fn control_loop(
                 follow_base_price(cfg, &client, &chain_id, &mut listed);
             }
         }
-        let Ok(challenges) = client.get::<Vec<ChallengeDto>>("/storage/challenges") else { continue };
+        let Ok(challenges) = client.get::<Vec<ChallengeDto>>(&format!("/storage/challenges?provider={me}")) else { continue };
         answered.retain(|(_, _, epoch)| challenges.iter().any(|c| c.epoch == *epoch));
         for c in challenges.iter().filter(|c| c.provider == me) {
             if !answered.insert((c.deal, c.piece, c.epoch)) {

@@ -204,6 +204,7 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         // share packs (fewer deals, pieces and proofs) instead of going one by one.
         if let Some(oldest) = due.first()
             && due.len() < BATCH_OBJECTS
+            && oldest.size <= PACK_MEMBER_MAX
         {
             let age = Duration::from_millis(crate::service::now_ms().saturating_sub(oldest.since_ms));
             if age < GATHER {
