@@ -5,8 +5,8 @@
 # servers' peak memory. Everything listens on loopback and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LARGE=${LARGE:-16}
-SMALL=${SMALL:-200}
+LARGE=${LARGE:-64}
+SMALL=${SMALL:-2000}
 COLD_LARGE=${COLD_LARGE:-8}
 COLD_SMALL=${COLD_SMALL:-50}
 

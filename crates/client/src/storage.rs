@@ -387,22 +387,32 @@ pub fn segments_covering(manifest: &Manifest, offset: u64, len: u64) -> Vec<(usi
 /// id. An object stored inside a pack is cut from the pack's segments and
 /// then checked against its own content id.
 pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
+    get_to(client, cid, out, true, progress)
+}
+
+/// [`get`] for a copy that need not survive a power loss (a cache fill, a
+/// body streamed out at once): the same checks, no fsync.
+pub fn get_unsynced(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
+    get_to(client, cid, out, false, progress)
+}
+
+fn get_to(client: &Client, cid: &Cid, out: &Path, sync: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
     // Deals of its own first, then each pack holding it: an uploader cut
     // short (a crash) can leave a deal whose pieces never arrived, and the
     // content is then stored again.
     let (own, packs) = holders(client, cid)?;
     if packs.is_empty() {
-        return get_own(client, cid, own, out, progress);
+        return get_own(client, cid, own, out, sync, progress);
     }
     let mut failures = Vec::new();
     if !own.is_empty() {
-        match get_own(client, cid, own, out, progress) {
+        match get_own(client, cid, own, out, sync, progress) {
             Ok(n) => return Ok(n),
             Err(e) => failures.push(format!("its own deals: {e:#}")),
         }
     }
     for (pack, member) in &packs {
-        match get_member(client, cid, pack, member, out, progress) {
+        match get_member(client, cid, pack, member, out, sync, progress) {
             Ok(n) => return Ok(n),
             Err(e) => failures.push(format!("pack deal {}: {e:#}", pack.id)),
         }
@@ -411,10 +421,10 @@ pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str
 }
 
 /// Fetches content `cid` from the deals that hold it under its own id.
-fn get_own(client: &Client, cid: &Cid, own: Vec<DealDto>, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
+fn get_own(client: &Client, cid: &Cid, own: Vec<DealDto>, out: &Path, sync: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
     let (manifest, deals) = manifest_from(cid, own)?;
     let total = manifest.total_len;
-    write_whole(out, |file| {
+    write_whole(out, sync, |file| {
         let mut done = 0;
         fetch_segments(client, &manifest, &deals, (0..manifest.segments.len()).map(|n| (n, 0..manifest.segments[n].len as usize)), &mut |plain| {
             file.write_all(plain)?;
@@ -427,10 +437,19 @@ fn get_own(client: &Client, cid: &Cid, own: Vec<DealDto>, out: &Path, progress: 
 }
 
 /// Cuts object `cid` from `pack` into `out` and checks it against its content id.
-fn get_member(client: &Client, cid: &Cid, pack: &DealDto, member: &PackMember, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
+#[allow(clippy::too_many_arguments)]
+fn get_member(
+    client: &Client,
+    cid: &Cid,
+    pack: &DealDto,
+    member: &PackMember,
+    out: &Path,
+    sync: bool,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> anyhow::Result<u64> {
     // A pack fits one deal, and the deal came with the look-up.
     let (manifest, deals) = manifest_from(&Cid(pack.cid), vec![pack.clone()])?;
-    write_whole(out, |file| {
+    write_whole(out, sync, |file| {
         let mut done = 0;
         let parts = segments_covering(&manifest, member.offset, member.len);
         fetch_segments(client, &manifest, &deals, parts.into_iter(), &mut |plain| {
@@ -460,13 +479,15 @@ fn part_name(out: &Path) -> String {
 }
 
 /// Runs `write` on `<out's dir>/.<name>.part`, then renames it to `out`
-/// (synced first); on any error the part file goes and `out` is untouched.
-fn write_whole(out: &Path, write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<u64>) -> anyhow::Result<u64> {
+/// (synced first when `sync`); on any error the part file goes and `out` is untouched.
+fn write_whole(out: &Path, sync: bool, write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<u64>) -> anyhow::Result<u64> {
     let part = out.with_file_name(part_name(out));
     let result = (|| -> anyhow::Result<u64> {
         let mut file = std::fs::File::create(&part).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", part.display()))?;
         let n = write(&mut file)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         Ok(n)
     })();
     match result {
@@ -481,9 +502,12 @@ fn write_whole(out: &Path, write: impl FnOnce(&mut std::fs::File) -> anyhow::Res
     }
 }
 
+/// Segments fetched at once (memory: this many segments and their pieces).
+const PARALLEL_SEGMENTS: usize = 4;
+
 /// Fetches the given segments of `manifest` from the providers `deals` name
-/// (any K pieces each, data pieces first), checks each against its hash and
-/// hands `sink` the given byte range of each.
+/// (any K pieces each, data pieces first; a few segments at once), checks
+/// each against its hash and hands `sink` the given byte range of each, in order.
 fn fetch_segments(
     client: &Client,
     manifest: &Manifest,
@@ -494,30 +518,46 @@ fn fetch_segments(
     let k = manifest.scheme.data as usize;
     let mut endpoints = BTreeMap::new();
     let mut codec = SegmentCodec::new(manifest.scheme)?;
-    for (n, range) in wanted {
-        let seg = &manifest.segments[n];
-        let deal = deals.iter().find(|d| d.segments.iter().any(|(s, _, _)| *s == n as u32)).expect("manifest came from deals");
-        let mut pieces: Vec<&crate::api::DealPieceDto> = deal.pieces.iter().filter(|p| p.segment == n as u32).collect();
-        pieces.sort_by_key(|p| p.index);
-        // K pieces at once, data pieces first (no decoding work when all
-        // arrive); the others only for those that did not.
-        let mut have: Vec<(usize, Vec<u8>)> = Vec::new();
-        for wave in [&pieces[..k.min(pieces.len())], &pieces[k.min(pieces.len())..]] {
-            let targets: Vec<(Option<String>, &crate::api::DealPieceDto)> =
-                wave.iter().map(|p| (endpoint(client, &mut endpoints, &p.provider).ok(), *p)).collect();
-            let needed = k - have.len();
-            have.extend(fetch_pieces(&targets, needed));
-            if have.len() >= k {
-                break;
-            }
+    let wanted: Vec<(usize, std::ops::Range<usize>)> = wanted.collect();
+    for group in wanted.chunks(PARALLEL_SEGMENTS) {
+        let plans: Vec<Vec<(Option<String>, &crate::api::DealPieceDto)>> = group
+            .iter()
+            .map(|(n, _)| {
+                let deal = deals.iter().find(|d| d.segments.iter().any(|(s, _, _)| *s == *n as u32)).expect("manifest came from deals");
+                let mut pieces: Vec<&crate::api::DealPieceDto> = deal.pieces.iter().filter(|p| p.segment == *n as u32).collect();
+                pieces.sort_by_key(|p| p.index);
+                pieces.into_iter().map(|p| (endpoint(client, &mut endpoints, &p.provider).ok(), p)).collect()
+            })
+            .collect();
+        let fetched: Vec<Vec<(usize, Vec<u8>)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plans.iter().map(|targets| scope.spawn(move || fetch_any_k(targets, k))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for ((n, range), have) in group.iter().zip(fetched) {
+            let seg = &manifest.segments[*n];
+            anyhow::ensure!(have.len() >= k, "segment {n}: only {} of the {k} pieces needed are reachable", have.len());
+            let refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            let plain = codec.decode(seg.len as usize, &refs)?;
+            anyhow::ensure!(Hash32::blake3(&plain) == seg.hash, "segment {n} failed its hash check after decoding");
+            sink(&plain[range.clone()])?;
         }
-        anyhow::ensure!(have.len() >= k, "segment {n}: only {} of the {k} pieces needed are reachable", have.len());
-        let refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-        let plain = codec.decode(seg.len as usize, &refs)?;
-        anyhow::ensure!(Hash32::blake3(&plain) == seg.hash, "segment {n} failed its hash check after decoding");
-        sink(&plain[range])?;
     }
     Ok(())
+}
+
+/// K pieces of one segment at once, data pieces first (no decoding work when
+/// all arrive); the others only for those that did not.
+fn fetch_any_k(targets: &[(Option<String>, &crate::api::DealPieceDto)], k: usize) -> Vec<(usize, Vec<u8>)> {
+    let mut have: Vec<(usize, Vec<u8>)> = Vec::new();
+    let split = k.min(targets.len());
+    for wave in [&targets[..split], &targets[split..]] {
+        let needed = k - have.len();
+        have.extend(fetch_pieces(wave, needed));
+        if have.len() >= k {
+            break;
+        }
+    }
+    have
 }
 
 /// Fetches the pieces of `targets` in parallel, `needed` at a time, until

@@ -473,7 +473,8 @@ impl S3 for Endpoint {
                         let node = self.node.clone();
                         let target = out.clone();
                         tokio::task::spawn_blocking(move || {
-                            tessera_client::storage::get(&node, &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
+                            // A copy for the read cache and this response; the network holds the durable one.
+                            tessera_client::storage::get_unsynced(&node, &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
                         })
                         .await
                         .map_err(internal)?
