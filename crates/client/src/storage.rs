@@ -345,8 +345,11 @@ pub fn packs_holding(client: &Client, cid: &Cid) -> anyhow::Result<Vec<(DealDto,
     Ok(holders(client, cid)?.1)
 }
 
+/// Pack deals holding an object, each with the object's place in it.
+type Packs = Vec<(DealDto, PackMember)>;
+
 /// One look-up: the active deals of `cid` itself, and the active packs holding it (newest first).
-fn holders(client: &Client, cid: &Cid) -> anyhow::Result<(Vec<DealDto>, Vec<(DealDto, PackMember)>)> {
+fn holders(client: &Client, cid: &Cid) -> anyhow::Result<(Vec<DealDto>, Packs)> {
     let deals: Vec<DealDto> = client.get(&format!("/deals?cid={}", cid.0))?;
     let (own, others): (Vec<DealDto>, Vec<DealDto>) = deals.into_iter().filter(|d| d.active).partition(|d| d.cid == cid.0);
     let mut packs: Vec<(DealDto, PackMember)> = others

@@ -324,19 +324,20 @@ fn plan(batch: &[Pending], segment_bytes: u64) -> Vec<Group> {
     groups
 }
 
-/// Writes the staged bodies of `members` end to end into `path`; returns
-/// where each lies.
-fn write_pack(staging: &Staging, batch: &[Pending], members: &[usize], path: &Path) -> anyhow::Result<Vec<PackMember>> {
+/// A staged body: its file, content id and size.
+type Source = (PathBuf, [u8; 32], u64);
+
+/// Writes the bodies `sources` end to end into `path`; returns where each lies.
+fn write_pack(sources: &[Source], path: &Path) -> anyhow::Result<Vec<PackMember>> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut offset = 0;
-    let mut placed = Vec::with_capacity(members.len());
-    for &i in members {
-        let p = &batch[i];
-        let mut body = std::fs::File::open(staging.path(&p.cid))
-            .map_err(|e| anyhow::anyhow!("staged body of {} is missing: {e}", tessera_storage::Cid(tessera_types::Hash32(p.cid))))?;
+    let mut placed = Vec::with_capacity(sources.len());
+    for (file, cid, size) in sources {
+        let name = tessera_storage::Cid(tessera_types::Hash32(*cid));
+        let mut body = std::fs::File::open(file).map_err(|e| anyhow::anyhow!("staged body of {name} is missing: {e}"))?;
         let len = std::io::copy(&mut body, &mut out)?;
-        anyhow::ensure!(len == p.size, "staged body of {} changed size", tessera_storage::Cid(tessera_types::Hash32(p.cid)));
-        placed.push(PackMember { cid: tessera_types::Hash32(p.cid), offset, len });
+        anyhow::ensure!(len == *size, "staged body of {name} changed size");
+        placed.push(PackMember { cid: tessera_types::Hash32(*cid), offset, len });
         offset += len;
     }
     std::io::Write::flush(&mut out)?;
@@ -353,25 +354,36 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: A
     let node = gateway.node.clone();
     let opts = crate::service::clone_opts(&gateway.put_options);
     let groups = plan(batch, opts.segment_bytes as u64);
-    // Each group: the file to store, and for a pack its members.
-    let mut contents: Vec<anyhow::Result<(PathBuf, Vec<PackMember>)>> = Vec::with_capacity(groups.len());
-    for (n, group) in groups.iter().enumerate() {
-        contents.push(match group {
-            Group::Own(i) => Ok((gateway.staging.path(&batch[*i].cid), Vec::new())),
-            Group::Pack(members) => {
-                let path = gateway.staging.dir.join(format!(".pack-{}-{n}", hex::encode(&batch[members[0]].cid[..8])));
-                write_pack(&gateway.staging, batch, members, &path).map(|m| (path, m))
-            }
-        });
-    }
-    let files: Vec<Option<(PathBuf, Vec<PackMember>)>> = contents.iter().map(|c| c.as_ref().ok().cloned()).collect();
+    // Each group: the file to store and, for a pack, the bodies to write into it.
+    let work: Vec<(PathBuf, Vec<Source>)> = groups
+        .iter()
+        .enumerate()
+        .map(|(n, group)| match group {
+            Group::Own(i) => (gateway.staging.path(&batch[*i].cid), Vec::new()),
+            Group::Pack(members) => (
+                gateway.staging.dir.join(format!(".pack-{}-{n}", hex::encode(&batch[members[0]].cid[..8]))),
+                members.iter().map(|&i| (gateway.staging.path(&batch[i].cid), batch[i].cid, batch[i].size)).collect(),
+            ),
+        })
+        .collect();
     let joined = tokio::task::spawn_blocking(move || {
-        let ready: Vec<tessera_client::storage::Content> =
-            files.iter().flatten().map(|(path, members)| tessera_client::storage::Content { path, members: members.clone() }).collect();
-        let mut results = tessera_client::storage::put_contents(&node, &key, &ready, &opts, Some(&submit_lock), &mut |_, _, _| {}).into_iter();
-        let out: Vec<Option<anyhow::Result<tessera_client::storage::PutResult>>> = files.iter().map(|f| f.as_ref().and_then(|_| results.next())).collect();
-        for (path, members) in files.iter().flatten() {
-            if !members.is_empty() {
+        let prepared: Vec<anyhow::Result<Vec<PackMember>>> =
+            work.iter().map(|(path, sources)| if sources.is_empty() { Ok(Vec::new()) } else { write_pack(sources, path) }).collect();
+        let ready: Vec<tessera_client::storage::Content> = work
+            .iter()
+            .zip(&prepared)
+            .filter_map(|((path, _), members)| members.as_ref().ok().map(|m| tessera_client::storage::Content { path, members: m.clone() }))
+            .collect();
+        let mut stored = tessera_client::storage::put_contents(&node, &key, &ready, &opts, Some(&submit_lock), &mut |_, _, _| {}).into_iter();
+        let out: Vec<anyhow::Result<(tessera_client::storage::PutResult, Vec<PackMember>)>> = prepared
+            .into_iter()
+            .map(|members| {
+                let members = members?;
+                Ok((stored.next().expect("one result per prepared content")?, members))
+            })
+            .collect();
+        for (path, sources) in &work {
+            if !sources.is_empty() {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -383,15 +395,15 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: A
         Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("placement task failed: {e}"))).collect(),
     };
     let mut results: Vec<anyhow::Result<()>> = batch.iter().map(|_| Ok(())).collect();
-    for ((group, content), stored) in groups.iter().zip(contents).zip(stored) {
+    for (group, stored) in groups.iter().zip(stored) {
         let outcome: anyhow::Result<()> = (|| {
-            let (_, members) = content?;
-            let r = stored.expect("a prepared content has a result")?;
-            if let Group::Own(i) = group {
-                anyhow::ensure!(r.cid.0 .0 == batch[*i].cid, "the staged body no longer matches its content id");
-            } else {
-                let record = PackRecord { owner: owner.to_string(), members: members.iter().map(|m| m.cid.0).collect() };
-                gateway.index.put_pack(&r.cid.0 .0, &record)?;
+            let (r, members) = stored?;
+            match group {
+                Group::Own(i) => anyhow::ensure!(r.cid.0 .0 == batch[*i].cid, "the staged body no longer matches its content id"),
+                Group::Pack(_) => {
+                    let record = PackRecord { owner: owner.to_string(), members: members.iter().map(|m| m.cid.0).collect() };
+                    gateway.index.put_pack(&r.cid.0 .0, &record)?;
+                }
             }
             Ok(())
         })();
@@ -475,13 +487,14 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let index = Index::open(&work.path().join("index.redb")).unwrap();
         let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
-        let batch = vec![entry(1, 300), entry(2, 5)];
+        let batch = [entry(1, 300), entry(2, 5)];
         for (i, p) in batch.iter().enumerate() {
             let f = spooled(work.path(), &format!("b{i}"), p.size as usize);
             assert!(matches!(staging.stage(&index, &f, p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap(), Ok(Staged::Pending(_))));
         }
         let path = work.path().join("pack");
-        let members = write_pack(&staging, &batch, &[0, 1], &path).unwrap();
+        let sources: Vec<Source> = batch.iter().map(|p| (staging.path(&p.cid), p.cid, p.size)).collect();
+        let members = write_pack(&sources, &path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap().len(), 305);
         assert_eq!(members.iter().map(|m| (m.cid.0[0], m.offset, m.len)).collect::<Vec<_>>(), vec![(1, 0, 300), (2, 300, 5)]);
     }

@@ -227,7 +227,7 @@ fn open_deal(
             segment_bytes,
             segments: segments.iter().map(|s| (s.segment, s.len, s.hash)).collect(),
             pieces,
-            max_price_per_gib_block: max_price_per_gib_block,
+            max_price_per_gib_block,
             start: ctx.height,
             end,
             escrow_remaining: escrow,
