@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 use tessera_crypto::KeyPair;
-use tessera_ledger::storage::{PackMember, PieceMeta, SegmentPieces, StorageMsg, MAX_SEGMENTS_PER_DEAL};
+use tessera_ledger::storage::{DealTerms, PackMember, PieceMeta, SegmentPieces, StorageMsg, MAX_SEGMENTS_PER_DEAL};
 use tessera_ledger::Msg;
 use tessera_storage::{Cid, ErasureScheme, Manifest, PieceEntry, SegmentCodec, SegmentEntry, SegmentReader};
 use tessera_types::{Address, Amount, Hash32};
@@ -95,35 +95,28 @@ fn segment_pieces(segs: &[SegmentEntry], first: usize) -> Vec<SegmentPieces> {
 /// pieces); a pack (`members` not empty) is one `CreatePack`.
 fn deal_msgs(manifest: &Manifest, opts: &PutOptions, members: &[PackMember]) -> anyhow::Result<Vec<Msg>> {
     let cid = manifest.cid();
+    let terms = |segments| DealTerms {
+        cid: cid.0,
+        scheme: opts.scheme,
+        segment_bytes: manifest.segment_bytes,
+        segments,
+        duration_blocks: opts.duration_blocks,
+        max_price_per_gib_block: opts.max_price_per_gib_block,
+    };
     if !members.is_empty() {
         anyhow::ensure!(
             manifest.segments.len() <= MAX_SEGMENTS_PER_DEAL,
             "a pack fits one deal: at most {MAX_SEGMENTS_PER_DEAL} segments of {} bytes",
             manifest.segment_bytes
         );
-        return Ok(vec![Msg::Storage(StorageMsg::CreatePack {
-            cid: cid.0,
-            scheme: opts.scheme,
-            segment_bytes: manifest.segment_bytes,
-            segments: segment_pieces(&manifest.segments, 0),
-            duration_blocks: opts.duration_blocks,
-            max_price_per_gib_block: opts.max_price_per_gib_block,
-            members: members.to_vec(),
-        })]);
+        return Ok(vec![Msg::Storage(StorageMsg::CreatePack { terms: terms(segment_pieces(&manifest.segments, 0)), members: members.to_vec() })]);
     }
     Ok(manifest
         .segments
         .chunks(MAX_SEGMENTS_PER_DEAL)
         .enumerate()
         .map(|(g, segs)| {
-            Msg::Storage(StorageMsg::CreateDeal {
-                cid: cid.0,
-                scheme: opts.scheme,
-                segment_bytes: manifest.segment_bytes,
-                segments: segment_pieces(segs, g * MAX_SEGMENTS_PER_DEAL),
-                duration_blocks: opts.duration_blocks,
-                max_price_per_gib_block: opts.max_price_per_gib_block,
-            })
+            Msg::Storage(StorageMsg::CreateDeal(terms(segment_pieces(segs, g * MAX_SEGMENTS_PER_DEAL))))
         })
         .collect())
 }

@@ -81,12 +81,10 @@ fn direct_spend(msg: &Msg) -> Amount {
         Msg::Jobs(crate::jobs::JobMsg::Submit { spec }) => {
             spec.order.max_price_per_block.checked_mul(spec.order.duration_blocks as u128).unwrap_or(Amount(u128::MAX))
         }
-        Msg::Storage(
-            storage::StorageMsg::CreateDeal { segments, duration_blocks, max_price_per_gib_block, .. }
-            | storage::StorageMsg::CreatePack { segments, duration_blocks, max_price_per_gib_block, .. },
-        ) => {
-            let bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
-            storage::deal_escrow(*max_price_per_gib_block, bytes, *duration_blocks).unwrap_or(Amount(u128::MAX))
+        Msg::Storage(m) if m.deal_terms().is_some() => {
+            let t = m.deal_terms().expect("checked");
+            let bytes: u64 = t.segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
+            storage::deal_escrow(t.max_price_per_gib_block, bytes, t.duration_blocks).unwrap_or(Amount(u128::MAX))
         }
         _ => Amount::ZERO,
     }

@@ -71,14 +71,14 @@ fn to_msg(c: &Chain, a: &Action) -> Option<(usize, Msg)> {
 fn store_deal(duration: u64) -> Msg {
     use tessera_ledger::storage::{PieceMeta, SegmentPieces, StorageMsg};
     let piece = PieceMeta { hash: tessera_types::Hash32::blake3(b"p"), merkle_root: tessera_types::Hash32::blake3(b"r"), len: 4096 };
-    Msg::Storage(StorageMsg::CreateDeal {
+    Msg::Storage(StorageMsg::CreateDeal(storage::DealTerms {
         cid: tessera_types::Hash32::blake3(b"cid"),
         scheme: tessera_storage::ErasureScheme { data: 1, parity: 1 },
         segment_bytes: 4096,
         segments: vec![SegmentPieces { segment: 0, len: 4096, hash: tessera_types::Hash32::blake3(b"s"), pieces: vec![piece.clone(), piece] }],
         duration_blocks: duration,
         max_price_per_gib_block: Amount(5_000_000),
-    })
+    }))
 }
 
 proptest! {

@@ -47,14 +47,14 @@ fn file(len: usize) -> File {
 }
 
 fn create_deal(f: &File, duration: u64) -> Msg {
-    Msg::Storage(StorageMsg::CreateDeal {
+    Msg::Storage(StorageMsg::CreateDeal(storage::DealTerms {
         cid: f.cid,
         scheme: ErasureScheme::DEVNET,
         segment_bytes: 8 * 1024,
         segments: f.segments.clone(),
         duration_blocks: duration,
         max_price_per_gib_block: Amount(2_000),
-    })
+    }))
 }
 
 /// Builds the provider's answer to the open challenge of one piece.
@@ -231,12 +231,14 @@ fn too_few_providers_fails_clearly_and_ending_a_deal_refunds() {
 
 fn create_pack(f: &File, members: Vec<storage::PackMember>) -> Msg {
     Msg::Storage(StorageMsg::CreatePack {
-        cid: f.cid,
-        scheme: ErasureScheme::DEVNET,
-        segment_bytes: 8 * 1024,
-        segments: f.segments.clone(),
-        duration_blocks: 100,
-        max_price_per_gib_block: Amount(2_000),
+        terms: storage::DealTerms {
+            cid: f.cid,
+            scheme: ErasureScheme::DEVNET,
+            segment_bytes: 8 * 1024,
+            segments: f.segments.clone(),
+            duration_blocks: 100,
+            max_price_per_gib_block: Amount(2_000),
+        },
         members,
     })
 }

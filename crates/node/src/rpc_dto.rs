@@ -53,7 +53,7 @@ pub fn msg_name(msg: &Msg) -> String {
         Msg::Market(MarketMsg::PlaceBid { .. }) => "market.place_bid",
         Msg::Market(MarketMsg::CancelOrder { .. }) => "market.cancel_order",
         Msg::Market(MarketMsg::CloseLease { .. }) => "market.close_lease",
-        Msg::Storage(StorageMsg::CreateDeal { .. }) => "storage.create_deal",
+        Msg::Storage(StorageMsg::CreateDeal(_)) => "storage.create_deal",
         Msg::Storage(StorageMsg::CreatePack { .. }) => "storage.create_pack",
         Msg::Storage(StorageMsg::ProveStorage { .. }) => "storage.prove",
         Msg::Storage(StorageMsg::EndDeal { .. }) => "storage.end_deal",

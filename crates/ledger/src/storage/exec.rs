@@ -89,13 +89,11 @@ pub fn place_pieces(st: &Overlay, params: &Params, want: &Placement, exclude: &B
 
 pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &StorageMsg) -> Result<Events, TxError> {
     match msg {
-        StorageMsg::CreateDeal { cid, scheme, segment_bytes, segments, duration_blocks, max_price_per_gib_block } => {
-            Ok(open_deal(st, ctx, params, cid, scheme, *segment_bytes, segments, *duration_blocks, *max_price_per_gib_block)?.1)
-        }
-        StorageMsg::CreatePack { cid, scheme, segment_bytes, segments, duration_blocks, max_price_per_gib_block, members } => {
-            let (id, mut events) = open_deal(st, ctx, params, cid, scheme, *segment_bytes, segments, *duration_blocks, *max_price_per_gib_block)?;
+        StorageMsg::CreateDeal(terms) => Ok(open_deal(st, ctx, params, terms)?.1),
+        StorageMsg::CreatePack { terms, members } => {
+            let (id, mut events) = open_deal(st, ctx, params, terms)?;
             put_pack_members(st, id, members);
-            events.insert(1, Event::new("storage.pack_created").attr("deal", id).attr("cid", cid).attr("members", members.len()));
+            events.insert(1, Event::new("storage.pack_created").attr("deal", id).attr("cid", terms.cid).attr("members", members.len()));
             Ok(events)
         }
         StorageMsg::ProveStorage { deal: deal_id, piece: piece_idx, epoch, leaves, proofs } => {
@@ -160,18 +158,9 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
 
 /// Opens a deal: escrow locked, each segment's pieces placed on distinct
 /// providers, its end scheduled, indexed by content id. Returns its id.
-#[allow(clippy::too_many_arguments)]
-fn open_deal(
-    st: &mut Overlay,
-    ctx: &TxContext,
-    params: &Params,
-    cid: &Hash32,
-    scheme: &tessera_storage::ErasureScheme,
-    segment_bytes: u64,
-    segments: &[super::msg::SegmentPieces],
-    duration_blocks: u64,
-    max_price_per_gib_block: Amount,
-) -> Result<(u64, Events), TxError> {
+fn open_deal(st: &mut Overlay, ctx: &TxContext, params: &Params, terms: &super::msg::DealTerms) -> Result<(u64, Events), TxError> {
+    let super::msg::DealTerms { cid, scheme, segment_bytes, segments, duration_blocks, max_price_per_gib_block } = terms;
+    let (segment_bytes, duration_blocks, max_price_per_gib_block) = (*segment_bytes, *duration_blocks, *max_price_per_gib_block);
     let total_bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
     let escrow = deal_escrow(max_price_per_gib_block, total_bytes, duration_blocks)
         .ok_or_else(|| invalid("price x bytes x duration overflows"))?;

@@ -7,6 +7,6 @@ mod params;
 mod state;
 
 pub use exec::{deal_escrow, end_block, execute, place_pieces, Placement};
-pub use msg::{PackMember, PieceMeta, SegmentPieces, StorageMsg, MAX_PACK_MEMBERS, MAX_PIECE_BYTES, MAX_SEGMENTS_PER_DEAL};
+pub use msg::{DealTerms, PackMember, PieceMeta, SegmentPieces, StorageMsg, MAX_PACK_MEMBERS, MAX_PIECE_BYTES, MAX_SEGMENTS_PER_DEAL};
 pub use params::StorageParams;
 pub use state::{all_deals, beacon, deal, deals_of_cid, pack_members, pending_challenges, used_bytes, Deal, Piece, PendingChallenge, STORAGE_POOL};

@@ -43,20 +43,25 @@ pub struct SegmentPieces {
     pub pieces: Vec<PieceMeta>,
 }
 
+/// What a deal stores and on what terms: content `cid`'s segments and their
+/// K+M pieces, for `duration_blocks` at most `max_price_per_gib_block`.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct DealTerms {
+    pub cid: Hash32,
+    pub scheme: ErasureScheme,
+    /// Segment size of the content's manifest (the last segment may be shorter).
+    pub segment_bytes: u64,
+    pub segments: Vec<SegmentPieces>,
+    pub duration_blocks: u64,
+    pub max_price_per_gib_block: Amount,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum StorageMsg {
     /// Stores pieces of content `cid` for `duration_blocks`; the ledger picks a
     /// distinct provider for each piece of a segment and locks
     /// `max_price_per_gib_block` x bytes x duration in escrow.
-    CreateDeal {
-        cid: Hash32,
-        scheme: ErasureScheme,
-        /// Segment size of the content's manifest (the last segment may be shorter).
-        segment_bytes: u64,
-        segments: Vec<SegmentPieces>,
-        duration_blocks: u64,
-        max_price_per_gib_block: Amount,
-    },
+    CreateDeal(DealTerms),
     /// A provider's answer to this epoch's challenge of one piece.
     ProveStorage { deal: u64, piece: u32, epoch: u64, leaves: Vec<Vec<u8>>, proofs: Vec<MerkleProof> },
     /// The owner ends a deal early; unspent escrow returns.
@@ -65,18 +70,25 @@ pub enum StorageMsg {
     /// content (one deal, one set of pieces and proofs), each object still
     /// found by its own content id. The pack fits one deal.
     CreatePack {
-        cid: Hash32,
-        scheme: ErasureScheme,
-        segment_bytes: u64,
-        segments: Vec<SegmentPieces>,
-        duration_blocks: u64,
-        max_price_per_gib_block: Amount,
+        terms: DealTerms,
         /// In offset order, not overlapping, inside the pack.
         members: Vec<PackMember>,
     },
 }
 
-fn validate_deal(scheme: &ErasureScheme, segments: &[SegmentPieces], duration_blocks: u64, max_price_per_gib_block: Amount) -> Result<(), TxError> {
+impl StorageMsg {
+    /// The deal a `CreateDeal` or `CreatePack` opens.
+    pub fn deal_terms(&self) -> Option<&DealTerms> {
+        match self {
+            StorageMsg::CreateDeal(t) | StorageMsg::CreatePack { terms: t, .. } => Some(t),
+            _ => None,
+        }
+    }
+}
+
+fn validate_deal(t: &DealTerms) -> Result<(), TxError> {
+    let DealTerms { scheme, segments, duration_blocks, max_price_per_gib_block, .. } = t;
+    let (duration_blocks, max_price_per_gib_block) = (*duration_blocks, *max_price_per_gib_block);
     scheme.validate().map_err(|e| invalid(e.to_string()))?;
     check_positive("max price per GiB per block", max_price_per_gib_block)?;
     if duration_blocks == 0 {
@@ -140,12 +152,10 @@ fn validate_members(cid: &Hash32, segments: &[SegmentPieces], members: &[PackMem
 impl StorageMsg {
     pub fn validate_basic(&self) -> Result<(), TxError> {
         match self {
-            StorageMsg::CreateDeal { scheme, segments, duration_blocks, max_price_per_gib_block, .. } => {
-                validate_deal(scheme, segments, *duration_blocks, *max_price_per_gib_block)
-            }
-            StorageMsg::CreatePack { cid, scheme, segments, duration_blocks, max_price_per_gib_block, members, .. } => {
-                validate_deal(scheme, segments, *duration_blocks, *max_price_per_gib_block)?;
-                validate_members(cid, segments, members)
+            StorageMsg::CreateDeal(terms) => validate_deal(terms),
+            StorageMsg::CreatePack { terms, members } => {
+                validate_deal(terms)?;
+                validate_members(&terms.cid, &terms.segments, members)
             }
             StorageMsg::ProveStorage { leaves, proofs, .. } => {
                 if leaves.len() != proofs.len() || leaves.len() > MAX_PROOF_LEAVES {
