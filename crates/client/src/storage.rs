@@ -43,12 +43,28 @@ fn submit_and_wait(client: &Client, key: &KeyPair, msg: Msg) -> anyhow::Result<c
     Ok(r)
 }
 
+/// Providers' endpoints looked up lately in this process, by node and
+/// provider: a process that reads or stores many objects (the S3 endpoint)
+/// asks the node once per provider every `ENDPOINT_TTL`, not once per object.
+static KNOWN_ENDPOINTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, Address), (String, std::time::Instant)>>> =
+    std::sync::LazyLock::new(Default::default);
+const ENDPOINT_TTL: Duration = Duration::from_secs(10);
+
 fn endpoint(client: &Client, cache: &mut BTreeMap<Address, String>, provider: &Address) -> anyhow::Result<String> {
     if let Some(e) = cache.get(provider) {
         return Ok(e.clone());
     }
-    let p: ProviderDto = client.get(&format!("/providers/{provider}"))?;
-    let e = p.info.endpoints.first().cloned().ok_or_else(|| anyhow::anyhow!("provider {provider} lists no endpoint"))?;
+    let known_key = (client.base_url().to_string(), *provider);
+    let known = KNOWN_ENDPOINTS.lock().unwrap_or_else(|p| p.into_inner()).get(&known_key).filter(|(_, at)| at.elapsed() < ENDPOINT_TTL).map(|(e, _)| e.clone());
+    let e = match known {
+        Some(e) => e,
+        None => {
+            let p: ProviderDto = client.get(&format!("/providers/{provider}"))?;
+            let e = p.info.endpoints.first().cloned().ok_or_else(|| anyhow::anyhow!("provider {provider} lists no endpoint"))?;
+            KNOWN_ENDPOINTS.lock().unwrap_or_else(|p| p.into_inner()).insert(known_key, (e.clone(), std::time::Instant::now()));
+            e
+        }
+    };
     cache.insert(*provider, e.clone());
     Ok(e)
 }
