@@ -46,8 +46,9 @@ fn submit_and_wait(client: &Client, key: &KeyPair, msg: Msg) -> anyhow::Result<c
 /// Providers' endpoints looked up lately in this process, by node and
 /// provider: a process that reads or stores many objects (the S3 endpoint)
 /// asks the node once per provider every `ENDPOINT_TTL`, not once per object.
-static KNOWN_ENDPOINTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, Address), (String, std::time::Instant)>>> =
-    std::sync::LazyLock::new(Default::default);
+static KNOWN_ENDPOINTS: std::sync::LazyLock<std::sync::Mutex<KnownEndpoints>> = std::sync::LazyLock::new(Default::default);
+/// (node URL, provider) -> (endpoint, when it was looked up).
+type KnownEndpoints = std::collections::HashMap<(String, Address), (String, std::time::Instant)>;
 const ENDPOINT_TTL: Duration = Duration::from_secs(10);
 
 fn endpoint(client: &Client, cache: &mut BTreeMap<Address, String>, provider: &Address) -> anyhow::Result<String> {
@@ -324,7 +325,7 @@ pub fn manifest_of(client: &Client, cid: &Cid) -> anyhow::Result<(Manifest, Vec<
 }
 
 /// The manifest that active deals `deals` of content `cid` describe, checked against the id.
-fn manifest_from(cid: &Cid, deals: Vec<DealDto>) -> anyhow::Result<(Manifest, Vec<DealDto>)> {
+pub fn manifest_from(cid: &Cid, deals: Vec<DealDto>) -> anyhow::Result<(Manifest, Vec<DealDto>)> {
     anyhow::ensure!(!deals.is_empty(), "no active storage deal holds {cid}");
     let scheme: ErasureScheme = deals[0].erasure.parse().map_err(anyhow::Error::msg)?;
     let mut segments: BTreeMap<u32, SegmentEntry> = BTreeMap::new();
@@ -347,18 +348,17 @@ fn manifest_from(cid: &Cid, deals: Vec<DealDto>) -> anyhow::Result<(Manifest, Ve
     Ok((manifest, deals))
 }
 
-/// Active pack deals holding object `cid`, newest first, each with where
-/// the object lies in it. (A pack whose uploads were cut short, say by a
-/// crash of its uploader, is followed by another one holding the same objects.)
-pub fn packs_holding(client: &Client, cid: &Cid) -> anyhow::Result<Vec<(DealDto, PackMember)>> {
-    Ok(holders(client, cid)?.1)
+/// Where a content id is stored, from one look-up: the active deals of the
+/// content itself, and the active pack deals holding it as an object (each
+/// with the object's place in it), newest first. (A pack whose uploads were
+/// cut short, say by a crash of its uploader, is followed by another one
+/// holding the same objects.)
+pub struct Holders {
+    pub own: Vec<DealDto>,
+    pub packs: Vec<(DealDto, PackMember)>,
 }
 
-/// Pack deals holding an object, each with the object's place in it.
-type Packs = Vec<(DealDto, PackMember)>;
-
-/// One look-up: the active deals of `cid` itself, and the active packs holding it (newest first).
-fn holders(client: &Client, cid: &Cid) -> anyhow::Result<(Vec<DealDto>, Packs)> {
+pub fn holders(client: &Client, cid: &Cid) -> anyhow::Result<Holders> {
     let deals: Vec<DealDto> = client.get(&format!("/deals?cid={}", cid.0))?;
     let (own, others): (Vec<DealDto>, Vec<DealDto>) = deals.into_iter().filter(|d| d.active).partition(|d| d.cid == cid.0);
     let mut packs: Vec<(DealDto, PackMember)> = others
@@ -369,12 +369,12 @@ fn holders(client: &Client, cid: &Cid) -> anyhow::Result<(Vec<DealDto>, Packs)> 
         })
         .collect();
     packs.sort_by_key(|(d, _)| std::cmp::Reverse(d.id));
-    Ok((own, packs))
+    Ok(Holders { own, packs })
 }
 
-/// The newest active pack deal holding object `cid`.
-pub fn packed_in(client: &Client, cid: &Cid) -> anyhow::Result<Option<(DealDto, PackMember)>> {
-    Ok(packs_holding(client, cid)?.into_iter().next())
+/// The manifest of a pack from its deal (a pack fits one deal).
+pub fn pack_manifest(pack: &DealDto) -> anyhow::Result<(Manifest, Vec<DealDto>)> {
+    manifest_from(&Cid(pack.cid), vec![pack.clone()])
 }
 
 /// The segments of a manifest that hold plain bytes `offset..offset + len`,
@@ -412,7 +412,7 @@ fn get_to(client: &Client, cid: &Cid, out: &Path, sync: bool, progress: &mut dyn
     // Deals of its own first, then each pack holding it: an uploader cut
     // short (a crash) can leave a deal whose pieces never arrived, and the
     // content is then stored again.
-    let (own, packs) = holders(client, cid)?;
+    let Holders { own, packs } = holders(client, cid)?;
     if packs.is_empty() {
         return get_own(client, cid, own, out, sync, progress);
     }
@@ -435,17 +435,8 @@ fn get_to(client: &Client, cid: &Cid, out: &Path, sync: bool, progress: &mut dyn
 /// Fetches content `cid` from the deals that hold it under its own id.
 fn get_own(client: &Client, cid: &Cid, own: Vec<DealDto>, out: &Path, sync: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
     let (manifest, deals) = manifest_from(cid, own)?;
-    let total = manifest.total_len;
-    write_whole(out, sync, |file| {
-        let mut done = 0;
-        fetch_segments(client, &manifest, &deals, (0..manifest.segments.len()).map(|n| (n, 0..manifest.segments[n].len as usize)), &mut |plain| {
-            file.write_all(plain)?;
-            done += plain.len() as u64;
-            progress("downloading", done, total);
-            Ok(())
-        })?;
-        Ok(done)
-    })
+    let whole = (0..manifest.segments.len()).map(|n| (n, 0..manifest.segments[n].len as usize));
+    write_whole(out, sync, |file| fetch_into(file, client, &manifest, &deals, whole, manifest.total_len, progress))
 }
 
 /// Cuts object `cid` from `pack` into `out` and checks it against its content id.
@@ -459,17 +450,11 @@ fn get_member(
     sync: bool,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> anyhow::Result<u64> {
-    // A pack fits one deal, and the deal came with the look-up.
-    let (manifest, deals) = manifest_from(&Cid(pack.cid), vec![pack.clone()])?;
+    // The deal came with the look-up.
+    let (manifest, deals) = pack_manifest(pack)?;
     write_whole(out, sync, |file| {
-        let mut done = 0;
         let parts = segments_covering(&manifest, member.offset, member.len);
-        fetch_segments(client, &manifest, &deals, parts.into_iter(), &mut |plain| {
-            file.write_all(plain)?;
-            done += plain.len() as u64;
-            progress("downloading", done, member.len);
-            Ok(())
-        })?;
+        let done = fetch_into(file, client, &manifest, &deals, parts.into_iter(), member.len, progress)?;
         anyhow::ensure!(done == member.len, "the pack ends before its member {cid}");
         file.flush()?;
         // The ledger holds what the pack's owner said; the bytes must be the object's.
@@ -484,6 +469,26 @@ fn get_member(
         anyhow::ensure!(found == *cid, "its bytes for {cid} hash to {found}; the pack's owner recorded a wrong member");
         Ok(done)
     })
+}
+
+/// Appends the given ranges of segments to `file`, showing progress out of `total`; returns the bytes written.
+fn fetch_into(
+    file: &mut std::fs::File,
+    client: &Client,
+    manifest: &Manifest,
+    deals: &[DealDto],
+    parts: impl Iterator<Item = (usize, std::ops::Range<usize>)>,
+    total: u64,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> anyhow::Result<u64> {
+    let mut done = 0;
+    fetch_segments(client, manifest, deals, parts, &mut |plain| {
+        file.write_all(plain)?;
+        done += plain.len() as u64;
+        progress("downloading", done, total);
+        Ok(())
+    })?;
+    Ok(done)
 }
 
 fn part_name(out: &Path) -> String {
@@ -595,10 +600,10 @@ fn fetch_pieces(targets: &[(Option<String>, &crate::api::DealPieceDto)], needed:
 /// Ends every active deal of `cid` owned by `key`. An object inside a pack
 /// is refused: its deal holds other objects too.
 pub fn remove(client: &Client, key: &KeyPair, cid: &Cid) -> anyhow::Result<usize> {
-    let deals = deals_of(client, cid)?;
-    let mine: Vec<&DealDto> = deals.iter().filter(|d| d.active && d.owner == key.address()).collect();
+    let Holders { own, packs } = holders(client, cid)?;
+    let mine: Vec<&DealDto> = own.iter().filter(|d| d.owner == key.address()).collect();
     if mine.is_empty()
-        && let Some((pack, _)) = packed_in(client, cid)?
+        && let Some((pack, _)) = packs.first()
     {
         anyhow::bail!(
             "{cid} is stored inside pack {} (deal {}) with {} other objects; end the whole pack with `tessera storage rm {}`",

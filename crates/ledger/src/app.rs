@@ -81,11 +81,7 @@ fn direct_spend(msg: &Msg) -> Amount {
         Msg::Jobs(crate::jobs::JobMsg::Submit { spec }) => {
             spec.order.max_price_per_block.checked_mul(spec.order.duration_blocks as u128).unwrap_or(Amount(u128::MAX))
         }
-        Msg::Storage(m) if m.deal_terms().is_some() => {
-            let t = m.deal_terms().expect("checked");
-            let bytes: u64 = t.segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
-            storage::deal_escrow(t.max_price_per_gib_block, bytes, t.duration_blocks).unwrap_or(Amount(u128::MAX))
-        }
+        Msg::Storage(m) if m.deal_terms().is_some() => m.deal_terms().and_then(|t| t.escrow()).unwrap_or(Amount(u128::MAX)),
         _ => Amount::ZERO,
     }
 }

@@ -263,7 +263,7 @@ fn fetch_results(client: &Client, j: &JobDto, out: &std::path::Path) -> anyhow::
 fn store_results(client: &Client, key: &tessera_crypto::KeyPair, files: &[(tessera_client::jobs::ResultFile, PathBuf)]) -> anyhow::Result<Vec<(String, String)>> {
     let files: Vec<&(tessera_client::jobs::ResultFile, PathBuf)> = files.iter().filter(|(f, _)| f.size > 0).collect();
     let paths: Vec<&std::path::Path> = files.iter().map(|(_, p)| p.as_path()).collect();
-    let opts = result_put_options();
+    let opts = job_put_options(100_000);
     let results = tessera_client::storage::put_many(client, key, &paths, &opts, None, &mut |_, _, _| {});
     files
         .iter()
@@ -272,12 +272,12 @@ fn store_results(client: &Client, key: &tessera_crypto::KeyPair, files: &[(tesse
         .collect()
 }
 
-/// How job results and job inputs are stored: 4+2 over 1 MiB segments.
-fn result_put_options() -> PutOptions {
+/// How job inputs and results are stored: 4+2 over 1 MiB segments for `duration_blocks`.
+fn job_put_options(duration_blocks: u64) -> PutOptions {
     PutOptions {
         scheme: tessera_storage::ErasureScheme::DEVNET,
         segment_bytes: 1 << 20,
-        duration_blocks: 100_000,
+        duration_blocks,
         max_price_per_gib_block: Amount::parse_tsr("0.01").expect("constant"),
     }
 }
@@ -354,12 +354,7 @@ fn submit(ctx: &Ctx, client: &Client, spec_path: &std::path::Path, from: &str, s
     let mut stored = Vec::new();
     for (slot, path, size) in draft.to_store().map_err(anyhow::Error::msg)? {
         eprintln!("storing {slot} ({} KiB) on the storage network: {}", size.div_ceil(1024), path.display());
-        let opts = PutOptions {
-            scheme: "4+2".parse().map_err(anyhow::Error::msg)?,
-            segment_bytes: 1 << 20,
-            duration_blocks: order.duration_blocks.max(1_000) * 4,
-            max_price_per_gib_block: Amount::parse_tsr("0.01").expect("constant"),
-        };
+        let opts = job_put_options(order.duration_blocks.max(1_000) * 4);
         let r = tessera_client::storage::put(client, &key, &path, &opts, &mut |_, _, _| {})
             .with_context(|| format!("storing {slot} {}", path.display()))?;
         stored.push((slot, r.cid.to_string(), r.bytes));

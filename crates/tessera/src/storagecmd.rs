@@ -177,15 +177,14 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
         }
         StorageCmd::Status { cid } => {
             // Its own deals, and each pack it lies in.
-            let own = tessera_client::storage::deals_of(&client, &cid)?.iter().any(|d| d.active);
-            let packs = tessera_client::storage::packs_holding(&client, &cid)?;
+            let tessera_client::storage::Holders { own, packs } = tessera_client::storage::holders(&client, &cid)?;
             let mut views = Vec::new();
-            if own || packs.is_empty() {
-                views.push((None, cid, tessera_client::storage::manifest_of(&client, &cid)?));
+            if !own.is_empty() || packs.is_empty() {
+                views.push((None, cid, tessera_client::storage::manifest_from(&cid, own)?));
             }
             for (pack, member) in packs {
-                let pack_cid = Cid(pack.cid);
-                views.push((Some((pack, member)), pack_cid, tessera_client::storage::manifest_of(&client, &pack_cid)?));
+                let manifest = tessera_client::storage::pack_manifest(&pack)?;
+                views.push((Some((pack.clone(), member)), Cid(pack.cid), manifest));
             }
             let deals: Vec<&DealDto> = views.iter().flat_map(|(_, _, (_, deals))| deals).collect();
             ctx.print(&deals, |_| {

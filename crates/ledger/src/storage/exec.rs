@@ -161,9 +161,8 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
 fn open_deal(st: &mut Overlay, ctx: &TxContext, params: &Params, terms: &super::msg::DealTerms) -> Result<(u64, Events), TxError> {
     let super::msg::DealTerms { cid, scheme, segment_bytes, segments, duration_blocks, max_price_per_gib_block } = terms;
     let (segment_bytes, duration_blocks, max_price_per_gib_block) = (*segment_bytes, *duration_blocks, *max_price_per_gib_block);
-    let total_bytes: u64 = segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum();
-    let escrow = deal_escrow(max_price_per_gib_block, total_bytes, duration_blocks)
-        .ok_or_else(|| invalid("price x bytes x duration overflows"))?;
+    let total_bytes = terms.piece_bytes();
+    let escrow = terms.escrow().ok_or_else(|| invalid("price x bytes x duration overflows"))?;
     bank::transfer(st, &ctx.sender, &STORAGE_POOL, escrow)?;
     let id = next_deal_id(st);
     let mut pieces = Vec::new();

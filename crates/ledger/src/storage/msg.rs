@@ -76,6 +76,18 @@ pub enum StorageMsg {
     },
 }
 
+impl DealTerms {
+    /// Bytes of all the pieces the deal stores.
+    pub fn piece_bytes(&self) -> u64 {
+        self.segments.iter().flat_map(|s| &s.pieces).map(|p| p.len).sum()
+    }
+
+    /// The escrow the deal locks: the price ceiling for every piece byte over the whole duration.
+    pub fn escrow(&self) -> Option<Amount> {
+        super::exec::deal_escrow(self.max_price_per_gib_block, self.piece_bytes(), self.duration_blocks)
+    }
+}
+
 impl StorageMsg {
     /// The deal a `CreateDeal` or `CreatePack` opens.
     pub fn deal_terms(&self) -> Option<&DealTerms> {
