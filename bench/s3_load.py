@@ -83,6 +83,8 @@ if placed:
     result["placed_4kib_ops_s"] = small_count / placed
 get = [timed(lambda i=i: s3.get_object(Bucket=bucket, Key=f"small/{i}")["Body"].read()) for i in range(small_count)]
 for name, lat in (("put_4kib", put), ("get_4kib", get)):
+    if not lat:
+        continue
     result[f"{name}_ops_s"] = len(lat) / sum(lat)
     result[f"{name}_p50_ms"] = pct(lat, 50) * 1000
     result[f"{name}_p99_ms"] = pct(lat, 99) * 1000

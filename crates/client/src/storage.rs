@@ -17,6 +17,11 @@ use tessera_types::{Address, Amount, Hash32};
 use crate::api::{DealDto, ProviderDto};
 use crate::{fetch_piece, upload_piece, Client};
 
+/// Default segment size: each piece of a 4+2 segment is 1 MiB. Pieces are what
+/// the ledger challenges every epoch, so bigger pieces mean fewer proofs per
+/// stored byte (a proof is about 40 KB whatever the piece's size).
+pub const DEFAULT_SEGMENT_BYTES: usize = 4 << 20;
+
 pub struct PutOptions {
     pub scheme: ErasureScheme,
     pub segment_bytes: usize,

@@ -162,8 +162,21 @@ async fn block_at(State(s): Shared, Path(height): Path<String>) -> ApiResult<Blo
     Ok(Json(block_dto(&record)))
 }
 
-async fn submit_tx(State(s): Shared, Json(req): Json<SubmitRequest>) -> ApiResult<SubmitResponse> {
-    let bytes = hex::decode(req.tx.trim()).map_err(|_| bad("field \"tx\" must be hex of an encoded transaction"))?;
+/// `POST /txs`: the encoded transaction itself (`Content-Type:
+/// application/octet-stream`, what the CLI and agents send), or JSON
+/// `{"tx": "<hex>"}`.
+async fn submit_tx(State(s): Shared, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> ApiResult<SubmitResponse> {
+    let raw = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    let bytes = if raw {
+        body.to_vec()
+    } else {
+        let req: SubmitRequest = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("body must be an encoded transaction (application/octet-stream) or JSON {{\"tx\": \"<hex>\"}}: {e}")))?;
+        hex::decode(req.tx.trim()).map_err(|_| bad("field \"tx\" must be hex of an encoded transaction"))?
+    };
     let tx = SignedTx::decode(&bytes).map_err(|e| bad(format!("transaction does not decode: {e}")))?;
     let (snap, _) = snapshot(&s)?;
     let st = Overlay::new(&snap);

@@ -52,7 +52,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
 pub fn default_put_options() -> PutOptions {
     PutOptions {
         scheme: ErasureScheme::DEVNET,
-        segment_bytes: 1 << 20,
+        segment_bytes: tessera_client::storage::DEFAULT_SEGMENT_BYTES,
         duration_blocks: 1_000_000,
         max_price_per_gib_block: Amount::from_micro(10_000),
     }

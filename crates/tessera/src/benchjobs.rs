@@ -471,7 +471,7 @@ pub fn embed(ctx: &Ctx, a: EmbedArgs) -> anyhow::Result<()> {
     } else {
         let opts = tessera_client::storage::PutOptions {
             scheme: "2+1".parse().map_err(anyhow::Error::msg)?,
-            segment_bytes: 1 << 20,
+            segment_bytes: tessera_client::storage::DEFAULT_SEGMENT_BYTES,
             duration_blocks: 10_000,
             max_price_per_gib_block: Amount::parse_tsr("0.01").expect("constant"),
         };

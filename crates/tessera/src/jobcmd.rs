@@ -272,11 +272,11 @@ fn store_results(client: &Client, key: &tessera_crypto::KeyPair, files: &[(tesse
         .collect()
 }
 
-/// How job inputs and results are stored: 4+2 over 1 MiB segments for `duration_blocks`.
+/// How job inputs and results are stored: 4+2 over the default segments for `duration_blocks`.
 fn job_put_options(duration_blocks: u64) -> PutOptions {
     PutOptions {
         scheme: tessera_storage::ErasureScheme::DEVNET,
-        segment_bytes: 1 << 20,
+        segment_bytes: tessera_client::storage::DEFAULT_SEGMENT_BYTES,
         duration_blocks,
         max_price_per_gib_block: Amount::parse_tsr("0.01").expect("constant"),
     }

@@ -34,8 +34,8 @@ pub enum StorageCmd {
         /// How long to store, in blocks.
         #[arg(long, default_value_t = 100_000)]
         duration: u64,
-        /// Segment size in KiB.
-        #[arg(long, default_value_t = 1024)]
+        /// Segment size in KiB; each of its K+M pieces is challenged every epoch.
+        #[arg(long, default_value_t = tessera_client::storage::DEFAULT_SEGMENT_BYTES >> 10)]
         segment_kib: usize,
         /// Highest price per GiB per block, TSR.
         #[arg(long, default_value = "0.01", value_parser = parse_amount)]
