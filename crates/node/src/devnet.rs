@@ -38,7 +38,13 @@ pub struct DevnetConfig {
     pub s3_cache_mib: u64,
     /// The S3 endpoint's bound on acknowledged, not yet placed bodies in MiB.
     pub s3_staging_mib: u64,
+    /// Block records kept (the latest; 0: all).
+    pub retain_blocks: u64,
 }
+
+/// Blocks a devnet keeps by default: about 17 minutes of 500 ms blocks, which
+/// bounds its disk while proofs of storage fill every block.
+pub const DEFAULT_RETAIN_BLOCKS: u64 = 2_000;
 
 const PROVIDER_BALANCE: Amount = Amount::from_tsr(1_000);
 const PROVIDER_REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -258,9 +264,9 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
         g
     };
     let db_path = cfg.dir.join("state.redb");
-    let store = Store::open(&db_path).with_context(|| {
-        format!("opening {} (is another devnet using this --dir?)", db_path.display())
-    })?;
+    let store = Store::open(&db_path)
+        .with_context(|| format!("opening {} (is another devnet using this --dir?)", db_path.display()))?
+        .retain_blocks(cfg.retain_blocks);
     let fresh = ensure_genesis(&store, &genesis)?;
     let height = store.snapshot()?.height()?.unwrap_or(0);
 

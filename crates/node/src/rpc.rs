@@ -109,6 +109,9 @@ fn parse_address(text: &str) -> Result<Address, ApiError> {
 /// A committed block, decoded once and kept among the recent ones (committed
 /// blocks never change, so the cache needs no invalidation).
 fn record_at(s: &NodeShared, snap: &Snapshot, height: u64) -> Result<Option<Arc<BlockRecord>>, ApiError> {
+    if height <= snap.pruned_through().map_err(internal)? {
+        return Ok(None);
+    }
     let cached = |s: &NodeShared| {
         s.recent_blocks.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(h, _)| *h == height).map(|(_, r)| r.clone())
     };
@@ -157,8 +160,10 @@ async fn latest_block(State(s): Shared) -> ApiResult<BlockDto> {
 async fn block_at(State(s): Shared, Path(height): Path<String>) -> ApiResult<BlockDto> {
     let height: u64 = height.parse().map_err(|_| bad(format!("block height {height:?} is not a number")))?;
     let (snap, latest) = snapshot(&s)?;
-    let record = record_at(&s, &snap, height)?
-        .ok_or_else(|| not_found(format!("no block at height {height} (latest is {latest})")))?;
+    let record = record_at(&s, &snap, height)?.ok_or_else(|| match snap.pruned_through() {
+        Ok(p) if height <= p => not_found(format!("block {height} was pruned: this node keeps blocks {} to {latest} (--retain-blocks)", p + 1)),
+        _ => not_found(format!("no block at height {height} (latest is {latest})")),
+    })?;
     Ok(Json(block_dto(&record)))
 }
 
@@ -195,8 +200,11 @@ async fn submit_tx(State(s): Shared, headers: axum::http::HeaderMap, body: axum:
 async fn tx_by_hash(State(s): Shared, Path(hash): Path<String>) -> ApiResult<TxResultDto> {
     let hash: Hash32 = hash.parse().map_err(bad)?;
     let (snap, _) = snapshot(&s)?;
-    let loc = snap.tx_location(&hash.0).map_err(internal)?.ok_or_else(|| {
-        not_found(format!("transaction {hash} is not in a committed block (yet)"))
+    let loc = snap.tx_location(&hash.0).map_err(internal)?.ok_or_else(|| match snap.pruned_through() {
+        Ok(p) if p > 0 => not_found(format!(
+            "transaction {hash} is not in a committed block (yet), or its block was pruned (this node keeps blocks after {p})"
+        )),
+        _ => not_found(format!("transaction {hash} is not in a committed block (yet)")),
     })?;
     let record = record_at(&s, &snap, loc.height)?.ok_or_else(|| internal("indexed block missing"))?;
     Ok(Json(tx_result_dto(&record, loc.index as usize).ok_or_else(|| internal("indexed tx missing"))?))

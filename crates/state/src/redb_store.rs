@@ -14,12 +14,21 @@ const PREIMAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key_preim
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Per height, the hashes of its transactions (32 bytes each), so that
+/// pruning a block also drops its entries in the tx index.
+const BLOCK_TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_txs");
+
+/// Most old blocks one commit prunes: turning retention on for a long chain
+/// catches up over the next commits instead of stalling one.
+const PRUNE_PER_COMMIT: u64 = 256;
 
 /// redb page cache of the state store.
 const STATE_CACHE_BYTES: usize = 128 << 20;
 
 const META_HEIGHT: &str = "height";
 const META_APP_HASH: &str = "app_hash";
+/// Every block at or below this height has been pruned.
+const META_PRUNED: &str = "pruned_through";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +62,8 @@ pub struct CommitBatch {
 
 pub struct Store {
     db: Database,
+    /// Blocks kept (the latest ones); 0 keeps every block.
+    retain_blocks: u64,
 }
 
 impl Store {
@@ -68,9 +79,18 @@ impl Store {
             w.open_table(BLOCKS).map_err(db_err)?;
             w.open_table(TXS).map_err(db_err)?;
             w.open_table(META).map_err(db_err)?;
+            w.open_table(BLOCK_TXS).map_err(db_err)?;
         }
         w.commit().map_err(db_err)?;
-        Ok(Store { db })
+        Ok(Store { db, retain_blocks: 0 })
+    }
+
+    /// Keeps only the latest `blocks` block records (and their tx index
+    /// entries); older ones are deleted as new blocks commit. State is
+    /// unaffected: it is kept whole at the latest height. 0 keeps every block.
+    pub fn retain_blocks(mut self, blocks: u64) -> Store {
+        self.retain_blocks = blocks;
+        self
     }
 
     /// A consistent read view of the last committed block.
@@ -130,12 +150,37 @@ impl Store {
                 loc.extend_from_slice(&(i as u32).to_be_bytes());
                 txs.insert(h.as_slice(), loc.as_slice()).map_err(db_err)?;
             }
+            if !batch.tx_hashes.is_empty() {
+                let mut block_txs = w.open_table(BLOCK_TXS).map_err(db_err)?;
+                block_txs.insert(batch.height, batch.tx_hashes.concat().as_slice()).map_err(db_err)?;
+            }
             let mut meta = w.open_table(META).map_err(db_err)?;
             meta.insert(META_HEIGHT, batch.height.to_be_bytes().as_slice()).map_err(db_err)?;
             meta.insert(META_APP_HASH, batch.app_hash.as_slice()).map_err(db_err)?;
+            if self.retain_blocks > 0 && batch.height > self.retain_blocks {
+                let pruned = read_u64(&meta, META_PRUNED)?.unwrap_or(0);
+                let through = (batch.height - self.retain_blocks).min(pruned + PRUNE_PER_COMMIT);
+                if through > pruned {
+                    let mut blocks = w.open_table(BLOCKS).map_err(db_err)?;
+                    let mut block_txs = w.open_table(BLOCK_TXS).map_err(db_err)?;
+                    for height in pruned + 1..=through {
+                        blocks.remove(height).map_err(db_err)?;
+                        if let Some(hashes) = block_txs.remove(height).map_err(db_err)? {
+                            for h in hashes.value().chunks_exact(32) {
+                                txs.remove(h).map_err(db_err)?;
+                            }
+                        }
+                    }
+                    meta.insert(META_PRUNED, through.to_be_bytes().as_slice()).map_err(db_err)?;
+                }
+            }
         }
         w.commit().map_err(db_err)
     }
+}
+
+fn read_u64(meta: &impl redb::ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<u64>, StoreError> {
+    Ok(meta.get(key).map_err(db_err)?.map(|g| u64::from_be_bytes(g.value().try_into().expect("8-byte height"))))
 }
 
 /// A read transaction over the last committed block: the base the ledger reads,
@@ -152,11 +197,12 @@ pub struct Snapshot {
 impl Snapshot {
     /// Height of the last committed block; `None` before genesis.
     pub fn height(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .meta
-            .get(META_HEIGHT)
-            .map_err(db_err)?
-            .map(|g| u64::from_be_bytes(g.value().try_into().expect("8-byte height"))))
+        read_u64(&self.meta, META_HEIGHT)
+    }
+
+    /// Every block at or below this height has been pruned (0: none).
+    pub fn pruned_through(&self) -> Result<u64, StoreError> {
+        Ok(read_u64(&self.meta, META_PRUNED)?.unwrap_or(0))
     }
 
     pub fn app_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
@@ -275,6 +321,39 @@ mod tests {
         let (absent, proof_b) = snap.prove(b"b").unwrap();
         assert_eq!(absent, None);
         verify_proof(root1, b"b", None, &proof_b.to_bytes()).unwrap();
+    }
+
+    #[test]
+    fn retention_prunes_old_blocks_and_their_tx_index_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap().retain_blocks(3);
+        commit(&store, 0, changes(&[("k", Some("0"))]));
+        for height in 1..=6u64 {
+            let c = changes(&[("k", Some(&height.to_string()))]);
+            let (root, tree) = store.snapshot().unwrap().compute_root(&c, height).unwrap();
+            let block = Some(format!("block {height}").into_bytes());
+            let tx_hashes = vec![[height as u8; 32], [100 + height as u8; 32]];
+            store.commit(CommitBatch { height, changes: c, tree, app_hash: root, block, tx_hashes }).unwrap();
+        }
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.pruned_through().unwrap(), 3);
+        for height in 1..=3u64 {
+            assert_eq!(snap.block(height).unwrap(), None, "block {height} is past retention");
+            assert_eq!(snap.tx_location(&[height as u8; 32]).unwrap(), None);
+            assert_eq!(snap.tx_location(&[100 + height as u8; 32]).unwrap(), None);
+        }
+        for height in 4..=6u64 {
+            assert_eq!(snap.block(height).unwrap(), Some(format!("block {height}").into_bytes()));
+            assert_eq!(snap.tx_location(&[100 + height as u8; 32]).unwrap(), Some(TxLocation { height, index: 1 }));
+        }
+        assert_eq!(snap.get(b"k"), Some(b"6".to_vec()), "state is kept whole");
+        // Retention off keeps what is there and prunes nothing more.
+        drop(snap);
+        drop(store);
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (root, tree) = store.snapshot().unwrap().compute_root(&changes(&[]), 7).unwrap();
+        store.commit(CommitBatch { height: 7, changes: changes(&[]), tree, app_hash: root, block: Some(vec![7]), tx_hashes: vec![] }).unwrap();
+        assert!(store.snapshot().unwrap().block(4).unwrap().is_some());
     }
 
     #[test]

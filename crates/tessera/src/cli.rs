@@ -105,6 +105,11 @@ pub struct DevnetArgs {
     /// network (0: every PUT waits for its deals and pieces).
     #[arg(long, default_value_t = tessera_s3::placer::DEFAULT_STAGING_BYTES >> 20)]
     pub s3_staging_mib: u64,
+    /// Block records kept, the latest ones (0: all). State is always whole;
+    /// older blocks and their transactions' results are deleted. Storage
+    /// proofs make blocks large: about 44 KB per stored MiB-piece per epoch.
+    #[arg(long, default_value_t = tessera_node::devnet::DEFAULT_RETAIN_BLOCKS)]
+    pub retain_blocks: u64,
 }
 
 #[derive(Subcommand)]
@@ -299,6 +304,7 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         s3: a.s3.unwrap_or_else(|| tessera_node::devnet::s3_address(rpc)),
         s3_cache_mib: a.s3_cache_mib,
         s3_staging_mib: a.s3_staging_mib,
+        retain_blocks: a.retain_blocks,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tessera_node::devnet::run(cfg))

@@ -145,3 +145,35 @@ fn devnet_cli_flows_and_bad_input() {
     assert!(status.success(), "devnet exit: {status:?}\n{}", net.log());
     assert!(net.log().contains("Stopped cleanly"), "{}", net.log());
 }
+
+/// `--retain-blocks`: old block records and their transactions' results go,
+/// with an error that says so; the state and the latest blocks stay, also
+/// across a restart.
+#[test]
+fn old_blocks_are_pruned_past_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut net = Devnet::start_with(dir.path(), port, &["--retain-blocks", "10", "--providers", "0", "--storage-providers", "0"]);
+    net.ok(&["keys", "new", "alice"]);
+    let alice = net.json(&["keys", "show", "alice"])["address"].as_str().unwrap().to_string();
+    let sent = net.json(&["tx", "transfer", "--from", "dev", "--to", &alice, "--amount", "5"]);
+    let hash = sent["hash"].as_str().unwrap().to_string();
+    let height = net.json(&["query", "tx", &hash])["height"].as_u64().unwrap();
+    let client = net.client();
+    net.wait_until(60, "10 more blocks", || client.status().is_ok_and(|s| s.height > height + 12));
+    let err = net.fails(&["query", "block", &height.to_string()]);
+    assert!(err.contains("was pruned") && err.contains("--retain-blocks"), "{err}");
+    let err = net.fails(&["query", "tx", &hash]);
+    assert!(err.contains("pruned"), "{err}");
+    let latest = client.status().unwrap().height;
+    net.ok(&["query", "block", &latest.to_string()]);
+    assert_eq!(micro(&net.json(&["query", "balance", "alice"])["balance"]), 5_000_000, "state is whole");
+    net.stop();
+
+    let net = Devnet::start_with(dir.path(), port, &["--retain-blocks", "10", "--providers", "0", "--storage-providers", "0"]);
+    let client = net.client();
+    let restarted = client.status().unwrap().height;
+    net.wait_until(60, "12 blocks after the restart", || client.status().is_ok_and(|s| s.height > restarted + 12));
+    let err = net.fails(&["query", "block", &restarted.to_string()]);
+    assert!(err.contains("was pruned"), "{err}");
+}
