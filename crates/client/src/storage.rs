@@ -164,12 +164,10 @@ fn upload_pieces(
 ) -> anyhow::Result<usize> {
     let mut missed = 0;
     let k = opts.scheme.data as usize;
-    let mut reader = SegmentReader::new(std::io::BufReader::new(open_file(path)?), opts.scheme, opts.segment_bytes)?;
+    let reader = SegmentReader::again(std::io::BufReader::new(open_file(path)?), manifest)?;
     let mut done = 0;
-    for seg in reader.by_ref() {
-        let seg = seg?;
-        let want = &manifest.segments[seg.index as usize];
-        anyhow::ensure!(seg.entry == *want, "{} changed while it was being stored", path.display());
+    for seg in reader {
+        let seg = seg.map_err(|e| anyhow::anyhow!("{} changed while it was being stored: {e}", path.display()))?;
         let deal = &deals[seg.index as usize / MAX_SEGMENTS_PER_DEAL];
         // The segment's pieces go to their (distinct) providers at once.
         let targets: Vec<(Option<String>, &crate::api::DealPieceDto)> = deal

@@ -97,6 +97,9 @@ pub struct ObjectMeta {
 
 pub struct Index {
     db: Database,
+    /// Escrow of the pending entries per owner, kept with the table (a PUT
+    /// checks it; summing the table per PUT grew with the backlog).
+    waiting: std::sync::Mutex<std::collections::HashMap<String, u128>>,
 }
 
 fn object_key(bucket: &str, key: &str) -> String {
@@ -125,7 +128,18 @@ impl Index {
             }
         }
         w.commit()?;
-        Ok(Index { db })
+        let index = Index { db, waiting: Default::default() };
+        let mut waiting = std::collections::HashMap::<String, u128>::new();
+        for p in index.pending()? {
+            *waiting.entry(p.owner).or_default() += p.escrow;
+        }
+        *index.waiting.lock().expect("waiting lock") = waiting;
+        Ok(index)
+    }
+
+    /// Escrow (micro-TSR) that `owner`'s entries waiting for placement will lock.
+    pub fn waiting_escrow(&self, owner: &str) -> u128 {
+        self.waiting.lock().expect("waiting lock").get(owner).copied().unwrap_or(0)
     }
 
     pub fn bucket(&self, name: &str) -> anyhow::Result<Option<BucketMeta>> {
@@ -184,13 +198,17 @@ impl Index {
     }
 
     fn put_object_with(&self, bucket: &str, key: &str, meta: &ObjectMeta, pending: Option<&Pending>) -> anyhow::Result<Option<ObjectMeta>> {
+        // Held across the commit so the sums move in commit order (write transactions serialize anyway).
+        let mut waiting = self.waiting.lock().expect("waiting lock");
         let w = self.db.begin_write()?;
+        let mut added = None;
         let old = {
             if let Some(pending) = pending {
                 let mut p = w.open_table(PENDING)?;
                 let pkey = pending.key();
                 if p.get(pkey.as_str())?.is_none() {
                     p.insert(pkey.as_str(), borsh::to_vec(pending)?.as_slice())?;
+                    added = Some(pending);
                 }
             }
             let mut t = w.open_table(OBJECTS)?;
@@ -204,6 +222,9 @@ impl Index {
             old
         };
         w.commit()?;
+        if let Some(p) = added {
+            *waiting.entry(p.owner.clone()).or_default() += p.escrow;
+        }
         Ok(old)
     }
 
@@ -252,14 +273,23 @@ impl Index {
 
     /// Removes pending entries (placed, or no longer wanted) in one transaction.
     pub fn pending_done(&self, done: &[&Pending]) -> anyhow::Result<()> {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
         let w = self.db.begin_write()?;
+        let mut removed = Vec::new();
         {
             let mut t = w.open_table(PENDING)?;
             for p in done {
-                t.remove(p.key().as_str())?;
+                if let Some(v) = t.remove(p.key().as_str())? {
+                    removed.push(borsh::from_slice::<Pending>(v.value())?);
+                }
             }
         }
         w.commit()?;
+        for p in removed {
+            if let Some(sum) = waiting.get_mut(&p.owner) {
+                *sum = sum.saturating_sub(p.escrow);
+            }
+        }
         Ok(())
     }
 
@@ -413,5 +443,31 @@ mod tests {
         drop(index);
         let index = Index::open(&dir.path().join("i.redb")).unwrap();
         assert_eq!(index.references(&[2; 32]).unwrap(), 1);
+    }
+
+    #[test]
+    fn waiting_escrow_follows_pending_entries_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("i.redb")).unwrap();
+        let pending = |cid: u8, owner: &str, escrow: u128| Pending {
+            cid: [cid; 32],
+            owner: owner.into(),
+            size: 1,
+            escrow,
+            since_ms: 0,
+            attempts: 0,
+            last_error: None,
+        };
+        let (a, b, c) = (pending(1, "dev", 10), pending(2, "dev", 5), pending(3, "other", 7));
+        index.put_object_pending("b", "a", &meta(1), &a).unwrap();
+        index.put_object_pending("b", "a2", &meta(1), &a).unwrap();
+        index.put_object_pending("b", "b", &meta(2), &b).unwrap();
+        index.put_object_pending("b", "c", &meta(3), &c).unwrap();
+        assert_eq!((index.waiting_escrow("dev"), index.waiting_escrow("other")), (15, 7), "one entry per content");
+        index.pending_done(&[&a, &a]).unwrap();
+        assert_eq!(index.waiting_escrow("dev"), 5);
+        drop(index);
+        let index = Index::open(&dir.path().join("i.redb")).unwrap();
+        assert_eq!((index.waiting_escrow("dev"), index.waiting_escrow("other"), index.waiting_escrow("nobody")), (5, 7, 0));
     }
 }

@@ -282,7 +282,7 @@ impl Gateway {
             self.payers.lock().expect("payers lock").insert(owner.to_string(), (payer, balance, std::time::Instant::now()));
         }
         // Everything already acknowledged for this account must stay payable too.
-        let waiting: u128 = self.index.pending().map_err(internal)?.iter().filter(|p| p.owner == owner).map(|p| p.escrow).sum();
+        let waiting = self.index.waiting_escrow(owner);
         let deals = manifest.segments.len().div_ceil(tessera_ledger::storage::MAX_SEGMENTS_PER_DEAL) as u128;
         let fees = tessera_client::storage::DEAL_FEE.micro() * deals;
         let needed = Amount(escrow.micro() + waiting + fees);

@@ -92,6 +92,8 @@ pub struct SegmentReader<R: Read> {
     total_len: u64,
     entries: Vec<SegmentEntry>,
     done: bool,
+    /// The manifest the bytes must match (`again`): entries are taken from it.
+    known: Option<Vec<SegmentEntry>>,
 }
 
 impl<R: Read> SegmentReader<R> {
@@ -105,7 +107,19 @@ impl<R: Read> SegmentReader<R> {
             total_len: 0,
             entries: Vec::new(),
             done: false,
+            known: None,
         })
+    }
+
+    /// Encodes bytes already described by `manifest` again (to upload their
+    /// pieces): each segment is checked by its length and plain hash, and its
+    /// entry is the manifest's, so the per-piece hashes and Merkle trees are
+    /// not computed twice. The pieces are a function of the segment's bytes;
+    /// a segment that differs is an `InvalidData` error.
+    pub fn again(reader: R, manifest: &Manifest) -> Result<Self, crate::ErasureError> {
+        let mut r = SegmentReader::new(reader, manifest.scheme, manifest.segment_bytes as usize)?;
+        r.known = Some(manifest.segments.clone());
+        Ok(r)
     }
 
     /// The manifest of everything read; call after the iterator is exhausted.
@@ -149,13 +163,28 @@ impl<R: Read> Iterator for SegmentReader<R> {
                 return Some(Err(std::io::Error::other(e)));
             }
         };
-        let entry = SegmentEntry {
-            len: self.buf.len() as u64,
-            hash: Hash32::blake3(&self.buf),
-            pieces: pieces
-                .iter()
-                .map(|p| PieceEntry { hash: Hash32::blake3(p), merkle_root: PieceTree::build(p).root(), len: p.len() as u64 })
-                .collect(),
+        let entry = match &self.known {
+            Some(known) => {
+                let want = known.get(self.index as usize);
+                match want {
+                    Some(w) if w.len == self.buf.len() as u64 && w.hash == Hash32::blake3(&self.buf) => w.clone(),
+                    _ => {
+                        self.done = true;
+                        return Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("segment {} differs from the manifest (the data changed)", self.index),
+                        )));
+                    }
+                }
+            }
+            None => SegmentEntry {
+                len: self.buf.len() as u64,
+                hash: Hash32::blake3(&self.buf),
+                pieces: pieces
+                    .iter()
+                    .map(|p| PieceEntry { hash: Hash32::blake3(p), merkle_root: PieceTree::build(p).root(), len: p.len() as u64 })
+                    .collect(),
+            },
         };
         self.total_len += self.buf.len() as u64;
         self.entries.push(entry.clone());
@@ -197,6 +226,14 @@ mod tests {
             rebuilt.extend_from_slice(&plain);
         }
         assert_eq!(rebuilt, data);
+
+        // Encoding again against the manifest gives the same pieces; changed bytes are refused.
+        let again: Vec<EncodedSegment> = SegmentReader::again(&data[..], &manifest).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(again.iter().zip(&segments).all(|(a, s)| a.pieces == s.pieces && a.entry == s.entry));
+        let mut changed = data.clone();
+        changed[40_000] ^= 1;
+        let err = SegmentReader::again(&changed[..], &manifest).unwrap().find_map(Result::err).expect("changed bytes are refused");
+        assert!(err.to_string().contains("segment 2 differs"), "{err}");
     }
 
     #[test]
