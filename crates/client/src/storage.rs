@@ -217,7 +217,7 @@ pub fn put_many(
     submit_lock: Option<&std::sync::Mutex<()>>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
-    let contents: Vec<Content> = paths.iter().map(|path| Content { path, members: Vec::new() }).collect();
+    let contents: Vec<Content> = paths.iter().map(|path| Content { path, members: Vec::new(), manifest: None }).collect();
     put_contents(client, key, &contents, opts, submit_lock, progress)
 }
 
@@ -226,6 +226,9 @@ pub fn put_many(
 pub struct Content<'a> {
     pub path: &'a Path,
     pub members: Vec<PackMember>,
+    /// The file's manifest if already computed (with these options); the
+    /// upload still checks every segment's hash against it.
+    pub manifest: Option<Manifest>,
 }
 
 /// [`put_many`] over files and packs.
@@ -243,7 +246,13 @@ pub fn put_contents(
         Err(e) => return paths.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
     };
     // Pass 1 for every file, then all their deals' transactions.
-    let mut manifests: Vec<anyhow::Result<Manifest>> = paths.iter().map(|path| manifest_of_file(path, opts, progress)).collect();
+    let mut manifests: Vec<anyhow::Result<Manifest>> = contents
+        .iter()
+        .map(|c| match &c.manifest {
+            Some(m) => Ok(m.clone()),
+            None => manifest_of_file(c.path, opts, progress),
+        })
+        .collect();
     let mut msgs: Vec<(usize, Msg)> = Vec::new();
     for (i, m) in manifests.iter_mut().enumerate() {
         let Ok(manifest) = m else { continue };

@@ -285,7 +285,7 @@ struct Schedule {
 
 /// Objects up to this size are packed together (one deal and one set of
 /// pieces and proofs for many of them); larger ones get deals of their own.
-const PACK_MEMBER_MAX: u64 = 1 << 20;
+pub(crate) const PACK_MEMBER_MAX: u64 = 1 << 20;
 /// Most plain bytes in one pack.
 const PACK_MAX_BYTES: u64 = 16 << 20;
 
@@ -355,24 +355,33 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: A
     let opts = crate::service::clone_opts(&gateway.put_options);
     let groups = plan(batch, opts.segment_bytes as u64);
     // Each group: the file to store and, for a pack, the bodies to write into it.
-    let work: Vec<(PathBuf, Vec<Source>)> = groups
+    // Each group: the file to store, for a pack the bodies to write into it,
+    // for an object of its own the manifest computed when it was staged.
+    type Work = (PathBuf, Vec<Source>, Option<tessera_storage::Manifest>);
+    let work: Vec<Work> = groups
         .iter()
         .enumerate()
         .map(|(n, group)| match group {
-            Group::Own(i) => (gateway.staging.path(&batch[*i].cid), Vec::new()),
+            Group::Own(i) => {
+                let known = gateway.manifests.lock().expect("manifests lock").remove(&batch[*i].cid);
+                (gateway.staging.path(&batch[*i].cid), Vec::new(), known.filter(|m| m.segment_bytes == opts.segment_bytes as u64))
+            }
             Group::Pack(members) => (
                 gateway.staging.dir.join(format!(".pack-{}-{n}", hex::encode(&batch[members[0]].cid[..8]))),
                 members.iter().map(|&i| (gateway.staging.path(&batch[i].cid), batch[i].cid, batch[i].size)).collect(),
+                None,
             ),
         })
         .collect();
     let joined = tokio::task::spawn_blocking(move || {
         let prepared: Vec<anyhow::Result<Vec<PackMember>>> =
-            work.iter().map(|(path, sources)| if sources.is_empty() { Ok(Vec::new()) } else { write_pack(sources, path) }).collect();
+            work.iter().map(|(path, sources, _)| if sources.is_empty() { Ok(Vec::new()) } else { write_pack(sources, path) }).collect();
         let ready: Vec<tessera_client::storage::Content> = work
             .iter()
             .zip(&prepared)
-            .filter_map(|((path, _), members)| members.as_ref().ok().map(|m| tessera_client::storage::Content { path, members: m.clone() }))
+            .filter_map(|((path, _, known), members)| {
+                members.as_ref().ok().map(|m| tessera_client::storage::Content { path, members: m.clone(), manifest: known.clone() })
+            })
             .collect();
         let mut stored = tessera_client::storage::put_contents(&node, &key, &ready, &opts, Some(&submit_lock), &mut |_, _, _| {}).into_iter();
         let out: Vec<anyhow::Result<(tessera_client::storage::PutResult, Vec<PackMember>)>> = prepared
@@ -382,7 +391,7 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: A
                 Ok((stored.next().expect("one result per prepared content")?, members))
             })
             .collect();
-        for (path, sources) in &work {
+        for (path, sources, _) in &work {
             if !sources.is_empty() {
                 let _ = std::fs::remove_file(path);
             }

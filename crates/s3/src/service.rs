@@ -39,7 +39,15 @@ pub struct Gateway {
     pub staging: Staging,
     /// Each paying key's address and balance as last read from the node.
     payers: std::sync::Mutex<std::collections::HashMap<String, (tessera_types::Address, Amount, std::time::Instant)>>,
+    /// Manifests computed when staged, by content id, for the placer of
+    /// objects stored in deals of their own (packs are built later), so that
+    /// placing does not hash every piece again. Bounded; lost on restart,
+    /// when the placer computes them again.
+    pub(crate) manifests: std::sync::Mutex<std::collections::HashMap<[u8; 32], tessera_storage::Manifest>>,
 }
+
+/// Most staged manifests kept for the placer.
+const MAX_STAGED_MANIFESTS: usize = 4096;
 
 /// How long a PUT trusts a balance read by an earlier one: half a devnet
 /// block (balances move only when a block commits), so a burst of PUTs asks
@@ -96,7 +104,7 @@ impl Gateway {
         let cache = ContentCache::open(&work_dir.join("cache"), cache_bytes)?;
         let staging = Staging::open(&work_dir.join("staged"), staging_bytes, &index)?;
         let node = Client::new(&rpc);
-        Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging, payers: Default::default() })
+        Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging, payers: Default::default(), manifests: Default::default() })
     }
 
     fn caller<T>(&self, req: &S3Request<T>) -> S3Result<AccessKey> {
@@ -293,6 +301,12 @@ impl Gateway {
             ));
         }
         let cid = manifest.cid().0 .0;
+        if spooled.size > crate::placer::PACK_MEMBER_MAX {
+            let mut manifests = self.manifests.lock().expect("manifests lock");
+            if manifests.len() < MAX_STAGED_MANIFESTS {
+                manifests.insert(cid, manifest);
+            }
+        }
         let meta = ObjectMeta { cid: Some(cid), size: spooled.size, etag: etag_hex.to_string(), modified_ms: now_ms(), content_type: content_type.clone() };
         let pending = Pending {
             cid,
