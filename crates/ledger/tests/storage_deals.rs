@@ -278,3 +278,42 @@ fn a_pack_is_one_deal_found_by_each_members_content_id() {
     c.assert_pools_backed();
     c.assert_supply_matches_balances();
 }
+
+/// An upload that never reached its providers: no piece is ever proven. Once
+/// the first piece counts as lost the deal ends as lost (nothing could
+/// rebuild it) with its unspent escrow back to the owner, instead of moving
+/// pieces that every new holder would fault on too.
+#[test]
+fn a_deal_whose_pieces_never_arrived_ends_as_lost_and_refunds() {
+    let mut c = Chain::new(8);
+    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap", "sa"].iter().enumerate() {
+        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
+    }
+    let f = file(5_000);
+    let owner = c.addr(0);
+    assert_eq!(c.run(0, create_deal(&f, 100_000)).0, 0);
+    let mut ended = None;
+    for _ in 0..200 {
+        let hb: Vec<SignedTx> = (1..8).map(|u| c.tx(u, Msg::Registry(RegistryMsg::Heartbeat))).collect();
+        let out = c.block(&hb);
+        assert!(!out.end_events.iter().any(|e| e.kind == "storage.piece_moved"), "nothing to rebuild a piece from");
+        if let Some(e) = out.end_events.iter().find(|e| e.kind == "storage.deal_ended") {
+            ended = Some(e.clone());
+            break;
+        }
+    }
+    let ended = ended.expect("the deal ended");
+    assert!(ended.get("reason").is_some_and(|r| r.contains("lost: segment 0 has 0 proven pieces")), "{ended:?}");
+    let d = c.view(|st| storage::deal(st, 1)).unwrap();
+    assert!(!d.active);
+    assert_eq!(d.escrow_remaining, Amount::ZERO);
+    assert!(ended.get("refund").is_some_and(|r| r != "0"), "unspent escrow went back to {owner}: {ended:?}");
+    // No more challenges for it: blocks go by without faults.
+    for _ in 0..40 {
+        let out = c.block(&[]);
+        assert!(!out.end_events.iter().any(|e| e.kind == "storage.fault"));
+    }
+    assert!(c.view(storage::pending_challenges).is_empty());
+    c.assert_pools_backed();
+    c.assert_supply_matches_balances();
+}

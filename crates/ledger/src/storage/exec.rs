@@ -336,6 +336,19 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
                 events.extend(e);
             }
             events.push(Event::new("storage.piece_lost").attr("deal", c.deal).attr("piece", c.piece).attr("provider", provider));
+            // Fewer than K pieces of the segment are left that were ever
+            // proven: nothing can rebuild it (its upload never finished, or
+            // more than M providers lost it). Moving the pieces would only
+            // fault every provider they go to, so the deal ends as lost and
+            // its unspent escrow goes back to the owner.
+            let held = d.pieces.iter().filter(|p| p.segment == segment && !p.lost && p.proven_epochs > 0).count();
+            if held < d.scheme.data as usize {
+                let k = d.scheme.data;
+                unschedule_end(st, d.end, d.id);
+                let reason = format!("lost: segment {segment} has {held} proven pieces left, {k} are needed to rebuild it");
+                events.extend(close_deal(st, d, &reason).expect("invariant: storage pool holds deal escrow"));
+                continue;
+            }
         }
         events.extend(repair_segment(st, params, ctx.height, &mut d, segment));
         put_deal(st, &d);
