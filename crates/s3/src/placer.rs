@@ -354,7 +354,6 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: A
     let node = gateway.node.clone();
     let opts = crate::service::clone_opts(&gateway.put_options);
     let groups = plan(batch, opts.segment_bytes as u64);
-    // Each group: the file to store and, for a pack, the bodies to write into it.
     // Each group: the file to store, for a pack the bodies to write into it,
     // for an object of its own the manifest computed when it was staged.
     type Work = (PathBuf, Vec<Source>, Option<tessera_storage::Manifest>);
