@@ -197,10 +197,12 @@ async fn copy_results(gateway: &Arc<Gateway>, job: &JobDto, owner: &str, bucket:
         let md5: [u8; 16] = tokio::task::spawn_blocking(move || -> anyhow::Result<[u8; 16]> {
             let mut md5 = Md5::new();
             jobs::fetch_file_observed(&ep, &file, &target, &mut |chunk| md5.update(chunk))?;
+            // Staged as it is: it must be durable before the index names it.
+            std::fs::File::open(&target)?.sync_all()?;
             Ok(md5.finalize().into())
         })
         .await??;
-        let spooled = Spooled { path, size, md5 };
+        let spooled = Spooled { path, size, md5, body: None };
         gateway
             .put_spooled(owner, bucket, &key, spooled, hex::encode(md5), None)
             .await

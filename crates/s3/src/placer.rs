@@ -1,6 +1,8 @@
 //! Write-back placement. A PUT is acknowledged once its body is durable in
 //! the endpoint's staging directory and recorded as pending in the index (one
-//! fsync of the body, one durable index transaction); this task then opens
+//! fsync of the body, one durable index transaction; a body up to
+//! `INLINE_BODY_MAX` goes into that transaction instead, one fsync in all);
+//! this task then opens
 //! the storage deals and uploads the erasure-coded pieces in batches, many
 //! objects' deals in one block. Until then the object is served from its
 //! staged body and HEAD says `x-amz-meta-tessera-state: pending`. Nothing is
@@ -27,6 +29,9 @@ const BATCH_BYTES: u64 = 256 << 20;
 const BATCHES_IN_FLIGHT: usize = 3;
 /// How long acknowledged objects wait for others to share their batch.
 const GATHER: Duration = Duration::from_millis(200);
+/// Bodies up to this size are made durable in the index transaction that
+/// records them; their staged files are written without fsync.
+pub const INLINE_BODY_MAX: u64 = 64 << 10;
 /// How long a PUT waits for staging room before it is told to slow down.
 const ROOM_WAIT: Duration = Duration::from_secs(60);
 
@@ -55,6 +60,10 @@ impl Staging {
     /// removing anything else (leftovers of a crash before the index write).
     pub fn open(dir: &Path, max_bytes: u64, index: &Index) -> anyhow::Result<Staging> {
         std::fs::create_dir_all(dir)?;
+        // Small bodies are durable in the index; their files may not have reached the disk.
+        for (cid, body) in index.staged_bodies()? {
+            std::fs::write(dir.join(hex::encode(cid)), body)?;
+        }
         let pending: std::collections::HashSet<String> = index.pending()?.iter().map(|p| hex::encode(p.cid)).collect();
         let mut bytes = 0;
         for entry in std::fs::read_dir(dir)? {
@@ -92,12 +101,16 @@ impl Staging {
         *self.bytes.lock().expect("staging lock")
     }
 
-    /// Moves the spooled body `file` (already synced) into staging and
-    /// records the object and its pending placement in one index transaction.
+    /// Moves the spooled body `file` into staging and records the object and
+    /// its pending placement in one index transaction. `inline`, the body's
+    /// bytes when it is small, goes into that transaction and makes it
+    /// durable; otherwise `file` must already be synced.
+    #[allow(clippy::too_many_arguments)]
     pub async fn stage(
         &self,
         index: &Index,
         file: &Path,
+        inline: Option<&[u8]>,
         pending: &Pending,
         bucket: &str,
         key: &str,
@@ -118,11 +131,13 @@ impl Staging {
                         std::fs::remove_file(file)?;
                     } else {
                         std::fs::rename(file, &target)?;
-                        // The rename itself must survive a power loss before the index names it.
-                        std::fs::File::open(&self.dir)?.sync_all()?;
+                        if inline.is_none() {
+                            // The rename itself must survive a power loss before the index names it.
+                            std::fs::File::open(&self.dir)?.sync_all()?;
+                        }
                         *bytes += pending.size;
                     }
-                    let old = index.put_object_pending(bucket, key, meta, pending)?;
+                    let old = index.put_object_pending(bucket, key, meta, pending, inline)?;
                     drop(bytes);
                     self.wake.notify_one();
                     return Ok(Ok(Staged::Pending(old)));
@@ -155,7 +170,13 @@ impl Staging {
                 let path = self.path(&p.cid);
                 if let Ok(m) = std::fs::metadata(&path) {
                     *bytes = bytes.saturating_sub(m.len());
-                    gateway.cache.insert(&p.cid, &path, m.len());
+                    // A small body's file was never synced; the cache must not keep a torn copy.
+                    match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
+                        Ok(()) => gateway.cache.insert(&p.cid, &path, m.len()),
+                        Err(_) => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
                     freed = true;
                 }
             }
@@ -455,23 +476,30 @@ mod tests {
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         for (i, name) in [(1u8, "a"), (2, "b")] {
             let f = spooled(work.path(), name, 400);
-            assert!(matches!(staging.stage(&index, &f, &entry(i, 400), "bkt", name, &meta(i, 400)).await.unwrap(), Ok(Staged::Pending(None))));
+            assert!(matches!(staging.stage(&index, &f, None, &entry(i, 400), "bkt", name, &meta(i, 400)).await.unwrap(), Ok(Staged::Pending(None))));
             assert!(!f.exists(), "the spool file moved into staging");
         }
         assert_eq!(staging.bytes(), 800);
         assert!(index.is_pending(&[1; 32]).unwrap() && !index.is_pending(&[3; 32]).unwrap());
         // The same content again shares the staged body.
         let f = spooled(work.path(), "a2", 400);
-        assert!(matches!(staging.stage(&index, &f, &entry(1, 400), "bkt", "a2", &meta(1, 400)).await.unwrap(), Ok(Staged::Pending(None))));
+        assert!(matches!(staging.stage(&index, &f, None, &entry(1, 400), "bkt", "a2", &meta(1, 400)).await.unwrap(), Ok(Staged::Pending(None))));
         assert_eq!((staging.bytes(), index.pending().unwrap().len()), (800, 2));
         // Larger than the whole area: stored synchronously instead.
         let big = spooled(work.path(), "big", 10);
-        assert!(matches!(staging.stage(&index, &big, &entry(9, 1001), "bkt", "big", &meta(9, 1001)).await.unwrap(), Ok(Staged::TooLarge)));
-        // A crash: a stray body without an index entry goes, pending ones stay.
+        assert!(matches!(staging.stage(&index, &big, None, &entry(9, 1001), "bkt", "big", &meta(9, 1001)).await.unwrap(), Ok(Staged::TooLarge)));
+        // A small body is durable in the index, its file unsynced.
+        let f = spooled(work.path(), "c", 100);
+        let body = std::fs::read(&f).unwrap();
+        assert!(matches!(staging.stage(&index, &f, Some(&body), &entry(3, 100), "bkt", "c", &meta(3, 100)).await.unwrap(), Ok(Staged::Pending(None))));
+        // A crash: a stray body without an index entry goes, pending ones
+        // stay, and a small body's file that never reached the disk comes back.
         std::fs::write(work.path().join("staged").join(hex::encode([5u8; 32])), b"stray").unwrap();
+        std::fs::write(staging.path(&[3; 32]), b"").unwrap();
         drop(staging);
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
-        assert_eq!(staging.bytes(), 800);
+        assert_eq!(staging.bytes(), 900);
+        assert_eq!(std::fs::read(staging.path(&[3; 32])).unwrap(), body);
         assert!(staging.open_body(&[1; 32]).is_some() && staging.open_body(&[5; 32]).is_none());
     }
 
@@ -498,7 +526,9 @@ mod tests {
         let batch = [entry(1, 300), entry(2, 5)];
         for (i, p) in batch.iter().enumerate() {
             let f = spooled(work.path(), &format!("b{i}"), p.size as usize);
-            assert!(matches!(staging.stage(&index, &f, p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap(), Ok(Staged::Pending(_))));
+            let body = std::fs::read(&f).unwrap();
+            let staged = staging.stage(&index, &f, Some(&body), p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap();
+            assert!(matches!(staged, Ok(Staged::Pending(_))));
         }
         let path = work.path().join("pack");
         let sources: Vec<Source> = batch.iter().map(|p| (staging.path(&p.cid), p.cid, p.size)).collect();
@@ -513,9 +543,9 @@ mod tests {
         let index = Index::open(&work.path().join("index.redb")).unwrap();
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         let f = spooled(work.path(), "a", 700);
-        assert!(matches!(staging.stage(&index, &f, &entry(1, 700), "bkt", "a", &meta(1, 700)).await.unwrap(), Ok(Staged::Pending(_))));
+        assert!(matches!(staging.stage(&index, &f, None, &entry(1, 700), "bkt", "a", &meta(1, 700)).await.unwrap(), Ok(Staged::Pending(_))));
         let f = spooled(work.path(), "b", 700);
-        let err = match staging.stage(&index, &f, &entry(2, 700), "bkt", "b", &meta(2, 700)).await.unwrap() {
+        let err = match staging.stage(&index, &f, None, &entry(2, 700), "bkt", "b", &meta(2, 700)).await.unwrap() {
             Err(e) => e,
             Ok(_) => panic!("a full staging area took more"),
         };

@@ -93,6 +93,8 @@ pub(crate) struct Spooled {
     pub path: PathBuf,
     pub size: u64,
     pub md5: [u8; 16],
+    /// The body's bytes when it is at most `placer::INLINE_BODY_MAX`.
+    pub body: Option<Vec<u8>>,
 }
 
 impl Gateway {
@@ -127,11 +129,15 @@ impl Gateway {
         self.work_dir.join("spool").join(hex::encode(n))
     }
 
-    /// Writes a request body to a file in bounded memory, with its MD5.
-    async fn spool(&self, body: Option<StreamingBlob>, path: PathBuf) -> S3Result<Spooled> {
+    /// Writes a request body to a file in bounded memory, with its MD5 (and
+    /// its bytes, when small). The file is durable on return when it is
+    /// larger than `placer::INLINE_BODY_MAX` or `sync` is set; a small body
+    /// is made durable by the index transaction that stages it.
+    async fn spool(&self, body: Option<StreamingBlob>, path: PathBuf, sync: bool) -> S3Result<Spooled> {
         let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
         let mut md5 = Md5::new();
         let mut size = 0u64;
+        let mut small = Some(Vec::new());
         if let Some(mut body) = body {
             while let Some(chunk) = body.next().await {
                 let chunk = match chunk {
@@ -147,11 +153,19 @@ impl Gateway {
                     return Err(s3_error!(EntityTooLarge, "object bodies are at most {MAX_OBJECT_BYTES} bytes"));
                 }
                 md5.update(&chunk);
+                match small.as_mut() {
+                    Some(s) if size <= crate::placer::INLINE_BODY_MAX => s.extend_from_slice(&chunk),
+                    _ => small = None,
+                }
                 file.write_all(&chunk).await.map_err(internal)?;
             }
         }
-        file.sync_all().await.map_err(internal)?;
-        Ok(Spooled { path, size, md5: md5.finalize().into() })
+        if sync || small.is_none() {
+            file.sync_all().await.map_err(internal)?;
+        } else {
+            file.flush().await.map_err(internal)?;
+        }
+        Ok(Spooled { path, size, md5: md5.finalize().into(), body: small })
     }
 
     /// Stores a spooled file as content paid by keyring key `owner`; returns its cid.
@@ -317,7 +331,7 @@ impl Gateway {
             attempts: 0,
             last_error: None,
         };
-        match self.staging.stage(&self.index, &spooled.path, &pending, bucket, key, &meta).await.map_err(internal)? {
+        match self.staging.stage(&self.index, &spooled.path, spooled.body.as_deref(), &pending, bucket, key, &meta).await.map_err(internal)? {
             Ok(Staged::Pending(old)) => Ok(Some((meta, old))),
             Ok(Staged::TooLarge) => Ok(None),
             Err(e) => Err(e),
@@ -441,7 +455,7 @@ impl S3 for Endpoint {
         let caller = self.caller(&req)?;
         let input = req.input;
         self.owned_bucket(&input.bucket, &caller)?;
-        let spooled = self.spool(input.body, self.spool_path()).await?;
+        let spooled = self.spool(input.body, self.spool_path(), false).await?;
         let etag_hex = hex::encode(spooled.md5);
         let size = spooled.size;
         let meta = self.put_spooled(&caller.key_name, &input.bucket, &input.key, spooled, etag_hex, input.content_type).await?;
@@ -656,7 +670,7 @@ impl S3 for Endpoint {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to {MAX_PARTS}"));
         }
         let tmp = dir.join(format!("part-{}.tmp", input.part_number));
-        let spooled = self.spool(input.body, tmp.clone()).await?;
+        let spooled = self.spool(input.body, tmp.clone(), true).await?;
         let md5_hex = hex::encode(spooled.md5);
         std::fs::rename(&tmp, dir.join(format!("part-{}-{md5_hex}", input.part_number))).map_err(internal)?;
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag(&md5_hex)), ..Default::default() }))
@@ -695,7 +709,7 @@ impl S3 for Endpoint {
         let etag_hex = format!("{}-{}", hex::encode(Md5::digest(&md5s)), parts.len());
         let mut whole = Md5::new();
         whole.update(&md5s);
-        let spooled = Spooled { path: out_path, size, md5: whole.finalize().into() };
+        let spooled = Spooled { path: out_path, size, md5: whole.finalize().into(), body: None };
         let stored = self.put_spooled(&caller.key_name, &meta.bucket, &meta.key, spooled, etag_hex.clone(), meta.content_type).await?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
