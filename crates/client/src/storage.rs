@@ -558,12 +558,29 @@ fn fetch_segments(
                 pieces.into_iter().map(|p| (endpoint(client, &mut endpoints, &p.provider).ok(), p)).collect()
             })
             .collect();
-        let fetched: Vec<Vec<(usize, Vec<u8>)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = plans.iter().map(|targets| scope.spawn(move || fetch_any_k(targets, k))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        let fetched: Vec<Fetched> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plans
+                .iter()
+                .zip(group)
+                .map(|(targets, (n, range))| {
+                    let seg_len = manifest.segments[*n].len as usize;
+                    scope.spawn(move || match fetch_range(targets, manifest.scheme, seg_len, range) {
+                        Some(bytes) => Fetched::Range(bytes),
+                        None => Fetched::Pieces(fetch_any_k(targets, k)),
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(Fetched::Pieces(Vec::new()))).collect()
         });
-        for ((n, range), have) in group.iter().zip(fetched) {
+        for ((n, range), got) in group.iter().zip(fetched) {
             let seg = &manifest.segments[*n];
+            let have = match got {
+                Fetched::Range(bytes) => {
+                    sink(&bytes)?;
+                    continue;
+                }
+                Fetched::Pieces(have) => have,
+            };
             anyhow::ensure!(have.len() >= k, "segment {n}: only {} of the {k} pieces needed are reachable", have.len());
             let refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
             let plain = codec.decode(seg.len as usize, &refs)?;
@@ -572,6 +589,58 @@ fn fetch_segments(
         }
     }
     Ok(())
+}
+
+/// What one segment's fetch brought: the wanted range itself, or pieces to decode.
+enum Fetched {
+    Range(Vec<u8>),
+    Pieces(Vec<(usize, Vec<u8>)>),
+}
+
+/// The data pieces (first, last) that hold bytes `range` of a segment of
+/// `seg_len` bytes: the code is systematic, data piece i holding plain bytes
+/// [i*shard, (i+1)*shard). `None` for a whole segment, or a range that needs
+/// every data piece anyway.
+fn range_pieces(scheme: ErasureScheme, seg_len: usize, range: &std::ops::Range<usize>) -> Option<(usize, usize)> {
+    if range.is_empty() || range.len() >= seg_len {
+        return None;
+    }
+    let shard = scheme.shard_bytes(seg_len);
+    let (first, last) = (range.start / shard, (range.end - 1) / shard);
+    (last - first + 1 < scheme.data as usize).then_some((first, last))
+}
+
+/// Part of a segment (a packed object's bytes): only the data pieces that
+/// hold `range` are fetched, each checked against its hash, and the range is
+/// cut from them. `None` when that does not apply or one of them is
+/// unreachable (then any K pieces are fetched and decoded).
+fn fetch_range(
+    targets: &[(Option<String>, &crate::api::DealPieceDto)],
+    scheme: ErasureScheme,
+    seg_len: usize,
+    range: &std::ops::Range<usize>,
+) -> Option<Vec<u8>> {
+    let (first, last) = range_pieces(scheme, seg_len, range)?;
+    let wanted: Vec<(Option<String>, &crate::api::DealPieceDto)> =
+        targets.iter().filter(|(_, p)| (first..=last).contains(&(p.index as usize))).cloned().collect();
+    let mut have = fetch_pieces(&wanted, last - first + 1);
+    if have.len() < last - first + 1 {
+        return None;
+    }
+    have.sort_by_key(|(i, _)| *i);
+    cut_range(scheme.shard_bytes(seg_len), range, &have)
+}
+
+/// `range` of a segment out of its data pieces `have` (index, bytes), in order.
+fn cut_range(shard: usize, range: &std::ops::Range<usize>, have: &[(usize, Vec<u8>)]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(range.len());
+    for (i, bytes) in have {
+        let (start, end) = (i * shard, (i + 1) * shard);
+        let from = range.start.max(start) - start;
+        let to = range.end.min(end) - start;
+        out.extend_from_slice(bytes.get(from..to)?);
+    }
+    (out.len() == range.len()).then_some(out)
 }
 
 /// K pieces of one segment at once, data pieces first (no decoding work when
@@ -635,6 +704,23 @@ pub fn remove(client: &Client, key: &KeyPair, cid: &Cid) -> anyhow::Result<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_inside_a_segment_is_cut_from_the_data_pieces_that_hold_it() {
+        let mut codec = SegmentCodec::new(ErasureScheme::DEVNET).unwrap();
+        let segment: Vec<u8> = (0..10_001u32).map(|i| (i * 7 % 251) as u8).collect();
+        let pieces = codec.encode(&segment).unwrap().to_vecs();
+        let shard = ErasureScheme::DEVNET.shard_bytes(segment.len());
+        for range in [0..10, 100..shard + 50, shard * 2 - 1..shard * 3 + 1, 9_990..10_001, 5_000..5_001] {
+            let (first, last) = range_pieces(ErasureScheme::DEVNET, segment.len(), &range).expect("fewer than K pieces");
+            let have: Vec<(usize, Vec<u8>)> = (first..=last).map(|i| (i, pieces[i].clone())).collect();
+            assert_eq!(cut_range(shard, &range, &have).unwrap(), segment[range.clone()], "{range:?}");
+        }
+        assert_eq!(range_pieces(ErasureScheme::DEVNET, segment.len(), &(0..10_001)), None, "a whole segment decodes");
+        assert_eq!(range_pieces(ErasureScheme::DEVNET, segment.len(), &(10..9_990)), None, "every data piece: decode");
+        let short: Vec<(usize, Vec<u8>)> = vec![(0, pieces[0][..10].to_vec())];
+        assert_eq!(cut_range(shard, &(0..100), &short), None, "a short piece is refused");
+    }
 
     #[test]
     fn a_members_range_maps_onto_the_segments_that_hold_it() {
