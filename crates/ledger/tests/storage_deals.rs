@@ -75,16 +75,22 @@ fn answer(c: &Chain, f: &File, deal_id: u64, piece: u32) -> Option<Msg> {
     Some(Msg::Storage(StorageMsg::ProveStorage { deal: deal_id, piece, epoch: open.epoch, leaves, proofs }))
 }
 
+/// A chain of 8 users; users 1.. register as storage providers in `regions`.
+fn chain_with_providers(regions: &[&str]) -> Chain {
+    let mut c = Chain::new(8);
+    for (i, region) in regions.iter().enumerate() {
+        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
+    }
+    c
+}
+
 fn user_of(c: &Chain, provider: tessera_types::Address) -> usize {
     (0..c.users.len()).find(|i| c.addr(*i) == provider).unwrap()
 }
 
 #[test]
 fn deal_places_pieces_on_distinct_providers_and_pays_for_proofs() {
-    let mut c = Chain::new(8);
-    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap", "sa"].iter().enumerate() {
-        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
-    }
+    let mut c = chain_with_providers(&["eu", "us", "ap", "eu", "us", "ap", "sa"]);
     let f = file(30_000);
     let owner_before = c.balance(&c.addr(0));
     let (code, log) = c.run(0, create_deal(&f, 200));
@@ -128,10 +134,7 @@ fn deal_places_pieces_on_distinct_providers_and_pays_for_proofs() {
 
 #[test]
 fn wrong_proof_is_refused_and_silence_faults_then_moves_the_piece() {
-    let mut c = Chain::new(8);
-    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap", "sa"].iter().enumerate() {
-        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
-    }
+    let mut c = chain_with_providers(&["eu", "us", "ap", "eu", "us", "ap", "sa"]);
     let f = file(5_000);
     assert_eq!(c.run(0, create_deal(&f, 1_000)).0, 0);
     let victim_piece = 0u32;
@@ -245,10 +248,7 @@ fn create_pack(f: &File, members: Vec<storage::PackMember>) -> Msg {
 
 #[test]
 fn a_pack_is_one_deal_found_by_each_members_content_id() {
-    let mut c = Chain::new(8);
-    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap"].iter().enumerate() {
-        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
-    }
+    let mut c = chain_with_providers(&["eu", "us", "ap", "eu", "us", "ap"]);
     let f = file(20_000);
     let member = |n: u8, offset: u64, len: u64| storage::PackMember { cid: Hash32([n; 32]), offset, len };
     // Members must lie inside the pack, in order, without overlapping.
@@ -285,10 +285,7 @@ fn a_pack_is_one_deal_found_by_each_members_content_id() {
 /// pieces that every new holder would fault on too.
 #[test]
 fn a_deal_whose_pieces_never_arrived_ends_as_lost_and_refunds() {
-    let mut c = Chain::new(8);
-    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap", "sa"].iter().enumerate() {
-        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
-    }
+    let mut c = chain_with_providers(&["eu", "us", "ap", "eu", "us", "ap", "sa"]);
     let f = file(5_000);
     let owner = c.addr(0);
     assert_eq!(c.run(0, create_deal(&f, 100_000)).0, 0);
