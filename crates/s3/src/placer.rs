@@ -162,6 +162,15 @@ impl Staging {
         if done.is_empty() {
             return Ok(());
         }
+        // Small bodies' files were never synced, and the cache must not keep
+        // a torn copy. Synced here, before the lock every PUT's staging takes
+        // (larger bodies were synced when spooled).
+        let unsynced: std::collections::HashSet<[u8; 32]> = done
+            .iter()
+            .filter(|p| p.size <= INLINE_BODY_MAX)
+            .filter(|p| std::fs::File::open(self.path(&p.cid)).and_then(|f| f.sync_all()).is_err())
+            .map(|p| p.cid)
+            .collect();
         let mut bytes = self.bytes.lock().expect("staging lock");
         gateway.index.pending_done(done)?;
         let mut freed = false;
@@ -170,12 +179,10 @@ impl Staging {
                 let path = self.path(&p.cid);
                 if let Ok(m) = std::fs::metadata(&path) {
                     *bytes = bytes.saturating_sub(m.len());
-                    // A small body's file was never synced; the cache must not keep a torn copy.
-                    match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
-                        Ok(()) => gateway.cache.insert(&p.cid, &path, m.len()),
-                        Err(_) => {
-                            let _ = std::fs::remove_file(&path);
-                        }
+                    if unsynced.contains(&p.cid) {
+                        let _ = std::fs::remove_file(&path);
+                    } else {
+                        gateway.cache.insert(&p.cid, &path, m.len());
                     }
                     freed = true;
                 }

@@ -165,8 +165,7 @@ impl<R: Read> Iterator for SegmentReader<R> {
         };
         let entry = match &self.known {
             Some(known) => {
-                let want = known.get(self.index as usize);
-                match want {
+                match known.get(self.index as usize) {
                     Some(w) if w.len == self.buf.len() as u64 && w.hash == Hash32::blake3(&self.buf) => w.clone(),
                     _ => {
                         self.done = true;
