@@ -7,11 +7,20 @@ also waits until every object of a phase is stored, and reports that rate as
 placed_* (from the phase's first PUT to its last object stored), before its
 GETs start.
 
+With s5cmd on the PATH (a Go S3 client that runs many requests at once),
+the same counts of objects are also copied up and down with WORKERS
+requests in flight (env S5CMD_WORKERS, default 16): the *_c16 rows. One
+sequential Python client measures its own speed as much as the server's;
+these rows measure what the server sustains.
+
 Usage: s3_load.py ENDPOINT ACCESS_KEY SECRET_KEY BUCKET [LARGE_COUNT] [SMALL_COUNT]
 """
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 import boto3
@@ -88,4 +97,43 @@ for name, lat in (("put_4kib", put), ("get_4kib", get)):
     result[f"{name}_ops_s"] = len(lat) / sum(lat)
     result[f"{name}_p50_ms"] = pct(lat, 50) * 1000
     result[f"{name}_p99_ms"] = pct(lat, 99) * 1000
+
+
+def concurrent(name, count, body, unit):
+    """Copies `count` objects up and then down with s5cmd; adds the rates
+    (objects/s, or MiB/s when `unit` is given) to `result`."""
+    workers = int(os.environ.get("S5CMD_WORKERS", "16"))
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret, AWS_REGION="us-east-1")
+    cmd = ["s5cmd", "--endpoint-url", endpoint, "--numworkers", str(workers), "--retry-count", "0", "--log", "error"]
+    with tempfile.TemporaryDirectory() as tmp:
+        up, down = os.path.join(tmp, "up"), os.path.join(tmp, "down")
+        os.mkdir(up)
+        for i in range(count):
+            with open(os.path.join(up, str(i)), "wb") as f:
+                f.write(body(i + 1_000_000))
+        started = time.perf_counter()
+        subprocess.run(cmd + ["cp", f"{up}/*", f"s3://{bucket}/{name}/"], check=True, env=env)
+        put = time.perf_counter() - started
+        placed = wait_placed([f"{name}/{i}" for i in range(count)], started)
+        started = time.perf_counter()
+        subprocess.run(cmd + ["cp", f"s3://{bucket}/{name}/*", f"{down}/"], check=True, env=env)
+        get = time.perf_counter() - started
+        got = sorted(os.listdir(down))
+        assert got == sorted(os.listdir(up)), f"s5cmd fetched {len(got)} of {count} objects"
+        for i in (0, count - 1):
+            with open(os.path.join(down, str(i)), "rb") as f:
+                assert f.read() == body(i + 1_000_000), f"object {name}/{i} came back different"
+    scale = unit or 1
+    suffix = f"_c{workers}_" + ("mib_s" if unit else "ops_s")
+    result[f"put_{name}{suffix}"] = count * scale / put
+    if placed:
+        result[f"placed_{name}{suffix}"] = count * scale / placed
+    result[f"get_{name}{suffix}"] = count * scale / get
+
+
+if shutil.which("s5cmd"):
+    if large_count:
+        concurrent("4mib", large_count, large, 4)
+    if small_count:
+        concurrent("4kib", small_count, small, None)
 print(json.dumps(result))

@@ -3,10 +3,22 @@
 //! and renamed into place, so a crash never leaves a half piece under its
 //! name. Every read re-checks the hash: a corrupted piece is reported, moved
 //! aside and never returned.
+//!
+//! Beside each piece it has proven, the store keeps the upper levels of its
+//! Merkle tree (`<dir>/trees/<first 2 hex>/<hash hex>`, about 1/32 of the
+//! piece, not counted against capacity; a cache behind a checksum, rebuilt
+//! whenever it is missing or damaged). A challenge is then answered from the
+//! challenged leaves' groups, each checked against that tree, instead of by
+//! reading and hashing the whole piece.
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use tessera_storage::{MerkleProof, PieceTree, UpperTree, LEAF_BYTES};
 use tessera_types::Hash32;
+
+/// Leaf bytes and their Merkle proofs, in the order asked for.
+pub type Answer = (Vec<Vec<u8>>, Vec<MerkleProof>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PieceError {
@@ -42,6 +54,71 @@ impl PieceStore {
     fn path(&self, hash: &Hash32) -> PathBuf {
         let hex = hash.to_string();
         self.dir.join(&hex[..2]).join(hex)
+    }
+
+    fn tree_path(&self, hash: &Hash32) -> PathBuf {
+        let hex = hash.to_string();
+        self.dir.join("trees").join(&hex[..2]).join(hex)
+    }
+
+    /// The bytes and proofs of leaves `leaves` of piece `hash`. Reads just
+    /// the challenged leaves' groups and checks each against the kept upper
+    /// tree; with `full`, or when that tree is missing or damaged or a group
+    /// fails its check, reads and checks the whole piece (quarantined if it
+    /// is corrupted) and keeps its tree anew.
+    pub fn prove(&self, hash: &Hash32, leaves: &[u64], full: bool) -> Result<Answer, PieceError> {
+        if !full && let Some(answer) = self.prove_from_tree(hash, leaves)? {
+            return Ok(answer);
+        }
+        let bytes = self.get(hash)?;
+        let tree = PieceTree::build(&bytes);
+        self.keep_tree(hash, &tree.upper());
+        let mut answer: Answer = (Vec::with_capacity(leaves.len()), Vec::with_capacity(leaves.len()));
+        for &i in leaves {
+            let start = (i as usize).saturating_mul(LEAF_BYTES);
+            answer.0.push(bytes.get(start..(start + LEAF_BYTES).min(bytes.len())).unwrap_or(&[]).to_vec());
+            answer.1.push(tree.prove(i).ok_or(PieceError::Missing(*hash))?);
+        }
+        Ok(answer)
+    }
+
+    /// `None` when the whole piece must be read instead.
+    fn prove_from_tree(&self, hash: &Hash32, leaves: &[u64]) -> Result<Option<Answer>, PieceError> {
+        let Some(tree) = std::fs::read(self.tree_path(hash)).ok().and_then(|b| UpperTree::decode(&b)) else {
+            return Ok(None);
+        };
+        let file = match std::fs::File::open(self.path(hash)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(PieceError::Missing(*hash)),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        if tessera_storage::leaf_count(len) != tree.leaf_count() {
+            return Ok(None);
+        }
+        let mut answer: Answer = (Vec::with_capacity(leaves.len()), Vec::with_capacity(leaves.len()));
+        for &i in leaves {
+            let Some(range) = tree.group_of(i, len) else { return Ok(None) };
+            let mut group = vec![0; (range.end - range.start) as usize];
+            file.read_exact_at(&mut group, range.start)?;
+            let Some(proof) = tree.prove(i, &group) else { return Ok(None) };
+            let at = (i * LEAF_BYTES as u64 - range.start) as usize;
+            answer.0.push(group[at.min(group.len())..(at + LEAF_BYTES).min(group.len())].to_vec());
+            answer.1.push(proof);
+        }
+        Ok(Some(answer))
+    }
+
+    /// Best effort: the tree is a cache, and a torn write fails its checksum.
+    fn keep_tree(&self, hash: &Hash32, tree: &UpperTree) {
+        let path = self.tree_path(hash);
+        let tmp = path.with_extension("part");
+        let kept = std::fs::create_dir_all(path.parent().expect("sharded path"))
+            .and_then(|()| std::fs::write(&tmp, tree.encode()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = kept {
+            eprintln!("piece store: cannot keep the tree of piece {hash}: {e}");
+        }
     }
 
     pub fn contains(&self, hash: &Hash32) -> bool {
@@ -121,6 +198,7 @@ impl PieceStore {
     }
 
     pub fn remove(&self, hash: &Hash32) -> Result<(), PieceError> {
+        let _ = std::fs::remove_file(self.tree_path(hash));
         let path = self.path(hash);
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         match std::fs::remove_file(&path) {
@@ -153,5 +231,47 @@ mod tests {
         assert!(matches!(store.get(&hash), Err(PieceError::Missing(_))), "corrupted piece is never served");
         let big = vec![0u8; 2 << 20];
         assert!(matches!(store.put(&Hash32::blake3(&big), &big), Err(PieceError::Full { .. })));
+    }
+
+    #[test]
+    fn challenges_are_answered_from_the_kept_tree_and_damage_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path(), 1 << 20).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let hash = Hash32::blake3(&data);
+        store.put(&hash, &data).unwrap();
+        let tree = PieceTree::build(&data);
+        let leaves = [0, 7, 100, tree.leaf_count() - 1];
+        let expected: Answer = (
+            leaves.iter().map(|&i| data[i as usize * LEAF_BYTES..((i as usize + 1) * LEAF_BYTES).min(data.len())].to_vec()).collect(),
+            leaves.iter().map(|&i| tree.prove(i).unwrap()).collect(),
+        );
+        // The first answer reads the whole piece and keeps its tree.
+        assert!(!store.tree_path(&hash).exists());
+        assert_eq!(store.prove(&hash, &leaves, false).unwrap(), expected);
+        assert!(store.tree_path(&hash).exists());
+        assert_eq!(store.prove_from_tree(&hash, &leaves).unwrap(), Some(expected.clone()));
+        // A damaged tree is rebuilt from the piece.
+        std::fs::write(store.tree_path(&hash), b"torn").unwrap();
+        assert_eq!(store.prove_from_tree(&hash, &leaves).unwrap(), None);
+        assert_eq!(store.prove(&hash, &leaves, false).unwrap(), expected);
+        assert!(store.prove_from_tree(&hash, &leaves).unwrap().is_some());
+        // A damaged byte outside the challenged groups goes unseen until a
+        // full check; one inside them fails the group's check, and the piece
+        // is quarantined.
+        let mut bad = data.clone();
+        bad[50 * LEAF_BYTES] ^= 1;
+        std::fs::write(store.path(&hash), &bad).unwrap();
+        assert_eq!(store.prove(&hash, &leaves, false).unwrap(), expected);
+        assert!(matches!(store.prove(&hash, &leaves, true), Err(PieceError::Corrupted { .. })));
+        store.put(&hash, &data).unwrap();
+        bad = data.clone();
+        bad[7 * LEAF_BYTES + 3] ^= 1;
+        std::fs::write(store.path(&hash), &bad).unwrap();
+        assert_eq!(store.prove_from_tree(&hash, &leaves).unwrap(), None);
+        assert!(matches!(store.prove(&hash, &leaves, false), Err(PieceError::Corrupted { .. })));
+        assert!(matches!(store.prove(&hash, &leaves, false), Err(PieceError::Missing(_))));
+        store.remove(&hash).unwrap();
+        assert!(!store.tree_path(&hash).exists());
     }
 }

@@ -87,6 +87,123 @@ impl PieceTree {
     }
 }
 
+/// Tree levels below this one are not kept by [`UpperTree`]: a group of
+/// `1 << GROUP_LEVEL` leaves is rehashed from the piece to answer for one of them.
+const GROUP_LEVEL: usize = 2;
+
+/// The levels of a piece's tree from groups of leaves up (about 1/32 of the
+/// piece at 512-byte leaves). Kept beside a piece, it answers a challenged
+/// leaf from the bytes of that leaf's group alone instead of the whole piece,
+/// and it checks those bytes on the way.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct UpperTree {
+    leaf_count: u64,
+    /// Leaves under each node of `levels[0]`.
+    group_leaves: u64,
+    levels: Vec<Vec<Hash32>>,
+}
+
+impl PieceTree {
+    pub fn upper(&self) -> UpperTree {
+        let skip = GROUP_LEVEL.min(self.levels.len() - 1);
+        UpperTree { leaf_count: self.leaf_count(), group_leaves: 1 << skip, levels: self.levels[skip..].to_vec() }
+    }
+}
+
+impl UpperTree {
+    pub fn root(&self) -> Hash32 {
+        self.levels.last().and_then(|l| l.first()).copied().unwrap_or(Hash32([0; 32]))
+    }
+
+    pub fn leaf_count(&self) -> u64 {
+        self.leaf_count
+    }
+
+    /// The tree's bytes behind a blake3 checksum of them, for keeping on disk.
+    pub fn encode(&self) -> Vec<u8> {
+        let body = borsh::to_vec(self).expect("an in-memory tree encodes");
+        let mut out = Vec::with_capacity(32 + body.len());
+        out.extend_from_slice(blake3::hash(&body).as_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A tree written by `encode`; `None` when torn, damaged or misshapen.
+    pub fn decode(bytes: &[u8]) -> Option<UpperTree> {
+        let (sum, body) = (bytes.get(..32)?, bytes.get(32..)?);
+        if blake3::hash(body).as_bytes() != sum {
+            return None;
+        }
+        let tree: UpperTree = borsh::from_slice(body).ok()?;
+        tree.well_formed().then_some(tree)
+    }
+
+    /// Whether the levels have the shape `leaf_count` gives (a decoded tree is checked before use).
+    pub fn well_formed(&self) -> bool {
+        let mut width = self.leaf_count.div_ceil(self.group_leaves.max(1));
+        if !self.group_leaves.is_power_of_two() || self.levels.is_empty() {
+            return false;
+        }
+        for level in &self.levels {
+            if level.len() as u64 != width {
+                return false;
+            }
+            width = width.div_ceil(2);
+        }
+        self.levels.last().is_some_and(|l| l.len() == 1)
+            && (self.levels.len() == 1 || self.levels[self.levels.len() - 2].len() > 1)
+    }
+
+    /// The byte range, within a piece of `piece_len` bytes, of the group that holds leaf `index`.
+    pub fn group_of(&self, index: u64, piece_len: u64) -> Option<std::ops::Range<u64>> {
+        if index >= self.leaf_count {
+            return None;
+        }
+        let start = index / self.group_leaves * self.group_leaves * LEAF_BYTES as u64;
+        Some(start.min(piece_len)..(start + self.group_leaves * LEAF_BYTES as u64).min(piece_len))
+    }
+
+    /// The proof of leaf `index` from `group`, the bytes `group_of` names;
+    /// `None` when they do not hash to the group's node (the piece, or this
+    /// tree, is damaged).
+    pub fn prove(&self, index: u64, group: &[u8]) -> Option<MerkleProof> {
+        if index >= self.leaf_count {
+            return None;
+        }
+        let g = index / self.group_leaves;
+        let first = g * self.group_leaves;
+        let expected = (self.leaf_count - first).min(self.group_leaves);
+        let mut level: Vec<Hash32> = if group.is_empty() && self.leaf_count == 1 {
+            vec![leaf_hash(0, &[])]
+        } else {
+            group.chunks(LEAF_BYTES).enumerate().map(|(j, c)| leaf_hash(first + j as u64, c)).collect()
+        };
+        if level.len() as u64 != expected {
+            return None;
+        }
+        let mut siblings = Vec::new();
+        let mut j = (index - first) as usize;
+        for _ in 0..self.group_leaves.trailing_zeros() {
+            if j ^ 1 < level.len() {
+                siblings.push(level[j ^ 1]);
+            }
+            level = level.chunks(2).map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] }).collect();
+            j /= 2;
+        }
+        if level.len() != 1 || self.levels[0].get(g as usize) != Some(&level[0]) {
+            return None;
+        }
+        let mut i = g as usize;
+        for level in &self.levels[..self.levels.len() - 1] {
+            if i ^ 1 < level.len() {
+                siblings.push(level[i ^ 1]);
+            }
+            i /= 2;
+        }
+        Some(MerkleProof { index, siblings })
+    }
+}
+
 impl MerkleProof {
     /// Checks that `leaf` is leaf `self.index` of a piece with `leaf_count`
     /// leaves and Merkle root `root`.
@@ -134,6 +251,38 @@ mod tests {
                 }
             }
             assert!(tree.prove(tree.leaf_count()).is_none());
+        }
+    }
+
+    #[test]
+    fn the_upper_tree_proves_like_the_whole_tree_from_one_group() {
+        for len in [0usize, 1, 512, 513, 1024, 2048, 2049, 5 * 1024 + 3, 17 * 1024, 64 * 1024] {
+            let piece: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let tree = PieceTree::build(&piece);
+            let upper = tree.upper();
+            assert!(upper.well_formed(), "len {len}");
+            assert_eq!(upper.root(), tree.root());
+            let mut encoded = upper.encode();
+            assert_eq!(UpperTree::decode(&encoded).as_ref(), Some(&upper));
+            let last = encoded.len() - 1;
+            encoded[last] ^= 1;
+            assert_eq!(UpperTree::decode(&encoded), None, "a damaged tree is refused");
+            assert_eq!(UpperTree::decode(&encoded[..last]), None, "a torn tree is refused");
+            for i in 0..tree.leaf_count() {
+                let range = upper.group_of(i, len as u64).unwrap();
+                let group = &piece[range.start as usize..range.end as usize];
+                assert_eq!(upper.prove(i, group), tree.prove(i), "len {len} leaf {i}");
+                if !group.is_empty() {
+                    let mut bad = group.to_vec();
+                    bad[group.len() - 1] ^= 1;
+                    assert_eq!(upper.prove(i, &bad), None, "len {len} leaf {i}: damaged group");
+                    assert_eq!(upper.prove(i, &group[..group.len() - 1]), None, "len {len} leaf {i}: short group");
+                }
+            }
+            assert!(upper.group_of(tree.leaf_count(), len as u64).is_none());
+            let mut odd = upper.clone();
+            odd.levels.pop();
+            assert!(!odd.well_formed());
         }
     }
 }
