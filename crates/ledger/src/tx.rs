@@ -12,7 +12,10 @@ use crate::{bank, jobs, market, registry, staking, storage};
 pub const TX_VERSION: u8 = 1;
 /// Largest encoded transaction a node accepts.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
-const SIGN_DOMAIN: &[u8] = b"tessera-tx-v1";
+/// A transaction's signature covers this domain and the blake3 hash of its
+/// body: ed25519 hashes what it signs with SHA-512 twice (and verification
+/// once more), and a storage proof's body is tens of KB.
+const SIGN_DOMAIN: &[u8] = b"tessera-tx-v2";
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Msg {
@@ -42,9 +45,8 @@ pub struct SignedTx {
 
 impl TxBody {
     pub fn sign_bytes(&self) -> Vec<u8> {
-        let mut out = SIGN_DOMAIN.to_vec();
-        self.serialize(&mut out).expect("Vec write");
-        out
+        let body = borsh::to_vec(self).expect("Vec write");
+        [SIGN_DOMAIN, &Hash32::blake3(&body).0].concat()
     }
 
     pub fn sign(self, key: &KeyPair) -> SignedTx {

@@ -14,7 +14,6 @@ use tessera_crypto::KeyPair;
 use tessera_ledger::registry::{PriceList, ProviderInfo, RegistryMsg};
 use tessera_ledger::storage::StorageMsg;
 use tessera_ledger::Msg;
-use tessera_storage::{PieceTree, LEAF_BYTES};
 use tessera_types::Amount;
 
 use crate::piece_store::{PieceError, PieceStore};
