@@ -114,7 +114,11 @@ def concurrent(name, count, body, unit):
         started = time.perf_counter()
         subprocess.run(cmd + ["cp", f"{up}/*", f"s3://{bucket}/{name}/"], check=True, env=env)
         put = time.perf_counter() - started
-        placed = wait_placed([f"{name}/{i}" for i in range(count)], started)
+        # Watched in the order the endpoint places them (oldest acknowledgement first).
+        listed = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{name}/")
+                  for o in page.get("Contents", [])]
+        assert len(listed) == count, f"{len(listed)} of {count} objects listed after the upload"
+        placed = wait_placed([o["Key"] for o in sorted(listed, key=lambda o: o["LastModified"])], started)
         started = time.perf_counter()
         subprocess.run(cmd + ["cp", f"s3://{bucket}/{name}/*", f"{down}/"], check=True, env=env)
         get = time.perf_counter() - started

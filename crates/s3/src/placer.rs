@@ -23,7 +23,7 @@ use crate::service::Gateway;
 /// Default bound of staged (acknowledged, not yet placed) bytes.
 pub const DEFAULT_STAGING_BYTES: u64 = 1 << 30;
 /// Most objects placed in one batch, and most bytes.
-const BATCH_OBJECTS: usize = 256;
+const BATCH_OBJECTS: usize = 512;
 const BATCH_BYTES: u64 = 256 << 20;
 /// Batches placed at once.
 const BATCHES_IN_FLIGHT: usize = 3;
