@@ -99,6 +99,10 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
 }
 
+/// One object for `Index::put_objects_pending`: bucket, key, metadata,
+/// pending entry and, for a small object, its body.
+pub type PendingPut<'a> = (&'a str, &'a str, &'a ObjectMeta, &'a Pending, Option<&'a [u8]>);
+
 pub struct Index {
     db: Database,
     /// Escrow of the pending entries per owner, kept with the table (a PUT
@@ -192,14 +196,14 @@ impl Index {
 
     /// Stores `meta` and returns the object it replaced.
     pub fn put_object(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> anyhow::Result<Option<ObjectMeta>> {
-        self.put_object_with(bucket, key, meta, None)
+        let mut old = self.put_objects_with(&[(bucket, key, meta, None)])?;
+        Ok(old.pop().flatten())
     }
 
-    /// Stores `meta` and, in the same transaction, records its content as
-    /// pending placement (unless it already is for this owner); returns the
-    /// object it replaced.
-    /// Records the object and its pending placement; `body`, for a small
-    /// object, is kept in the same transaction until the entry is done.
+    /// Records the object and, in the same transaction, its content as
+    /// pending placement (unless it already is for this owner); `body`, for
+    /// a small object, is kept in that transaction until the entry is done.
+    /// Returns the object it replaced.
     pub fn put_object_pending(
         &self,
         bucket: &str,
@@ -208,7 +212,15 @@ impl Index {
         pending: &Pending,
         body: Option<&[u8]>,
     ) -> anyhow::Result<Option<ObjectMeta>> {
-        self.put_object_with(bucket, key, meta, Some((pending, body)))
+        let mut old = self.put_objects_pending(&[(bucket, key, meta, pending, body)])?;
+        Ok(old.pop().flatten())
+    }
+
+    /// `put_object_pending` for many objects in one transaction (one fsync),
+    /// applied in order; returns what each replaced.
+    pub fn put_objects_pending(&self, entries: &[PendingPut<'_>]) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
+        let entries: Vec<_> = entries.iter().map(|&(b, k, m, p, body)| (b, k, m, Some((p, body)))).collect();
+        self.put_objects_with(&entries)
     }
 
     /// The small bodies kept with their pending entries, by content id.
@@ -225,38 +237,46 @@ impl Index {
         Ok(out)
     }
 
-    fn put_object_with(&self, bucket: &str, key: &str, meta: &ObjectMeta, pending: Option<(&Pending, Option<&[u8]>)>) -> anyhow::Result<Option<ObjectMeta>> {
+    #[allow(clippy::type_complexity)]
+    fn put_objects_with(
+        &self,
+        entries: &[(&str, &str, &ObjectMeta, Option<(&Pending, Option<&[u8]>)>)],
+    ) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
         // Held across the commit so the sums move in commit order (write transactions serialize anyway).
         let mut waiting = self.waiting.lock().expect("waiting lock");
         let w = self.db.begin_write()?;
-        let mut added = None;
-        let old = {
-            if let Some((pending, body)) = pending {
-                let mut p = w.open_table(PENDING)?;
-                let pkey = pending.key();
-                if p.get(pkey.as_str())?.is_none() {
-                    p.insert(pkey.as_str(), borsh::to_vec(pending)?.as_slice())?;
-                    if let Some(body) = body {
-                        w.open_table(BODIES)?.insert(pkey.as_str(), body)?;
-                    }
-                    added = Some(pending);
-                }
-            }
+        let mut added = Vec::new();
+        let mut replaced = Vec::with_capacity(entries.len());
+        {
+            let mut p = w.open_table(PENDING)?;
+            let mut bodies = w.open_table(BODIES)?;
             let mut t = w.open_table(OBJECTS)?;
-            let old: Option<ObjectMeta> = match t.insert(object_key(bucket, key).as_str(), borsh::to_vec(meta)?.as_slice())? {
-                Some(v) => Some(borsh::from_slice(v.value())?),
-                None => None,
-            };
             let mut refs = w.open_table(REFS)?;
-            add_ref(&mut refs, meta.cid.as_ref(), 1)?;
-            add_ref(&mut refs, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
-            old
-        };
+            for &(bucket, key, meta, pending) in entries {
+                if let Some((pending, body)) = pending {
+                    let pkey = pending.key();
+                    if p.get(pkey.as_str())?.is_none() {
+                        p.insert(pkey.as_str(), borsh::to_vec(pending)?.as_slice())?;
+                        if let Some(body) = body {
+                            bodies.insert(pkey.as_str(), body)?;
+                        }
+                        added.push(pending);
+                    }
+                }
+                let old: Option<ObjectMeta> = match t.insert(object_key(bucket, key).as_str(), borsh::to_vec(meta)?.as_slice())? {
+                    Some(v) => Some(borsh::from_slice(v.value())?),
+                    None => None,
+                };
+                add_ref(&mut refs, meta.cid.as_ref(), 1)?;
+                add_ref(&mut refs, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
+                replaced.push(old);
+            }
+        }
         w.commit()?;
-        if let Some(p) = added {
+        for p in added {
             *waiting.entry(p.owner.clone()).or_default() += p.escrow;
         }
-        Ok(old)
+        Ok(replaced)
     }
 
     /// Everything waiting for placement, by content id.

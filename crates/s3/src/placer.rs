@@ -46,6 +46,43 @@ pub struct Staging {
     pub(crate) wake: tokio::sync::Notify,
     /// Room was freed.
     room: tokio::sync::Notify,
+    /// Stagings waiting for the next commit.
+    queue: Mutex<Queue>,
+    /// Held by the staging that commits the queue.
+    commit_turn: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Queue {
+    next_id: u64,
+    waiting: Vec<Queued>,
+}
+
+/// One staging waiting for the next commit; the answer is what the object
+/// replaced, or `None` when staging had no room for it.
+struct Queued {
+    id: u64,
+    file: PathBuf,
+    inline: Option<Vec<u8>>,
+    pending: Pending,
+    bucket: String,
+    key: String,
+    meta: crate::index::ObjectMeta,
+    reply: tokio::sync::oneshot::Sender<anyhow::Result<Option<Option<crate::index::ObjectMeta>>>>,
+}
+
+/// Takes a staging out of the queue if its request is dropped first.
+struct Unqueue<'a> {
+    staging: &'a Staging,
+    id: u64,
+}
+
+impl Drop for Unqueue<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut queue) = self.staging.queue.lock() {
+            queue.waiting.retain(|q| q.id != self.id);
+        }
+    }
 }
 
 pub enum Staged {
@@ -81,6 +118,8 @@ impl Staging {
             bytes: Mutex::new(bytes),
             wake: tokio::sync::Notify::new(),
             room: tokio::sync::Notify::new(),
+            queue: Mutex::new(Queue::default()),
+            commit_turn: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -105,6 +144,10 @@ impl Staging {
     /// its pending placement in one index transaction. `inline`, the body's
     /// bytes when it is small, goes into that transaction and makes it
     /// durable; otherwise `file` must already be synced.
+    ///
+    /// Group commit: stagings that arrive while one commits queue up, and
+    /// the next to hold the commit turn writes them all in one transaction
+    /// (one fsync), so concurrent PUTs do not wait one fsync each.
     #[allow(clippy::too_many_arguments)]
     pub async fn stage(
         &self,
@@ -122,26 +165,41 @@ impl Staging {
         let deadline = Instant::now() + ROOM_WAIT;
         loop {
             let room = self.room.notified();
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let id = {
+                let mut queue = self.queue.lock().expect("staging queue lock");
+                queue.next_id += 1;
+                let id = queue.next_id;
+                queue.waiting.push(Queued {
+                    id,
+                    file: file.to_path_buf(),
+                    inline: inline.map(<[u8]>::to_vec),
+                    pending: pending.clone(),
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    meta: meta.clone(),
+                    reply,
+                });
+                id
+            };
+            // Dropped before its turn (the client went away): the entry leaves the queue.
+            let unqueue = Unqueue { staging: self, id };
             {
-                let mut bytes = self.bytes.lock().expect("staging lock");
-                let target = self.path(&pending.cid);
-                let present = target.exists();
-                if present || *bytes == 0 || *bytes + pending.size <= self.max_bytes {
-                    if present {
-                        std::fs::remove_file(file)?;
-                    } else {
-                        std::fs::rename(file, &target)?;
-                        if inline.is_none() {
-                            // The rename itself must survive a power loss before the index names it.
-                            std::fs::File::open(&self.dir)?.sync_all()?;
-                        }
-                        *bytes += pending.size;
-                    }
-                    let old = index.put_object_pending(bucket, key, meta, pending, inline)?;
-                    drop(bytes);
+                let _turn = self.commit_turn.lock().await;
+                let batch = std::mem::take(&mut self.queue.lock().expect("staging queue lock").waiting);
+                if !batch.is_empty() {
+                    self.commit(index, batch);
+                }
+            }
+            drop(unqueue);
+            match answer.await {
+                Ok(Ok(Some(old))) => {
                     self.wake.notify_one();
                     return Ok(Ok(Staged::Pending(old)));
                 }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => anyhow::bail!("the staging commit ended without an answer"),
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || tokio::time::timeout(left, room).await.is_err() {
@@ -151,6 +209,55 @@ impl Staging {
                     "the endpoint's staging area is full ({} MiB waiting for the storage network); retry later",
                     self.max_bytes >> 20
                 )));
+            }
+        }
+    }
+
+    /// Commits queued stagings: each body moves into staging if there is
+    /// room for it (else its answer is `None`: wait for room and queue
+    /// again), then one index transaction records them all.
+    fn commit(&self, index: &Index, batch: Vec<Queued>) {
+        let mut bytes = self.bytes.lock().expect("staging lock");
+        let mut admitted = Vec::with_capacity(batch.len());
+        let mut sync_dir = false;
+        for q in batch {
+            let target = self.path(&q.pending.cid);
+            let present = target.exists();
+            if !(present || *bytes == 0 || *bytes + q.pending.size <= self.max_bytes) {
+                let _ = q.reply.send(Ok(None));
+                continue;
+            }
+            let moved = if present { std::fs::remove_file(&q.file) } else { std::fs::rename(&q.file, &target) };
+            match moved {
+                Ok(()) => {
+                    if !present {
+                        *bytes += q.pending.size;
+                        sync_dir |= q.inline.is_none();
+                    }
+                    admitted.push(q);
+                }
+                Err(e) => {
+                    let _ = q.reply.send(Err(anyhow::Error::from(e).context("cannot move the body into staging")));
+                }
+            }
+        }
+        // A large body's rename must survive a power loss before the index names it.
+        let synced = if sync_dir { std::fs::File::open(&self.dir).and_then(|d| d.sync_all()) } else { Ok(()) };
+        let entries: Vec<crate::index::PendingPut<'_>> =
+            admitted.iter().map(|q| (q.bucket.as_str(), q.key.as_str(), &q.meta, &q.pending, q.inline.as_deref())).collect();
+        let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.put_objects_pending(&entries));
+        drop(entries);
+        drop(bytes);
+        match recorded {
+            Ok(replaced) => {
+                for (q, old) in admitted.into_iter().zip(replaced) {
+                    let _ = q.reply.send(Ok(Some(old)));
+                }
+            }
+            Err(e) => {
+                for q in admitted {
+                    let _ = q.reply.send(Err(anyhow::anyhow!("cannot record the object: {e:#}")));
+                }
             }
         }
     }
@@ -508,6 +615,55 @@ mod tests {
         assert_eq!(staging.bytes(), 900);
         assert_eq!(std::fs::read(staging.path(&[3; 32])).unwrap(), body);
         assert!(staging.open_body(&[1; 32]).is_some() && staging.open_body(&[5; 32]).is_none());
+    }
+
+    #[tokio::test]
+    async fn stagings_that_queue_meanwhile_share_one_commit_and_a_dropped_one_leaves() {
+        let work = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
+        let staging = Arc::new(Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap());
+        // While one commit holds the turn, eight more queue up.
+        let turn = staging.commit_turn.lock().await;
+        let tasks: Vec<_> = (1..=8u8)
+            .map(|i| {
+                let (staging, index) = (staging.clone(), index.clone());
+                let f = spooled(work.path(), &format!("q{i}"), 100);
+                tokio::spawn(async move {
+                    let body = std::fs::read(&f).unwrap();
+                    staging.stage(&index, &f, Some(&body), &entry(i, 100), "bkt", &format!("k{i}"), &meta(i, 100)).await.unwrap()
+                })
+            })
+            .collect();
+        for _ in 0..1000 {
+            if staging.queue.lock().unwrap().waiting.len() == 8 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(staging.queue.lock().unwrap().waiting.len(), 8);
+        assert!(index.pending().unwrap().is_empty(), "nothing is recorded before its commit");
+        // A request dropped while it waits takes its entry out of the queue.
+        let f = spooled(work.path(), "gone", 100);
+        let body = std::fs::read(&f).unwrap();
+        {
+            let (pending, object) = (entry(9, 100), meta(9, 100));
+            let gone = staging.stage(&index, &f, Some(&body), &pending, "bkt", "gone", &object);
+            tokio::pin!(gone);
+            tokio::select! {
+                biased;
+                _ = &mut gone => panic!("staged while another commit held the turn"),
+                () = tokio::task::yield_now() => {}
+            }
+            assert_eq!(staging.queue.lock().unwrap().waiting.len(), 9);
+        }
+        assert_eq!(staging.queue.lock().unwrap().waiting.len(), 8);
+        drop(turn);
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Ok(Staged::Pending(None))));
+        }
+        assert_eq!((index.pending().unwrap().len(), staging.bytes()), (8, 800));
+        assert!(index.object("bkt", "k8").unwrap().is_some() && index.object("bkt", "gone").unwrap().is_none());
+        assert!(staging.queue.lock().unwrap().waiting.is_empty());
     }
 
     #[test]
