@@ -20,6 +20,11 @@ use tessera_types::Hash32;
 /// Leaf bytes and their Merkle proofs, in the order asked for.
 pub type Answer = (Vec<Vec<u8>>, Vec<MerkleProof>);
 
+/// The leaf that starts `at` bytes into `buf` (shorter at the end, empty past it).
+fn leaf_at(buf: &[u8], at: usize) -> Vec<u8> {
+    buf[at.min(buf.len())..at.saturating_add(LEAF_BYTES).min(buf.len())].to_vec()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PieceError {
     #[error("piece {0} is not stored here")]
@@ -75,8 +80,7 @@ impl PieceStore {
         self.keep_tree(hash, &tree.upper());
         let mut answer: Answer = (Vec::with_capacity(leaves.len()), Vec::with_capacity(leaves.len()));
         for &i in leaves {
-            let start = (i as usize).saturating_mul(LEAF_BYTES);
-            answer.0.push(bytes.get(start..(start + LEAF_BYTES).min(bytes.len())).unwrap_or(&[]).to_vec());
+            answer.0.push(leaf_at(&bytes, (i as usize).saturating_mul(LEAF_BYTES)));
             answer.1.push(tree.prove(i).ok_or(PieceError::Missing(*hash))?);
         }
         Ok(answer)
@@ -102,8 +106,7 @@ impl PieceStore {
             let mut group = vec![0; (range.end - range.start) as usize];
             file.read_exact_at(&mut group, range.start)?;
             let Some(proof) = tree.prove(i, &group) else { return Ok(None) };
-            let at = (i * LEAF_BYTES as u64 - range.start) as usize;
-            answer.0.push(group[at.min(group.len())..(at + LEAF_BYTES).min(group.len())].to_vec());
+            answer.0.push(leaf_at(&group, (i * LEAF_BYTES as u64 - range.start) as usize));
             answer.1.push(proof);
         }
         Ok(Some(answer))

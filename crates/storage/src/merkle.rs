@@ -47,16 +47,9 @@ pub struct MerkleProof {
 
 impl PieceTree {
     pub fn build(piece: &[u8]) -> PieceTree {
-        let leaves: Vec<Hash32> = if piece.is_empty() {
-            vec![leaf_hash(0, &[])]
-        } else {
-            piece.chunks(LEAF_BYTES).enumerate().map(|(i, c)| leaf_hash(i as u64, c)).collect()
-        };
-        let mut levels = vec![leaves];
+        let mut levels = vec![leaf_level(0, piece)];
         while levels.last().expect("non-empty").len() > 1 {
-            let below = levels.last().expect("non-empty");
-            let above: Vec<Hash32> =
-                below.chunks(2).map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] }).collect();
+            let above = level_above(levels.last().expect("non-empty"));
             levels.push(above);
         }
         PieceTree { levels }
@@ -75,15 +68,32 @@ impl PieceTree {
             return None;
         }
         let mut siblings = Vec::new();
-        let mut i = index as usize;
-        for level in &self.levels[..self.levels.len() - 1] {
-            let sibling = i ^ 1;
-            if sibling < level.len() {
-                siblings.push(level[sibling]);
-            }
-            i /= 2;
-        }
+        push_siblings(&self.levels, index as usize, &mut siblings);
         Some(MerkleProof { index, siblings })
+    }
+}
+
+/// Leaf hashes of `data`, leaves `first` on (an empty piece has one empty leaf).
+fn leaf_level(first: u64, data: &[u8]) -> Vec<Hash32> {
+    if data.is_empty() && first == 0 {
+        vec![leaf_hash(0, &[])]
+    } else {
+        data.chunks(LEAF_BYTES).enumerate().map(|(j, c)| leaf_hash(first + j as u64, c)).collect()
+    }
+}
+
+/// The level above `below`: pairs hashed, an odd last node promoted.
+fn level_above(below: &[Hash32]) -> Vec<Hash32> {
+    below.chunks(2).map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] }).collect()
+}
+
+/// Appends the siblings of node `i` of `levels[0]`, level by level, below the top one.
+fn push_siblings(levels: &[Vec<Hash32>], mut i: usize, siblings: &mut Vec<Hash32>) {
+    for level in &levels[..levels.len().saturating_sub(1)] {
+        if i ^ 1 < level.len() {
+            siblings.push(level[i ^ 1]);
+        }
+        i /= 2;
     }
 }
 
@@ -172,34 +182,20 @@ impl UpperTree {
         }
         let g = index / self.group_leaves;
         let first = g * self.group_leaves;
-        let expected = (self.leaf_count - first).min(self.group_leaves);
-        let mut level: Vec<Hash32> = if group.is_empty() && self.leaf_count == 1 {
-            vec![leaf_hash(0, &[])]
-        } else {
-            group.chunks(LEAF_BYTES).enumerate().map(|(j, c)| leaf_hash(first + j as u64, c)).collect()
-        };
-        if level.len() as u64 != expected {
+        let mut group_levels = vec![leaf_level(first, group)];
+        if group_levels[0].len() as u64 != (self.leaf_count - first).min(self.group_leaves) {
+            return None;
+        }
+        for _ in 0..self.group_leaves.trailing_zeros() {
+            let above = level_above(group_levels.last().expect("non-empty"));
+            group_levels.push(above);
+        }
+        if group_levels.last().expect("non-empty").as_slice() != self.levels[0].get(g as usize..g as usize + 1)? {
             return None;
         }
         let mut siblings = Vec::new();
-        let mut j = (index - first) as usize;
-        for _ in 0..self.group_leaves.trailing_zeros() {
-            if j ^ 1 < level.len() {
-                siblings.push(level[j ^ 1]);
-            }
-            level = level.chunks(2).map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] }).collect();
-            j /= 2;
-        }
-        if level.len() != 1 || self.levels[0].get(g as usize) != Some(&level[0]) {
-            return None;
-        }
-        let mut i = g as usize;
-        for level in &self.levels[..self.levels.len() - 1] {
-            if i ^ 1 < level.len() {
-                siblings.push(level[i ^ 1]);
-            }
-            i /= 2;
-        }
+        push_siblings(&group_levels, (index - first) as usize, &mut siblings);
+        push_siblings(&self.levels, g as usize, &mut siblings);
         Some(MerkleProof { index, siblings })
     }
 }
