@@ -92,6 +92,17 @@ pub fn manifest_of_file(path: &Path, opts: &PutOptions, progress: &mut dyn FnMut
     Ok(reader.manifest())
 }
 
+/// The manifest of bytes held in memory (a small object's body), as
+/// `manifest_of_file` would compute it for a file holding them.
+pub fn manifest_of_bytes(bytes: &[u8], opts: &PutOptions) -> anyhow::Result<Manifest> {
+    anyhow::ensure!(!bytes.is_empty(), "the body is empty; there is nothing to store");
+    let mut reader = SegmentReader::new(bytes, opts.scheme, opts.segment_bytes)?;
+    for seg in reader.by_ref() {
+        seg?;
+    }
+    Ok(reader.manifest())
+}
+
 /// The escrow the deals of `manifest` lock (their price ceiling for the whole duration).
 pub fn escrow_of(manifest: &Manifest, opts: &PutOptions) -> Option<Amount> {
     manifest.segments.chunks(MAX_SEGMENTS_PER_DEAL).try_fold(Amount::ZERO, |sum, segs| {
@@ -730,5 +741,20 @@ mod tests {
         assert_eq!(segments_covering(&manifest, 990, 20), vec![(0, 990..1000), (1, 0..10)]);
         assert_eq!(segments_covering(&manifest, 1000, 1000), vec![(1, 0..1000)]);
         assert_eq!(segments_covering(&manifest, 500, 2000), vec![(0, 500..1000), (1, 0..1000), (2, 0..500)]);
+    }
+
+    #[test]
+    fn a_held_body_has_the_manifest_of_the_same_bytes_in_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PutOptions { scheme: ErasureScheme::DEVNET, segment_bytes: 1000, duration_blocks: 10, max_price_per_gib_block: Amount::from_micro(1) };
+        for len in [1usize, 999, 1000, 4096] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let path = dir.path().join(format!("b{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let held = manifest_of_bytes(&bytes, &opts).unwrap();
+            assert_eq!(held.cid(), manifest_of_file(&path, &opts, &mut |_, _, _| {}).unwrap().cid(), "{len} bytes");
+            assert_eq!(held.total_len, len as u64);
+        }
+        assert!(manifest_of_bytes(&[], &opts).is_err(), "an empty body has nothing to store");
     }
 }

@@ -4,10 +4,18 @@
 //! this endpoint stored (PUT, multipart, job exports) or fetched and checked
 //! against their hashes (GET), so a GET of a recent object is a local read
 //! instead of K piece fetches and a decode.
+//!
+//! Entries whose files were never synced (small bodies, durable elsewhere
+//! until they reached the network) live under `unsynced/`, which a restart
+//! empties: a power loss may have torn them, and the cache never serves a
+//! torn copy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// The subdirectory of entries whose files were never synced.
+const UNSYNCED: &str = "unsynced";
 
 pub struct ContentCache {
     dir: PathBuf,
@@ -17,8 +25,8 @@ pub struct ContentCache {
 
 #[derive(Default)]
 struct State {
-    /// Content id -> (size, last use).
-    entries: HashMap<[u8; 32], (u64, u64)>,
+    /// Content id -> (size, last use, unsynced).
+    entries: HashMap<[u8; 32], (u64, u64, bool)>,
     /// Last use -> content id: the eviction order, oldest first.
     by_use: BTreeMap<u64, [u8; 32]>,
     bytes: u64,
@@ -26,9 +34,9 @@ struct State {
 }
 
 impl State {
-    fn add(&mut self, cid: [u8; 32], size: u64) {
+    fn add(&mut self, cid: [u8; 32], size: u64, unsynced: bool) {
         self.clock += 1;
-        self.entries.insert(cid, (size, self.clock));
+        self.entries.insert(cid, (size, self.clock, unsynced));
         self.by_use.insert(self.clock, cid);
         self.bytes += size;
     }
@@ -44,26 +52,34 @@ impl State {
         true
     }
 
-    fn remove(&mut self, cid: &[u8; 32]) {
-        if let Some((size, used)) = self.entries.remove(cid) {
-            self.by_use.remove(&used);
-            self.bytes -= size;
-        }
+    /// Forgets `cid`; returns whether its file was unsynced.
+    fn remove(&mut self, cid: &[u8; 32]) -> Option<bool> {
+        let (size, used, unsynced) = self.entries.remove(cid)?;
+        self.by_use.remove(&used);
+        self.bytes -= size;
+        Some(unsynced)
     }
 }
 
 impl ContentCache {
     /// Opens (or creates) the cache in `dir`, keeping what an earlier run left
-    /// within `max_bytes`. `max_bytes` 0 disables it.
+    /// within `max_bytes` (but no unsynced entry). `max_bytes` 0 disables it.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<ContentCache> {
-        std::fs::create_dir_all(dir)?;
+        let unsynced = dir.join(UNSYNCED);
+        if unsynced.exists() {
+            std::fs::remove_dir_all(&unsynced)?;
+        }
+        std::fs::create_dir_all(&unsynced)?;
         let mut state = State::default();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
+            if name == UNSYNCED {
+                continue;
+            }
             let parsed = name.to_str().and_then(|n| hex::decode(n).ok()).and_then(|b| <[u8; 32]>::try_from(b).ok());
             match parsed {
-                Some(cid) if max_bytes > 0 => state.add(cid, entry.metadata()?.len()),
+                Some(cid) if max_bytes > 0 => state.add(cid, entry.metadata()?.len(), false),
                 // Leftovers of an interrupted insert, or a disabled cache.
                 _ => {
                     let _ = std::fs::remove_file(entry.path());
@@ -75,8 +91,11 @@ impl ContentCache {
         Ok(cache)
     }
 
-    fn path(&self, cid: &[u8; 32]) -> PathBuf {
-        self.dir.join(hex::encode(cid))
+    fn path(&self, cid: &[u8; 32], unsynced: bool) -> PathBuf {
+        match unsynced {
+            true => self.dir.join(UNSYNCED).join(hex::encode(cid)),
+            false => self.dir.join(hex::encode(cid)),
+        }
     }
 
     /// The cached content, opened (an open file stays readable if it is evicted meanwhile).
@@ -85,7 +104,8 @@ impl ContentCache {
         if !st.touch(cid) {
             return None;
         }
-        match std::fs::File::open(self.path(cid)) {
+        let unsynced = st.entries.get(cid).is_some_and(|e| e.2);
+        match std::fs::File::open(self.path(cid, unsynced)) {
             Ok(f) => Some(f),
             Err(_) => {
                 st.remove(cid);
@@ -94,19 +114,28 @@ impl ContentCache {
         }
     }
 
-    /// Moves `file` (holding exactly the content of `cid`) into the cache, or
-    /// deletes it when it does not fit.
+    /// Moves `file` (holding exactly the content of `cid`, synced) into the
+    /// cache, or deletes it when it does not fit.
     pub fn insert(&self, cid: &[u8; 32], file: &Path, size: u64) {
+        self.insert_as(cid, file, size, false);
+    }
+
+    /// `insert` for a file that was never synced: kept until a restart.
+    pub fn insert_unsynced(&self, cid: &[u8; 32], file: &Path, size: u64) {
+        self.insert_as(cid, file, size, true);
+    }
+
+    fn insert_as(&self, cid: &[u8; 32], file: &Path, size: u64, unsynced: bool) {
         if size > self.max_bytes / 4 {
             let _ = std::fs::remove_file(file);
             return;
         }
         let mut st = self.state.lock().expect("cache lock");
-        if st.entries.contains_key(cid) || std::fs::rename(file, self.path(cid)).is_err() {
+        if st.entries.contains_key(cid) || std::fs::rename(file, self.path(cid, unsynced)).is_err() {
             let _ = std::fs::remove_file(file);
             return;
         }
-        st.add(*cid, size);
+        st.add(*cid, size, unsynced);
         self.evict(&mut st);
     }
 
@@ -114,8 +143,9 @@ impl ContentCache {
     fn evict(&self, st: &mut State) {
         while st.bytes > self.max_bytes {
             let Some((_, &cid)) = st.by_use.first_key_value() else { break };
-            st.remove(&cid);
-            let _ = std::fs::remove_file(self.path(&cid));
+            if let Some(unsynced) = st.remove(&cid) {
+                let _ = std::fs::remove_file(self.path(&cid, unsynced));
+            }
         }
     }
 
@@ -155,10 +185,22 @@ mod tests {
         let big = file(work.path(), "big", 600);
         cache.insert(&[9; 32], &big, 600);
         assert!(cache.open_entry(&[9; 32]).is_none() && !big.exists());
-        // A restart keeps what is there.
+        // An unsynced entry is served like any other...
+        cache.insert_unsynced(&[7; 32], &file(work.path(), "f7", 100), 100);
+        assert!(cache.open_entry(&[7; 32]).is_some() && cache.open_entry(&[5; 32]).is_some());
+        // ...but a restart keeps only what was synced.
         drop(cache);
         let again = ContentCache::open(&work.path().join("cache"), 1000).unwrap();
         assert!(again.open_entry(&[5; 32]).is_some());
+        assert!(again.open_entry(&[7; 32]).is_none(), "an unsynced entry may be torn after a crash");
         assert!(again.bytes() <= 1000);
+        // Evicting an unsynced entry removes its file.
+        let small = ContentCache::open(&work.path().join("small"), 400).unwrap();
+        small.insert_unsynced(&[1; 32], &file(work.path(), "g1", 100), 100);
+        for i in 2..6u8 {
+            small.insert(&[i; 32], &file(work.path(), &format!("g{i}"), 100), 100);
+        }
+        assert!(small.open_entry(&[1; 32]).is_none());
+        assert_eq!(std::fs::read_dir(work.path().join("small").join(UNSYNCED)).unwrap().count(), 0);
     }
 }

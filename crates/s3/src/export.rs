@@ -202,7 +202,7 @@ async fn copy_results(gateway: &Arc<Gateway>, job: &JobDto, owner: &str, bucket:
             Ok(md5.finalize().into())
         })
         .await??;
-        let spooled = Spooled { path, size, md5, body: None };
+        let spooled = Spooled { file: Some(path), size, md5, body: None };
         gateway
             .put_spooled(owner, bucket, &key, spooled, hex::encode(md5), None)
             .await

@@ -242,8 +242,6 @@ impl Index {
         &self,
         entries: &[(&str, &str, &ObjectMeta, Option<(&Pending, Option<&[u8]>)>)],
     ) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
-        // Held across the commit so the sums move in commit order (write transactions serialize anyway).
-        let mut waiting = self.waiting.lock().expect("waiting lock");
         let w = self.db.begin_write()?;
         let mut added = Vec::new();
         let mut replaced = Vec::with_capacity(entries.len());
@@ -272,11 +270,23 @@ impl Index {
                 replaced.push(old);
             }
         }
-        w.commit()?;
-        for p in added {
-            *waiting.entry(p.owner.clone()).or_default() += p.escrow;
+        // Sums grow before the commit and shrink after one (`pending_done`), so
+        // they never fall below what the index holds, and no reader waits
+        // for a commit's fsync.
+        self.add_waiting(&added, true);
+        if let Err(e) = w.commit() {
+            self.add_waiting(&added, false);
+            return Err(e.into());
         }
         Ok(replaced)
+    }
+
+    fn add_waiting(&self, entries: &[&Pending], add: bool) {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        for p in entries {
+            let sum = waiting.entry(p.owner.clone()).or_default();
+            *sum = if add { *sum + p.escrow } else { sum.saturating_sub(p.escrow) };
+        }
     }
 
     /// Everything waiting for placement, by content id.
@@ -324,7 +334,6 @@ impl Index {
 
     /// Removes pending entries (placed, or no longer wanted) in one transaction.
     pub fn pending_done(&self, done: &[&Pending]) -> anyhow::Result<()> {
-        let mut waiting = self.waiting.lock().expect("waiting lock");
         let w = self.db.begin_write()?;
         let mut removed = Vec::new();
         {
@@ -338,11 +347,7 @@ impl Index {
             }
         }
         w.commit()?;
-        for p in removed {
-            if let Some(sum) = waiting.get_mut(&p.owner) {
-                *sum = sum.saturating_sub(p.escrow);
-            }
-        }
+        self.add_waiting(&removed.iter().collect::<Vec<_>>(), false);
         Ok(())
     }
 

@@ -62,7 +62,8 @@ struct Queue {
 /// replaced, or `None` when staging had no room for it.
 struct Queued {
     id: u64,
-    file: PathBuf,
+    /// The spooled body's file; `None` when the body is only in `inline`.
+    file: Option<PathBuf>,
     inline: Option<Vec<u8>>,
     pending: Pending,
     bucket: String,
@@ -140,10 +141,11 @@ impl Staging {
         *self.bytes.lock().expect("staging lock")
     }
 
-    /// Moves the spooled body `file` into staging and records the object and
-    /// its pending placement in one index transaction. `inline`, the body's
-    /// bytes when it is small, goes into that transaction and makes it
-    /// durable; otherwise `file` must already be synced.
+    /// Moves the spooled body `file` into staging (or, with no file, writes
+    /// the held body `inline` there) and records the object and its pending
+    /// placement in one index transaction. `inline`, the body's bytes when it
+    /// is small, goes into that transaction and makes it durable; otherwise
+    /// `file` must already be synced.
     ///
     /// Group commit: stagings that arrive while one commits queue up, and
     /// the next to hold the commit turn writes them all in one transaction
@@ -152,7 +154,7 @@ impl Staging {
     pub async fn stage(
         &self,
         index: &Index,
-        file: &Path,
+        file: Option<&Path>,
         inline: Option<&[u8]>,
         pending: &Pending,
         bucket: &str,
@@ -172,7 +174,7 @@ impl Staging {
                 let id = queue.next_id;
                 queue.waiting.push(Queued {
                     id,
-                    file: file.to_path_buf(),
+                    file: file.map(Path::to_path_buf),
                     inline: inline.map(<[u8]>::to_vec),
                     pending: pending.clone(),
                     bucket: bucket.to_string(),
@@ -188,7 +190,7 @@ impl Staging {
                 let _turn = self.commit_turn.lock().await;
                 let batch = std::mem::take(&mut self.queue.lock().expect("staging queue lock").waiting);
                 if !batch.is_empty() {
-                    self.commit(index, batch);
+                    off_the_runtime(|| self.commit(index, batch));
                 }
             }
             drop(unqueue);
@@ -203,7 +205,9 @@ impl Staging {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || tokio::time::timeout(left, room).await.is_err() {
-                let _ = std::fs::remove_file(file);
+                if let Some(file) = file {
+                    let _ = std::fs::remove_file(file);
+                }
                 return Ok(Err(s3s::s3_error!(
                     SlowDown,
                     "the endpoint's staging area is full ({} MiB waiting for the storage network); retry later",
@@ -227,7 +231,14 @@ impl Staging {
                 let _ = q.reply.send(Ok(None));
                 continue;
             }
-            let moved = if present { std::fs::remove_file(&q.file) } else { std::fs::rename(&q.file, &target) };
+            let moved = match (&q.file, &q.inline) {
+                (Some(file), _) if present => std::fs::remove_file(file),
+                (Some(file), _) => std::fs::rename(file, &target),
+                (None, _) if present => Ok(()),
+                // A body held in memory: its file is written here, unsynced (the index holds it).
+                (None, Some(body)) => std::fs::write(&target, body),
+                (None, None) => Err(std::io::Error::other("the body is neither in a file nor held")),
+            };
             match moved {
                 Ok(()) => {
                     if !present {
@@ -269,15 +280,6 @@ impl Staging {
         if done.is_empty() {
             return Ok(());
         }
-        // Small bodies' files were never synced, and the cache must not keep
-        // a torn copy. Synced here, before the lock every PUT's staging takes
-        // (larger bodies were synced when spooled).
-        let unsynced: std::collections::HashSet<[u8; 32]> = done
-            .iter()
-            .filter(|p| p.size <= INLINE_BODY_MAX)
-            .filter(|p| std::fs::File::open(self.path(&p.cid)).and_then(|f| f.sync_all()).is_err())
-            .map(|p| p.cid)
-            .collect();
         let mut bytes = self.bytes.lock().expect("staging lock");
         gateway.index.pending_done(done)?;
         let mut freed = false;
@@ -286,10 +288,10 @@ impl Staging {
                 let path = self.path(&p.cid);
                 if let Ok(m) = std::fs::metadata(&path) {
                     *bytes = bytes.saturating_sub(m.len());
-                    if unsynced.contains(&p.cid) {
-                        let _ = std::fs::remove_file(&path);
-                    } else {
-                        gateway.cache.insert(&p.cid, &path, m.len());
+                    // Small bodies' files were never synced: the cache drops them on a restart.
+                    match p.size <= INLINE_BODY_MAX {
+                        true => gateway.cache.insert_unsynced(&p.cid, &path, m.len()),
+                        false => gateway.cache.insert(&p.cid, &path, m.len()),
                     }
                     freed = true;
                 }
@@ -357,7 +359,7 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             }
             // Content every object stopped pointing at before it was placed: drop it.
             if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
-                if let Err(e) = gateway.staging.finish(&gateway, &[&p]) {
+                if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &[&p])) {
                     eprintln!("s3: {e:#}");
                 }
                 continue;
@@ -375,7 +377,7 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         tokio::spawn(async move {
             let results = place(&gateway, &owner, &batch, submit_lock).await;
             let placed: Vec<&Pending> = batch.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(p, _)| p).collect();
-            if let Err(e) = gateway.staging.finish(&gateway, &placed) {
+            if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &placed)) {
                 eprintln!("s3: {e:#}");
             }
             for (p, result) in batch.iter().zip(results) {
@@ -408,6 +410,17 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             drop(slot);
             gateway.staging.wake.notify_one();
         });
+    }
+}
+
+/// Runs `f`, which blocks on the disk (index commits, fsyncs), without
+/// holding up the other tasks of a multi-threaded runtime: their worker
+/// hands them on while this one waits. Runs it in place elsewhere (tests'
+/// single-threaded runtimes).
+pub(crate) fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -545,7 +558,7 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: A
                 Group::Own(i) => anyhow::ensure!(r.cid.0 .0 == batch[*i].cid, "the staged body no longer matches its content id"),
                 Group::Pack(_) => {
                     let record = PackRecord { owner: owner.to_string(), members: members.iter().map(|m| m.cid.0).collect() };
-                    gateway.index.put_pack(&r.cid.0 .0, &record)?;
+                    off_the_runtime(|| gateway.index.put_pack(&r.cid.0 .0, &record))?;
                 }
             }
             Ok(())
@@ -590,22 +603,23 @@ mod tests {
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         for (i, name) in [(1u8, "a"), (2, "b")] {
             let f = spooled(work.path(), name, 400);
-            assert!(matches!(staging.stage(&index, &f, None, &entry(i, 400), "bkt", name, &meta(i, 400)).await.unwrap(), Ok(Staged::Pending(None))));
+            assert!(matches!(staging.stage(&index, Some(&f), None, &entry(i, 400), "bkt", name, &meta(i, 400)).await.unwrap(), Ok(Staged::Pending(None))));
             assert!(!f.exists(), "the spool file moved into staging");
         }
         assert_eq!(staging.bytes(), 800);
         assert!(index.is_pending(&[1; 32]).unwrap() && !index.is_pending(&[3; 32]).unwrap());
         // The same content again shares the staged body.
         let f = spooled(work.path(), "a2", 400);
-        assert!(matches!(staging.stage(&index, &f, None, &entry(1, 400), "bkt", "a2", &meta(1, 400)).await.unwrap(), Ok(Staged::Pending(None))));
+        assert!(matches!(staging.stage(&index, Some(&f), None, &entry(1, 400), "bkt", "a2", &meta(1, 400)).await.unwrap(), Ok(Staged::Pending(None))));
         assert_eq!((staging.bytes(), index.pending().unwrap().len()), (800, 2));
         // Larger than the whole area: stored synchronously instead.
         let big = spooled(work.path(), "big", 10);
-        assert!(matches!(staging.stage(&index, &big, None, &entry(9, 1001), "bkt", "big", &meta(9, 1001)).await.unwrap(), Ok(Staged::TooLarge)));
-        // A small body is durable in the index, its file unsynced.
-        let f = spooled(work.path(), "c", 100);
-        let body = std::fs::read(&f).unwrap();
-        assert!(matches!(staging.stage(&index, &f, Some(&body), &entry(3, 100), "bkt", "c", &meta(3, 100)).await.unwrap(), Ok(Staged::Pending(None))));
+        assert!(matches!(staging.stage(&index, Some(&big), None, &entry(9, 1001), "bkt", "big", &meta(9, 1001)).await.unwrap(), Ok(Staged::TooLarge)));
+        // A small body held in memory (no spooled file) is durable in the
+        // index; its staged file is written, unsynced.
+        let body = vec![7u8; 100];
+        assert!(matches!(staging.stage(&index, None, Some(&body), &entry(3, 100), "bkt", "c", &meta(3, 100)).await.unwrap(), Ok(Staged::Pending(None))));
+        assert_eq!(std::fs::read(staging.path(&[3; 32])).unwrap(), body);
         // A crash: a stray body without an index entry goes, pending ones
         // stay, and a small body's file that never reached the disk comes back.
         std::fs::write(work.path().join("staged").join(hex::encode([5u8; 32])), b"stray").unwrap();
@@ -630,7 +644,9 @@ mod tests {
                 let f = spooled(work.path(), &format!("q{i}"), 100);
                 tokio::spawn(async move {
                     let body = std::fs::read(&f).unwrap();
-                    staging.stage(&index, &f, Some(&body), &entry(i, 100), "bkt", &format!("k{i}"), &meta(i, 100)).await.unwrap()
+                    // Half with a spooled file, half held in memory only.
+                    let file = (i % 2 == 0).then_some(f.as_path());
+                    staging.stage(&index, file, Some(&body), &entry(i, 100), "bkt", &format!("k{i}"), &meta(i, 100)).await.unwrap()
                 })
             })
             .collect();
@@ -647,7 +663,7 @@ mod tests {
         let body = std::fs::read(&f).unwrap();
         {
             let (pending, object) = (entry(9, 100), meta(9, 100));
-            let gone = staging.stage(&index, &f, Some(&body), &pending, "bkt", "gone", &object);
+            let gone = staging.stage(&index, Some(&f), Some(&body), &pending, "bkt", "gone", &object);
             tokio::pin!(gone);
             tokio::select! {
                 biased;
@@ -662,6 +678,7 @@ mod tests {
             assert!(matches!(t.await.unwrap(), Ok(Staged::Pending(None))));
         }
         assert_eq!((index.pending().unwrap().len(), staging.bytes()), (8, 800));
+        assert!((1..=8u8).all(|i| std::fs::read(staging.path(&[i; 32])).unwrap() == vec![7u8; 100]), "moved or written into staging");
         assert!(index.object("bkt", "k8").unwrap().is_some() && index.object("bkt", "gone").unwrap().is_none());
         assert!(staging.queue.lock().unwrap().waiting.is_empty());
     }
@@ -690,7 +707,7 @@ mod tests {
         for (i, p) in batch.iter().enumerate() {
             let f = spooled(work.path(), &format!("b{i}"), p.size as usize);
             let body = std::fs::read(&f).unwrap();
-            let staged = staging.stage(&index, &f, Some(&body), p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap();
+            let staged = staging.stage(&index, Some(&f), Some(&body), p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap();
             assert!(matches!(staged, Ok(Staged::Pending(_))));
         }
         let path = work.path().join("pack");
@@ -706,9 +723,9 @@ mod tests {
         let index = Index::open(&work.path().join("index.redb")).unwrap();
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         let f = spooled(work.path(), "a", 700);
-        assert!(matches!(staging.stage(&index, &f, None, &entry(1, 700), "bkt", "a", &meta(1, 700)).await.unwrap(), Ok(Staged::Pending(_))));
+        assert!(matches!(staging.stage(&index, Some(&f), None, &entry(1, 700), "bkt", "a", &meta(1, 700)).await.unwrap(), Ok(Staged::Pending(_))));
         let f = spooled(work.path(), "b", 700);
-        let err = match staging.stage(&index, &f, None, &entry(2, 700), "bkt", "b", &meta(2, 700)).await.unwrap() {
+        let err = match staging.stage(&index, Some(&f), None, &entry(2, 700), "bkt", "b", &meta(2, 700)).await.unwrap() {
             Err(e) => e,
             Ok(_) => panic!("a full staging area took more"),
         };

@@ -89,8 +89,11 @@ fn valid_bucket_name(name: &str) -> bool {
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
+/// A request body received in full: in a file, or in memory when it is
+/// small (at most `placer::INLINE_BODY_MAX`) and nothing asked for a file.
 pub(crate) struct Spooled {
-    pub path: PathBuf,
+    /// The file holding the body; `None` while it is held only in `body`.
+    pub file: Option<PathBuf>,
     pub size: u64,
     pub md5: [u8; 16],
     /// The body's bytes when it is at most `placer::INLINE_BODY_MAX`.
@@ -129,53 +132,77 @@ impl Gateway {
         self.work_dir.join("spool").join(hex::encode(n))
     }
 
-    /// Writes a request body to a file in bounded memory, with its MD5 (and
-    /// its bytes, when small). The file is durable on return when it is
-    /// larger than `placer::INLINE_BODY_MAX` or `sync` is set; a small body
-    /// is made durable by the index transaction that stages it.
+    /// Receives a request body in bounded memory with its MD5. A body of at
+    /// most `placer::INLINE_BODY_MAX` stays in memory (no file, no blocking
+    /// file system call) unless `sync` is set; a larger one, or any body
+    /// when `sync` is set, is written to `path` and is durable on return. A
+    /// small body is made durable by the index transaction that stages it.
     async fn spool(&self, body: Option<StreamingBlob>, path: PathBuf, sync: bool) -> S3Result<Spooled> {
-        let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
         let mut md5 = Md5::new();
         let mut size = 0u64;
-        let mut small = Some(Vec::new());
-        if let Some(mut body) = body {
-            while let Some(chunk) = body.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = tokio::fs::remove_file(&path).await;
-                        return Err(s3_error!(IncompleteBody, "request body ended early: {e}"));
-                    }
-                };
-                size += chunk.len() as u64;
-                if size > MAX_OBJECT_BYTES {
-                    let _ = tokio::fs::remove_file(&path).await;
-                    return Err(s3_error!(EntityTooLarge, "object bodies are at most {MAX_OBJECT_BYTES} bytes"));
-                }
-                md5.update(&chunk);
-                match small.as_mut() {
-                    Some(s) if size <= crate::placer::INLINE_BODY_MAX => s.extend_from_slice(&chunk),
-                    _ => small = None,
-                }
-                file.write_all(&chunk).await.map_err(internal)?;
+        let mut held = Vec::new();
+        let mut file: Option<tokio::fs::File> = None;
+        let received: S3Result<()> = async {
+            if sync {
+                file = Some(tokio::fs::File::create(&path).await.map_err(internal)?);
             }
+            if let Some(mut body) = body {
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| s3_error!(IncompleteBody, "request body ended early: {e}"))?;
+                    size += chunk.len() as u64;
+                    if size > MAX_OBJECT_BYTES {
+                        return Err(s3_error!(EntityTooLarge, "object bodies are at most {MAX_OBJECT_BYTES} bytes"));
+                    }
+                    md5.update(&chunk);
+                    if file.is_none() && size > crate::placer::INLINE_BODY_MAX {
+                        // Too large to hold: on to the file, with what was held.
+                        let f = file.insert(tokio::fs::File::create(&path).await.map_err(internal)?);
+                        f.write_all(&std::mem::take(&mut held)).await.map_err(internal)?;
+                    }
+                    match file.as_mut() {
+                        Some(f) => f.write_all(&chunk).await.map_err(internal)?,
+                        None => held.extend_from_slice(&chunk),
+                    }
+                }
+            }
+            if let Some(f) = file.as_mut() {
+                f.sync_all().await.map_err(internal)?;
+            }
+            Ok(())
         }
-        if sync || small.is_none() {
-            file.sync_all().await.map_err(internal)?;
-        } else {
-            file.flush().await.map_err(internal)?;
+        .await;
+        if let Err(e) = received {
+            if file.is_some() {
+                let _ = tokio::fs::remove_file(&path).await;
+            }
+            return Err(e);
         }
-        Ok(Spooled { path, size, md5: md5.finalize().into(), body: small })
+        let md5 = md5.finalize().into();
+        Ok(match file {
+            Some(_) => Spooled { file: Some(path), size, md5, body: None },
+            None => Spooled { file: None, size, md5, body: Some(held) },
+        })
+    }
+
+    /// The file of a spooled body, written (unsynced) if it was held in memory.
+    async fn spooled_file(&self, spooled: &mut Spooled) -> S3Result<PathBuf> {
+        if let Some(path) = &spooled.file {
+            return Ok(path.clone());
+        }
+        let path = self.spool_path();
+        tokio::fs::write(&path, spooled.body.as_deref().unwrap_or_default()).await.map_err(internal)?;
+        spooled.file = Some(path.clone());
+        Ok(path)
     }
 
     /// Stores a spooled file as content paid by keyring key `owner`; returns its cid.
-    async fn store(&self, owner: &str, spooled: &Spooled) -> S3Result<Option<[u8; 32]>> {
+    async fn store(&self, owner: &str, spooled: &mut Spooled) -> S3Result<Option<[u8; 32]>> {
         if spooled.size == 0 {
             return Ok(None);
         }
         let key = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?;
         let node = self.node.clone();
-        let path = spooled.path.clone();
+        let path = self.spooled_file(spooled).await?;
         let opts = PutOptions { ..clone_opts(&self.put_options) };
         let result = tokio::task::spawn_blocking(move || {
             tessera_client::storage::put(&node, &key, &path, &opts, &mut |_, _, _| {})
@@ -231,13 +258,15 @@ impl Gateway {
     /// staged (the placer puts it on the storage network); with staging off,
     /// or a body larger than the staging area, once its deals are committed
     /// and its pieces uploaded.
-    pub(crate) async fn put_spooled(&self, owner: &str, bucket: &str, key: &str, spooled: Spooled, etag_hex: String, content_type: Option<String>) -> S3Result<ObjectMeta> {
+    pub(crate) async fn put_spooled(&self, owner: &str, bucket: &str, key: &str, mut spooled: Spooled, etag_hex: String, content_type: Option<String>) -> S3Result<ObjectMeta> {
         let staged = match spooled.size {
             0 => None,
             _ => match self.stage(owner, bucket, key, &spooled, &etag_hex, &content_type).await {
                 Ok(staged) => staged,
                 Err(e) => {
-                    let _ = tokio::fs::remove_file(&spooled.path).await;
+                    if let Some(path) = &spooled.file {
+                        let _ = tokio::fs::remove_file(path).await;
+                    }
                     return Err(e);
                 }
             },
@@ -245,13 +274,18 @@ impl Gateway {
         let (meta, old) = match staged {
             Some(done) => done,
             None => {
-                let stored = self.store(owner, &spooled).await;
-                match &stored {
-                    // The body is exactly the stored content: it becomes the cached copy.
-                    Ok(Some(cid)) => self.cache.insert(cid, &spooled.path, spooled.size),
-                    _ => {
-                        let _ = tokio::fs::remove_file(&spooled.path).await;
+                let stored = self.store(owner, &mut spooled).await;
+                match (&stored, &spooled.file) {
+                    // The body is exactly the stored content: it becomes the cached copy
+                    // (one written from memory was never synced).
+                    (Ok(Some(cid)), Some(path)) => match spooled.body {
+                        Some(_) => self.cache.insert_unsynced(cid, path, spooled.size),
+                        None => self.cache.insert(cid, path, spooled.size),
+                    },
+                    (_, Some(path)) => {
+                        let _ = tokio::fs::remove_file(path).await;
                     }
+                    (_, None) => {}
                 }
                 let cid = stored?;
                 let meta = ObjectMeta { cid, size: spooled.size, etag: etag_hex, modified_ms: now_ms(), content_type };
@@ -287,19 +321,34 @@ impl Gateway {
             Some((address, _, _)) => address,
             None => self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?.address(),
         };
-        let (node, path, opts) = (self.node.clone(), spooled.path.clone(), clone_opts(&self.put_options));
-        let (manifest, escrow, balance) = tokio::task::spawn_blocking(move || {
-            let manifest = tessera_client::storage::manifest_of_file(&path, &opts, &mut |_, _, _| {})?;
-            let escrow = tessera_client::storage::escrow_of(&manifest, &opts).ok_or_else(|| anyhow::anyhow!("the deal's escrow overflows"))?;
-            let balance = match known {
-                Some((_, balance, _)) => balance,
-                None => node.account(&payer)?.balance,
-            };
-            anyhow::Ok((manifest, escrow, balance))
-        })
-        .await
-        .map_err(internal)?
-        .map_err(|e| s3_error!(ServiceUnavailable, "cannot prepare the object for the storage network: {e:#}"))?;
+        let opts = clone_opts(&self.put_options);
+        let prepared = match (spooled.body.as_deref(), known) {
+            // A small body and a payer whose balance is known: no blocking call, no thread hop.
+            (Some(body), Some((_, balance, _))) => tessera_client::storage::manifest_of_bytes(body, &opts).map(|m| (m, balance)),
+            _ => {
+                let (node, body, path, opts) = (self.node.clone(), spooled.body.clone(), spooled.file.clone(), clone_opts(&opts));
+                tokio::task::spawn_blocking(move || {
+                    let manifest = match (body, path) {
+                        (Some(body), _) => tessera_client::storage::manifest_of_bytes(&body, &opts)?,
+                        (None, Some(path)) => tessera_client::storage::manifest_of_file(&path, &opts, &mut |_, _, _| {})?,
+                        (None, None) => anyhow::bail!("the body is neither held nor in a file"),
+                    };
+                    let balance = match known {
+                        Some((_, balance, _)) => balance,
+                        None => node.account(&payer)?.balance,
+                    };
+                    anyhow::Ok((manifest, balance))
+                })
+                .await
+                .map_err(internal)?
+            }
+        };
+        let (manifest, escrow, balance) = prepared
+            .and_then(|(manifest, balance)| {
+                let escrow = tessera_client::storage::escrow_of(&manifest, &opts).ok_or_else(|| anyhow::anyhow!("the deal's escrow overflows"))?;
+                Ok((manifest, escrow, balance))
+            })
+            .map_err(|e| s3_error!(ServiceUnavailable, "cannot prepare the object for the storage network: {e:#}"))?;
         if known.is_none() {
             self.payers.lock().expect("payers lock").insert(owner.to_string(), (payer, balance, std::time::Instant::now()));
         }
@@ -331,7 +380,7 @@ impl Gateway {
             attempts: 0,
             last_error: None,
         };
-        match self.staging.stage(&self.index, &spooled.path, spooled.body.as_deref(), &pending, bucket, key, &meta).await.map_err(internal)? {
+        match self.staging.stage(&self.index, spooled.file.as_deref(), spooled.body.as_deref(), &pending, bucket, key, &meta).await.map_err(internal)? {
             Ok(Staged::Pending(old)) => Ok(Some((meta, old))),
             Ok(Staged::TooLarge) => Ok(None),
             Err(e) => Err(e),
@@ -494,8 +543,8 @@ impl S3 for Endpoint {
             None => StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
             Some(cid) => {
                 let local = self.staging.open_body(&cid).or_else(|| self.cache.open_entry(&cid));
-                let mut file = match local {
-                    Some(f) => tokio::fs::File::from_std(f),
+                let file = match local {
+                    Some(f) => f,
                     None => {
                         let out = self.spool_path();
                         let node = self.node.clone();
@@ -509,12 +558,21 @@ impl S3 for Endpoint {
                         .map_err(|e| s3_error!(ServiceUnavailable, "the storage network did not return the object: {e:#}"))?;
                         // Opened first: the handle stays readable whether the cache keeps the file or not.
                         let file = std::fs::File::open(&out).map_err(internal)?;
-                        self.cache.insert(&cid, &out, meta.size);
-                        tokio::fs::File::from_std(file)
+                        self.cache.insert_unsynced(&cid, &out, meta.size);
+                        file
                     }
                 };
-                file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
-                StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 << 10))
+                if end - start <= crate::placer::INLINE_BODY_MAX {
+                    // A small read from the page cache: one positioned read here
+                    // instead of a seek and reads on the blocking pool.
+                    let mut bytes = vec![0; (end - start) as usize];
+                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start).map_err(internal)?;
+                    StreamingBlob::wrap(futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)) }))
+                } else {
+                    let mut file = tokio::fs::File::from_std(file);
+                    file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
+                    StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 << 10))
+                }
             }
         };
         let mut output = GetObjectOutput {
@@ -709,7 +767,7 @@ impl S3 for Endpoint {
         let etag_hex = format!("{}-{}", hex::encode(Md5::digest(&md5s)), parts.len());
         let mut whole = Md5::new();
         whole.update(&md5s);
-        let spooled = Spooled { path: out_path, size, md5: whole.finalize().into(), body: None };
+        let spooled = Spooled { file: Some(out_path), size, md5: whole.finalize().into(), body: None };
         let stored = self.put_spooled(&caller.key_name, &meta.bucket, &meta.key, spooled, etag_hex.clone(), meta.content_type).await?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
