@@ -125,7 +125,8 @@ impl ContentCache {
         self.insert_as(cid, file, size, true);
     }
 
-    fn insert_as(&self, cid: &[u8; 32], file: &Path, size: u64, unsynced: bool) {
+    /// `insert` or `insert_unsynced`, as `unsynced` says.
+    pub fn insert_as(&self, cid: &[u8; 32], file: &Path, size: u64, unsynced: bool) {
         if size > self.max_bytes / 4 {
             let _ = std::fs::remove_file(file);
             return;

@@ -273,15 +273,15 @@ impl Index {
         // Sums grow before the commit and shrink after one (`pending_done`), so
         // they never fall below what the index holds, and no reader waits
         // for a commit's fsync.
-        self.add_waiting(&added, true);
+        self.add_waiting(added.iter().copied(), true);
         if let Err(e) = w.commit() {
-            self.add_waiting(&added, false);
+            self.add_waiting(added.iter().copied(), false);
             return Err(e.into());
         }
         Ok(replaced)
     }
 
-    fn add_waiting(&self, entries: &[&Pending], add: bool) {
+    fn add_waiting<'a>(&self, entries: impl IntoIterator<Item = &'a Pending>, add: bool) {
         let mut waiting = self.waiting.lock().expect("waiting lock");
         for p in entries {
             let sum = waiting.entry(p.owner.clone()).or_default();
@@ -347,7 +347,7 @@ impl Index {
             }
         }
         w.commit()?;
-        self.add_waiting(&removed.iter().collect::<Vec<_>>(), false);
+        self.add_waiting(&removed, false);
         Ok(())
     }
 

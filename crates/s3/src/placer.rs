@@ -289,10 +289,7 @@ impl Staging {
                 if let Ok(m) = std::fs::metadata(&path) {
                     *bytes = bytes.saturating_sub(m.len());
                     // Small bodies' files were never synced: the cache drops them on a restart.
-                    match p.size <= INLINE_BODY_MAX {
-                        true => gateway.cache.insert_unsynced(&p.cid, &path, m.len()),
-                        false => gateway.cache.insert(&p.cid, &path, m.len()),
-                    }
+                    gateway.cache.insert_as(&p.cid, &path, m.len(), p.size <= INLINE_BODY_MAX);
                     freed = true;
                 }
             }

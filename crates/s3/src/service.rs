@@ -278,10 +278,7 @@ impl Gateway {
                 match (&stored, &spooled.file) {
                     // The body is exactly the stored content: it becomes the cached copy
                     // (one written from memory was never synced).
-                    (Ok(Some(cid)), Some(path)) => match spooled.body {
-                        Some(_) => self.cache.insert_unsynced(cid, path, spooled.size),
-                        None => self.cache.insert(cid, path, spooled.size),
-                    },
+                    (Ok(Some(cid)), Some(path)) => self.cache.insert_as(cid, path, spooled.size, spooled.body.is_some()),
                     (_, Some(path)) => {
                         let _ = tokio::fs::remove_file(path).await;
                     }
