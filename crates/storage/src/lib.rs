@@ -5,6 +5,7 @@
 
 mod challenge;
 mod erasure;
+mod lanes;
 mod manifest;
 mod merkle;
 

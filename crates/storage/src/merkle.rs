@@ -16,7 +16,8 @@ pub fn leaf_count(piece_len: u64) -> u64 {
     piece_len.div_ceil(LEAF_BYTES as u64).max(1)
 }
 
-fn leaf_hash(index: u64, data: &[u8]) -> Hash32 {
+/// One leaf's hash (a tree's levels are hashed many at once by `lanes`, to the same bytes).
+pub(crate) fn leaf_hash(index: u64, data: &[u8]) -> Hash32 {
     let mut h = blake3::Hasher::new();
     h.update(&[0]);
     h.update(&index.to_le_bytes());
@@ -24,7 +25,7 @@ fn leaf_hash(index: u64, data: &[u8]) -> Hash32 {
     Hash32(*h.finalize().as_bytes())
 }
 
-fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
+pub(crate) fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
     let mut h = blake3::Hasher::new();
     h.update(&[1]);
     h.update(&left.0);
@@ -78,13 +79,20 @@ fn leaf_level(first: u64, data: &[u8]) -> Vec<Hash32> {
     if data.is_empty() && first == 0 {
         vec![leaf_hash(0, &[])]
     } else {
-        data.chunks(LEAF_BYTES).enumerate().map(|(j, c)| leaf_hash(first + j as u64, c)).collect()
+        let mut level = Vec::with_capacity(data.len().div_ceil(LEAF_BYTES));
+        let covered = crate::lanes::full_leaves(first, data, &mut level);
+        if covered < data.len() {
+            level.push(leaf_hash(first + level.len() as u64, &data[covered..]));
+        }
+        level
     }
 }
 
 /// The level above `below`: pairs hashed, an odd last node promoted.
 fn level_above(below: &[Hash32]) -> Vec<Hash32> {
-    below.chunks(2).map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] }).collect()
+    let mut level = Vec::with_capacity(below.len().div_ceil(2));
+    crate::lanes::nodes(below, &mut level);
+    level
 }
 
 /// Appends the siblings of node `i` of `levels[0]`, level by level, below the top one.

@@ -1,10 +1,12 @@
 //! `tessera bench storage`: erasure encode and decode throughput of Tessera's
 //! segment codec next to the raw reed-solomon-simd crate on the same shards,
-//! in the same run.
+//! in the same run; and the pieces' Merkle trees (what every upload, every
+//! provider receiving a piece and every repair computes) next to a flat
+//! blake3 hash of the same pieces, the most the hash function allows.
 
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 use std::time::Instant;
-use tessera_storage::{ErasureScheme, SegmentCodec};
+use tessera_storage::{ErasureScheme, PieceTree, SegmentCodec};
 use tessera_types::Hash32;
 
 use super::peak_rss_mib;
@@ -21,6 +23,10 @@ pub struct StorageBenchReport {
     pub raw_encode_gib_s: f64,
     pub decode_gib_s: f64,
     pub raw_decode_gib_s: f64,
+    /// Piece Merkle trees over every piece (data and parity).
+    pub tree_gib_s: f64,
+    /// `blake3::hash` of the same pieces.
+    pub flat_blake3_gib_s: f64,
     pub peak_rss_mib: f64,
 }
 
@@ -51,6 +57,7 @@ pub fn run_storage_bench(cfg: &StorageBenchConfig, progress: &mut dyn FnMut(&str
     let mut encoder = ReedSolomonEncoder::new(k, m, shard)?;
     let mut decoder = ReedSolomonDecoder::new(k, m, shard)?;
     let (mut enc_ours, mut enc_raw, mut dec_ours, mut dec_raw) = (0f64, 0f64, 0f64, 0f64);
+    let (mut tree_secs, mut flat_secs, mut piece_bytes) = (0f64, 0f64, 0usize);
     let mut seg = vec![0u8; cfg.segment_bytes];
     let mut source = blake3::Hasher::new().update(b"tessera-storage-bench").finalize_xof();
     for index in 0..segments {
@@ -87,6 +94,29 @@ pub fn run_storage_bench(cfg: &StorageBenchConfig, progress: &mut dyn FnMut(&str
         let ours_parity: Vec<Hash32> = shards[k..].iter().map(|p| Hash32::blake3(p)).collect();
         anyhow::ensure!(raw_parity == ours_parity, "codec and raw crate disagree on parity");
 
+        // Alternate which runs first, as above.
+        let time_trees = || {
+            let started = Instant::now();
+            let roots: Vec<Hash32> = shards.iter().map(|p| PieceTree::build(p).root()).collect();
+            (roots, started.elapsed().as_secs_f64())
+        };
+        let time_flat = || {
+            let started = Instant::now();
+            let hashes: Vec<Hash32> = shards.iter().map(|p| Hash32::blake3(p)).collect();
+            (hashes, started.elapsed().as_secs_f64())
+        };
+        let ((roots, tree_time), (hashes, flat_time)) = if index % 2 == 1 {
+            let flat = time_flat();
+            (time_trees(), flat)
+        } else {
+            let trees = time_trees();
+            (trees, time_flat())
+        };
+        anyhow::ensure!(roots.len() == hashes.len(), "one tree and one hash per piece");
+        tree_secs += tree_time;
+        flat_secs += flat_time;
+        piece_bytes += shards.iter().map(Vec::len).sum::<usize>();
+
         let kept: Vec<(usize, &[u8])> = shards.iter().enumerate().skip(lost).take(k).map(|(i, s)| (i, s.as_slice())).collect();
         let started = Instant::now();
         let plain = codec.decode(seg.len(), &kept)?;
@@ -116,6 +146,8 @@ pub fn run_storage_bench(cfg: &StorageBenchConfig, progress: &mut dyn FnMut(&str
         raw_encode_gib_s: gib_per_s(total, enc_raw),
         decode_gib_s: gib_per_s(total, dec_ours),
         raw_decode_gib_s: gib_per_s(total, dec_raw),
+        tree_gib_s: gib_per_s(piece_bytes, tree_secs),
+        flat_blake3_gib_s: gib_per_s(piece_bytes, flat_secs),
         peak_rss_mib: peak_rss_mib(),
     })
 }
