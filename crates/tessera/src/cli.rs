@@ -396,10 +396,6 @@ fn bench_ledger(ctx: &Ctx, txs: usize, block_size: usize, accounts: usize) -> an
             "  stage busy time: ingress (decode + batch verify) {} ms | execute {} ms | Merkle root {} ms | commit {} ms",
             v.ingress_busy_ms, v.execute_busy_ms, v.merkle_root_busy_ms, v.commit_busy_ms
         );
-        println!(
-            "  piece Merkle trees: {:.2} GiB/s vs flat blake3 of the same pieces {:.2} GiB/s, ratio {:.2}",
-            v.tree_gib_s, v.flat_blake3_gib_s, v.tree_ratio
-        );
         println!("  peak RSS: {:.1} MiB", v.peak_rss_mib);
     });
     Ok(())
