@@ -153,14 +153,18 @@ impl Client {
             .collect()
     }
 
-    /// Polls until the transaction is in a committed block or `timeout` passes.
+    /// Waits until the transaction is in a committed block or `timeout`
+    /// passes: the node holds each request until the next commit (up to
+    /// `TX_WAIT`), so the answer comes with the block, not with a poll.
     pub fn wait_for_tx(&self, hash: &Hash32, timeout: Duration) -> Result<TxResultDto, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.tx(hash) {
+            let wait = deadline.saturating_duration_since(Instant::now()).min(TX_WAIT);
+            match self.get(&format!("/txs/{hash}?wait_ms={}", wait.as_millis())) {
                 Ok(result) => return Ok(result),
                 Err(ClientError::NotFound(_)) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100))
+                    // A node without waiting answers at once: do not spin on it.
+                    std::thread::sleep(Duration::from_millis(20))
                 }
                 Err(ClientError::NotFound(_)) => return Err(ClientError::Timeout(*hash, timeout)),
                 Err(e) => return Err(e),
@@ -168,6 +172,9 @@ impl Client {
         }
     }
 }
+
+/// Longest one waiting request for a transaction is held by the node.
+const TX_WAIT: Duration = Duration::from_secs(5);
 
 /// Largest piece body a provider accepts or a client downloads.
 pub const MAX_PIECE_BODY: u64 = 64 * 1024 * 1024;

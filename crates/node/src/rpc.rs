@@ -197,17 +197,49 @@ async fn submit_tx(State(s): Shared, headers: axum::http::HeaderMap, body: axum:
     Ok(Json(SubmitResponse { hash }))
 }
 
-async fn tx_by_hash(State(s): Shared, Path(hash): Path<String>) -> ApiResult<TxResultDto> {
+#[derive(serde::Deserialize)]
+struct TxQuery {
+    /// Wait up to this long (at most `MAX_TX_WAIT_MS`) for the transaction's block.
+    wait_ms: Option<u64>,
+}
+
+/// Longest a `GET /txs/{hash}?wait_ms=` holds its request.
+pub const MAX_TX_WAIT_MS: u64 = 10_000;
+
+/// A committed transaction's result. With `wait_ms`, a transaction not yet
+/// committed is answered as soon as a block holding it commits (or 404 once
+/// the wait is over), so that a client waiting for its transaction hears of
+/// it at the commit instead of at its next poll.
+async fn tx_by_hash(State(s): Shared, Path(hash): Path<String>, Query(q): Query<TxQuery>) -> ApiResult<TxResultDto> {
     let hash: Hash32 = hash.parse().map_err(bad)?;
-    let (snap, _) = snapshot(&s)?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_TX_WAIT_MS));
+    loop {
+        // Subscribed before looking, so that a block committed in between still wakes this request.
+        let mut blocks = s.events.subscribe();
+        match committed_tx(&s, &hash) {
+            Err(e) if e.0 == StatusCode::NOT_FOUND && tokio::time::Instant::now() < deadline => {
+                match tokio::time::timeout_at(deadline, blocks.recv()).await {
+                    // A block (or blocks missed while lagging): look again.
+                    Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    // The wait is over, or the node is stopping.
+                    Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return Err(e),
+                }
+            }
+            result => return result.map(Json),
+        }
+    }
+}
+
+fn committed_tx(s: &NodeShared, hash: &Hash32) -> Result<TxResultDto, ApiError> {
+    let (snap, _) = snapshot(s)?;
     let loc = snap.tx_location(&hash.0).map_err(internal)?.ok_or_else(|| match snap.pruned_through() {
         Ok(p) if p > 0 => not_found(format!(
             "transaction {hash} is not in a committed block (yet), or its block was pruned (this node keeps blocks after {p})"
         )),
         _ => not_found(format!("transaction {hash} is not in a committed block (yet)")),
     })?;
-    let record = record_at(&s, &snap, loc.height)?.ok_or_else(|| internal("indexed block missing"))?;
-    Ok(Json(tx_result_dto(&record, loc.index as usize).ok_or_else(|| internal("indexed tx missing"))?))
+    let record = record_at(s, &snap, loc.height)?.ok_or_else(|| internal("indexed block missing"))?;
+    tx_result_dto(&record, loc.index as usize).ok_or_else(|| internal("indexed tx missing"))
 }
 
 async fn account(State(s): Shared, Path(address): Path<String>) -> ApiResult<AccountDto> {

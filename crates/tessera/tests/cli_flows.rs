@@ -101,6 +101,18 @@ fn devnet_cli_flows_and_bad_input() {
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
 
+    // Waiting for a transaction: the node answers when its block commits,
+    // and says 404 for one no block holds once the wait is over.
+    let sent = net.json(&["tx", "transfer", "--from", "dev", "--to", &alice, "--amount", "1", "--no-wait"]);
+    let sent = sent["hash"].as_str().unwrap().to_string();
+    let waited: serde_json::Value = ureq::get(&format!("http://{}/txs/{sent}?wait_ms=10000", net.rpc)).call().unwrap().into_json().unwrap();
+    assert_eq!((waited["hash"].as_str(), waited["code"].as_u64()), (Some(sent.as_str()), Some(0)), "{waited}");
+    match ureq::get(&format!("http://{}/txs/{}?wait_ms=1200", net.rpc, "ab".repeat(32))).call() {
+        Err(ureq::Error::Status(404, r)) => assert!(r.into_string().unwrap().contains("not in a committed block")),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    assert_eq!(micro(&net.json(&["query", "balance", "alice"])["balance"]), 26_500_000);
+
     // Staking.
     let validators = net.json(&["query", "validators"]);
     let validator = validators[0]["operator"].as_str().unwrap().to_string();
