@@ -78,6 +78,7 @@ fn boto3_and_aws_cli_against_the_devnet_endpoint() {
     assert!(!missing.status.success());
 
     rust_sdk_flows(&endpoint, access, secret);
+    refused_bodies_leave_the_connection_usable(net.s3_port);
     job_reads_and_writes_buckets(&net, dir.path(), &endpoint, &aws);
     acknowledged_puts_survive_an_endpoint_crash(&net, dir.path(), &aws);
 }
@@ -270,4 +271,73 @@ fn rust_sdk_flows(endpoint: &str, access: &str, secret: &str) {
         let err = s3.get_object().bucket("rust-sdk").key("absent").send().await.expect_err("absent key");
         assert!(err.into_service_error().is_no_such_key());
     });
+}
+
+/// One HTTP/1.1 answer off `reader`: status, lower-cased headers, body
+/// (by Content-Length or chunked).
+fn read_answer(reader: &mut impl std::io::BufRead) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header line");
+        let Some((name, value)) = line.trim_end().split_once(':') else { break };
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if let Some(len) = header("content-length") {
+        body.resize(len.parse().unwrap(), 0);
+        reader.read_exact(&mut body).expect("body");
+    } else if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("chunk size");
+            let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).expect("chunk");
+            body.extend_from_slice(&chunk[..size]);
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    (status, headers, body)
+}
+
+/// A PUT refused before its body is read (anonymous, to a missing bucket)
+/// gets its S3 error while the client is still sending a 2 MiB body, and the
+/// same connection then answers the next request: the endpoint reads the rest
+/// of the body instead of closing under the client (a broken pipe where the
+/// error should be). A client that waits to send (`Expect: 100-continue`)
+/// is told to close instead, its body never sent.
+fn refused_bodies_leave_the_connection_usable(port: u16) {
+    use std::io::Write;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let body = vec![7u8; 2 << 20];
+        let head = format!("PUT /no-such-bucket/k HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n", body.len());
+        writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(&body)).map(|()| writer)
+    });
+    let mut reader = std::io::BufReader::new(stream);
+    let (status, headers, body) = read_answer(&mut reader);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("<Code>AccessDenied</Code>"), "{}", String::from_utf8_lossy(&body));
+    assert!(!headers.iter().any(|(k, v)| k == "connection" && v == "close"), "{headers:?}");
+    let mut writer = sender.join().unwrap().expect("the whole body was taken, not cut off");
+    writer.write_all(format!("GET /no-such-bucket?list-type=2 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).unwrap();
+    let (status, _, body) = read_answer(&mut reader);
+    assert_eq!(status, 403, "the next request on the same connection: {}", String::from_utf8_lossy(&body));
+
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let head = format!("PUT /no-such-bucket/k HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let (status, headers, _) = read_answer(&mut std::io::BufReader::new(stream));
+    assert_eq!(status, 403);
+    assert!(headers.iter().any(|(k, v)| k == "connection" && v == "close"), "{headers:?}");
 }
