@@ -5,6 +5,7 @@ Exits non-zero on the first failed check.
 """
 import os
 import sys
+import time
 import urllib.request
 
 import boto3
@@ -58,6 +59,19 @@ assert keys == [f"logs/{i}.txt" for i in range(5)], keys
 top = s3.list_objects_v2(Bucket=bucket, Delimiter="/")
 assert sorted(p["Prefix"] for p in top["CommonPrefixes"]) == ["logs/", "train/"], top
 assert [o["Key"] for o in top["Contents"]] == ["empty"]
+
+# Placement: a bucket HEAD counts the contents still waiting for the storage
+# network; once it says 0, every object is stored there.
+deadline = time.time() + 120
+while True:
+    waiting = s3.head_bucket(Bucket=bucket)["ResponseMetadata"]["HTTPHeaders"]["x-tessera-pending-contents"]
+    if int(waiting) == 0:
+        break
+    assert time.time() < deadline, f"{waiting} contents still waiting after 120 s"
+    time.sleep(0.05)
+for key in ["train/part-0.bin"] + [f"logs/{i}.txt" for i in range(5)]:
+    state = s3.head_object(Bucket=bucket, Key=key)["Metadata"]["tessera-state"]
+    assert state == "stored", (key, state)
 
 # Multipart upload (two 5 MiB parts and a tail), then copy.
 mpu = s3.create_multipart_upload(Bucket=bucket, Key="model.safetensors")

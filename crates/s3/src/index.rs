@@ -105,9 +105,16 @@ pub type PendingPut<'a> = (&'a str, &'a str, &'a ObjectMeta, &'a Pending, Option
 
 pub struct Index {
     db: Database,
-    /// Escrow of the pending entries per owner, kept with the table (a PUT
-    /// checks it; summing the table per PUT grew with the backlog).
-    waiting: std::sync::Mutex<std::collections::HashMap<String, u128>>,
+    /// Escrow and count of the pending entries per owner, kept with the
+    /// table (a PUT checks the escrow; summing the table per PUT grew with
+    /// the backlog).
+    waiting: std::sync::Mutex<std::collections::HashMap<String, Waiting>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Waiting {
+    escrow: u128,
+    entries: u64,
 }
 
 fn object_key(bucket: &str, key: &str) -> String {
@@ -138,17 +145,19 @@ impl Index {
         }
         w.commit()?;
         let index = Index { db, waiting: Default::default() };
-        let mut waiting = std::collections::HashMap::<String, u128>::new();
-        for p in index.pending()? {
-            *waiting.entry(p.owner).or_default() += p.escrow;
-        }
-        *index.waiting.lock().expect("waiting lock") = waiting;
+        index.add_waiting(&index.pending()?, true);
         Ok(index)
     }
 
     /// Escrow (micro-TSR) that `owner`'s entries waiting for placement will lock.
     pub fn waiting_escrow(&self, owner: &str) -> u128 {
-        self.waiting.lock().expect("waiting lock").get(owner).copied().unwrap_or(0)
+        self.waiting.lock().expect("waiting lock").get(owner).map_or(0, |w| w.escrow)
+    }
+
+    /// How many contents acknowledged for `owner` wait for placement (one
+    /// per content id, however many objects point at it).
+    pub fn waiting_contents(&self, owner: &str) -> u64 {
+        self.waiting.lock().expect("waiting lock").get(owner).map_or(0, |w| w.entries)
     }
 
     pub fn bucket(&self, name: &str) -> anyhow::Result<Option<BucketMeta>> {
@@ -284,8 +293,12 @@ impl Index {
     fn add_waiting<'a>(&self, entries: impl IntoIterator<Item = &'a Pending>, add: bool) {
         let mut waiting = self.waiting.lock().expect("waiting lock");
         for p in entries {
-            let sum = waiting.entry(p.owner.clone()).or_default();
-            *sum = if add { *sum + p.escrow } else { sum.saturating_sub(p.escrow) };
+            let w = waiting.entry(p.owner.clone()).or_default();
+            *w = if add {
+                Waiting { escrow: w.escrow + p.escrow, entries: w.entries + 1 }
+            } else {
+                Waiting { escrow: w.escrow.saturating_sub(p.escrow), entries: w.entries.saturating_sub(1) }
+            };
         }
     }
 
@@ -504,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn waiting_escrow_and_small_bodies_follow_pending_entries_and_survive_reopen() {
+    fn waiting_escrow_counts_and_small_bodies_follow_pending_entries_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("i.redb")).unwrap();
         let pending = |cid: u8, owner: &str, escrow: u128| Pending {
@@ -522,12 +535,14 @@ mod tests {
         index.put_object_pending("b", "b", &meta(2), &b, None).unwrap();
         index.put_object_pending("b", "c", &meta(3), &c, Some(b"c")).unwrap();
         assert_eq!((index.waiting_escrow("dev"), index.waiting_escrow("other")), (15, 7), "one entry per content");
+        assert_eq!((index.waiting_contents("dev"), index.waiting_contents("other")), (2, 1));
         assert_eq!(index.staged_bodies().unwrap(), vec![([1; 32], b"body of a".to_vec()), ([3; 32], b"c".to_vec())]);
         index.pending_done(&[&a, &a]).unwrap();
         assert_eq!(index.staged_bodies().unwrap(), vec![([3; 32], b"c".to_vec())], "a body goes with its entry");
-        assert_eq!(index.waiting_escrow("dev"), 5);
+        assert_eq!((index.waiting_escrow("dev"), index.waiting_contents("dev")), (5, 1));
         drop(index);
         let index = Index::open(&dir.path().join("i.redb")).unwrap();
         assert_eq!((index.waiting_escrow("dev"), index.waiting_escrow("other"), index.waiting_escrow("nobody")), (5, 7, 0));
+        assert_eq!((index.waiting_contents("dev"), index.waiting_contents("other"), index.waiting_contents("nobody")), (1, 1, 0));
     }
 }

@@ -66,6 +66,10 @@ pub fn default_put_options() -> PutOptions {
     }
 }
 
+/// HEAD of a bucket: contents acknowledged for the bucket owner's account
+/// and not yet on the storage network (0: everything is placed).
+pub const PENDING_HEADER: &str = "x-tessera-pending-contents";
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -483,7 +487,10 @@ impl S3 for Endpoint {
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
         let caller = self.caller(&req)?;
         self.owned_bucket(&req.input.bucket, &caller)?;
-        Ok(S3Response::new(HeadBucketOutput::default()))
+        let mut resp = S3Response::new(HeadBucketOutput::default());
+        // How much of what this account stored is still only on the endpoint.
+        resp.headers.insert(PENDING_HEADER, self.index.waiting_contents(&caller.key_name).into());
+        Ok(resp)
     }
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
