@@ -45,13 +45,26 @@ pub struct PieceStore {
     /// Bytes of stored pieces: counted once at open, then kept in step by
     /// `put`, `get` (quarantine) and `remove`, so a write does not walk the disk.
     used: std::sync::Mutex<u64>,
+    /// Pieces being written now (taken before `used`, never while waiting).
+    writing: std::sync::Mutex<std::collections::BTreeSet<Hash32>>,
+    written: std::sync::Condvar,
 }
 
 impl PieceStore {
     pub fn open(dir: &Path, capacity_bytes: u64) -> Result<PieceStore, PieceError> {
         std::fs::create_dir_all(dir.join("tmp"))?;
+        // Half-written pieces of a crash: their uploads were never acknowledged.
+        for stale in std::fs::read_dir(dir.join("tmp"))?.flatten() {
+            let _ = std::fs::remove_file(stale.path());
+        }
         std::fs::create_dir_all(dir.join("corrupted"))?;
-        let mut store = PieceStore { dir: dir.to_path_buf(), capacity_bytes, used: std::sync::Mutex::new(0) };
+        let mut store = PieceStore {
+            dir: dir.to_path_buf(),
+            capacity_bytes,
+            used: std::sync::Mutex::new(0),
+            writing: Default::default(),
+            written: std::sync::Condvar::new(),
+        };
         store.used = std::sync::Mutex::new(store.scan_used_bytes());
         Ok(store)
     }
@@ -159,26 +172,56 @@ impl PieceStore {
         if actual != *hash {
             return Err(PieceError::Corrupted { expected: *hash, actual });
         }
-        // Holding the count across the write keeps concurrent uploads within capacity.
-        let mut used = self.used.lock().expect("piece store lock");
-        if self.contains(hash) {
-            return Ok(());
+        let len = bytes.len() as u64;
+        // Room is reserved under the lock, so concurrent uploads stay within
+        // capacity, and the write and its fsync run outside it, side by side.
+        // A second upload of a piece being written waits for the first.
+        {
+            let mut writing = self.writing.lock().expect("piece store lock");
+            while writing.contains(hash) {
+                writing = self.written.wait(writing).expect("piece store lock");
+            }
+            if self.contains(hash) {
+                return Ok(());
+            }
+            let mut used = self.used.lock().expect("piece store lock");
+            if *used + len > self.capacity_bytes {
+                return Err(PieceError::Full { used: *used, capacity: self.capacity_bytes });
+            }
+            *used += len;
+            writing.insert(*hash);
         }
-        if *used + bytes.len() as u64 > self.capacity_bytes {
-            return Err(PieceError::Full { used: *used, capacity: self.capacity_bytes });
+        let written = self.write_new(hash, bytes);
+        {
+            let mut writing = self.writing.lock().expect("piece store lock");
+            writing.remove(hash);
+            if written.is_err() {
+                let mut used = self.used.lock().expect("piece store lock");
+                *used = used.saturating_sub(len);
+            }
         }
+        self.written.notify_all();
+        written
+    }
+
+    /// Writes a piece through a file of its own in `tmp/`, fsynced, then
+    /// renamed into place.
+    fn write_new(&self, hash: &Hash32, bytes: &[u8]) -> Result<(), PieceError> {
         let tmp = self.dir.join("tmp").join(format!("{hash}.part"));
         std::fs::create_dir_all(self.dir.join("tmp"))?;
-        {
+        let written = (|| -> Result<(), PieceError> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
+            let dest = self.path(hash);
+            std::fs::create_dir_all(dest.parent().expect("sharded path"))?;
+            std::fs::rename(&tmp, &dest)?;
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        let dest = self.path(hash);
-        std::fs::create_dir_all(dest.parent().expect("sharded path"))?;
-        std::fs::rename(&tmp, &dest)?;
-        *used += bytes.len() as u64;
-        Ok(())
+        written
     }
 
     /// The piece's bytes, checked against its hash.
@@ -234,6 +277,37 @@ mod tests {
         assert!(matches!(store.get(&hash), Err(PieceError::Missing(_))), "corrupted piece is never served");
         let big = vec![0u8; 2 << 20];
         assert!(matches!(store.put(&Hash32::blake3(&big), &big), Err(PieceError::Full { .. })));
+    }
+
+    #[test]
+    fn concurrent_uploads_stay_within_capacity_and_count_each_piece_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for three of the four distinct pieces below.
+        let store = std::sync::Arc::new(PieceStore::open(dir.path(), 3 * 1000 + 10).unwrap());
+        let pieces: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000]).collect();
+        // Each piece eight times over, from 32 threads at once.
+        let outcomes: Vec<(usize, bool)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..32)
+                .map(|t| {
+                    let (store, piece) = (store.clone(), pieces[t % 4].clone());
+                    scope.spawn(move || (t % 4, store.put(&Hash32::blake3(&piece), &piece).is_ok()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let stored: Vec<usize> = (0..4).filter(|&i| store.contains(&Hash32::blake3(&pieces[i]))).collect();
+        assert_eq!(stored.len(), 3, "capacity holds three pieces");
+        assert_eq!(store.used_bytes(), 3000, "each stored piece counted once");
+        for (i, ok) in outcomes {
+            assert!(!ok || stored.contains(&i), "an acknowledged upload of piece {i} is stored");
+        }
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no half-written files left");
+        // A crash's half-written file goes when the store opens.
+        std::fs::write(dir.path().join("tmp").join("x.part"), b"torn").unwrap();
+        drop(store);
+        let store = PieceStore::open(dir.path(), 3 * 1000 + 10).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(store.used_bytes(), 3000);
     }
 
     #[test]
