@@ -280,8 +280,11 @@ impl Staging {
         if done.is_empty() {
             return Ok(());
         }
-        let mut bytes = self.bytes.lock().expect("staging lock");
+        // Before the lock, so that PUTs do not wait for this commit: a
+        // staging that reuses one of these bodies meanwhile records a
+        // pending entry of its own, which the check below finds.
         gateway.index.pending_done(done)?;
+        let mut bytes = self.bytes.lock().expect("staging lock");
         let mut freed = false;
         for p in done {
             if !gateway.index.is_pending(&p.cid)? {
