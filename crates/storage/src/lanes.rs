@@ -31,10 +31,10 @@ const BLOCK_BYTES: usize = 64;
 const BATCH: usize = 64;
 
 /// A leaf's input is `0 || index (8 bytes) || data`; a full leaf's first
-/// eight blocks hold the prefix and all but its last `LEAF_TAIL` bytes.
+/// eight blocks hold the prefix and the first `LEAF_HEAD` bytes of its data,
+/// and its last block the rest.
 const LEAF_PREFIX: usize = 9;
 const LEAF_HEAD: usize = LEAF_BYTES - LEAF_PREFIX;
-const LEAF_TAIL: usize = LEAF_PREFIX;
 
 /// Hashes of the full leaves at the start of `data`, numbered from `first`,
 /// appended to `out`; returns how many bytes they covered (a shorter last
@@ -45,51 +45,68 @@ pub(crate) fn full_leaves(first: u64, data: &[u8], out: &mut Vec<Hash32>) -> usi
 
 fn full_leaves_on(platform: Platform, first: u64, data: &[u8], out: &mut Vec<Hash32>) -> usize {
     let full = data.len() / LEAF_BYTES;
-    let mut heads = vec![[0u8; LEAF_BYTES]; BATCH.min(full)];
-    let mut cvs = vec![0u8; 32 * heads.len()];
-    for start in (0..full).step_by(BATCH) {
-        let n = BATCH.min(full - start);
-        for (j, head) in heads[..n].iter_mut().enumerate() {
-            let leaf = &data[(start + j) * LEAF_BYTES..][..LEAF_BYTES];
+    let leaf = |i: usize| &data[i * LEAF_BYTES..][..LEAF_BYTES];
+    side_by_side::<LEAF_BYTES>(
+        platform,
+        full,
+        |i, head| {
             head[0] = 0;
-            head[1..LEAF_PREFIX].copy_from_slice(&(first + (start + j) as u64).to_le_bytes());
-            head[LEAF_PREFIX..].copy_from_slice(&leaf[..LEAF_HEAD]);
-        }
-        let inputs: Vec<&[u8; LEAF_BYTES]> = heads[..n].iter().collect();
-        platform.hash_many(&inputs, &IV, 0, IncrementCounter::No, 0, CHUNK_START, 0, &mut cvs[..32 * n]);
-        for j in 0..n {
-            let tail = &data[(start + j) * LEAF_BYTES + LEAF_HEAD..][..LEAF_TAIL];
-            out.push(finish(&platform, &cvs[32 * j..][..32], tail));
-        }
-    }
+            head[1..LEAF_PREFIX].copy_from_slice(&(first + i as u64).to_le_bytes());
+            head[LEAF_PREFIX..].copy_from_slice(&leaf(i)[..LEAF_HEAD]);
+        },
+        |i| &leaf(i)[LEAF_HEAD..],
+        out,
+    );
     full * LEAF_BYTES
 }
 
-/// The level above `below` (pairs hashed, an odd last node promoted), appended to `out`.
-pub(crate) fn nodes(below: &[Hash32], out: &mut Vec<Hash32>) {
-    nodes_on(Platform::detect(), below, out)
+/// The level above `below`: pairs hashed, an odd last node promoted.
+pub(crate) fn nodes(below: &[Hash32]) -> Vec<Hash32> {
+    nodes_on(Platform::detect(), below)
 }
 
-fn nodes_on(platform: Platform, below: &[Hash32], out: &mut Vec<Hash32>) {
-    let pairs = below.len() / 2;
-    let mut heads = vec![[0u8; BLOCK_BYTES]; BATCH.min(pairs)];
-    let mut cvs = vec![0u8; 32 * heads.len()];
-    for start in (0..pairs).step_by(BATCH) {
-        let n = BATCH.min(pairs - start);
-        for (j, head) in heads[..n].iter_mut().enumerate() {
-            let (left, right) = (&below[2 * (start + j)].0, &below[2 * (start + j) + 1].0);
+fn nodes_on(platform: Platform, below: &[Hash32]) -> Vec<Hash32> {
+    let mut out = Vec::with_capacity(below.len().div_ceil(2));
+    // A node's input is `1 || left || right`: one full block and the last byte of `right`.
+    side_by_side::<BLOCK_BYTES>(
+        platform,
+        below.len() / 2,
+        |i, head| {
             head[0] = 1;
-            head[1..33].copy_from_slice(left);
-            head[33..].copy_from_slice(&right[..31]);
-        }
-        let inputs: Vec<&[u8; BLOCK_BYTES]> = heads[..n].iter().collect();
-        platform.hash_many(&inputs, &IV, 0, IncrementCounter::No, 0, CHUNK_START, 0, &mut cvs[..32 * n]);
-        for j in 0..n {
-            out.push(finish(&platform, &cvs[32 * j..][..32], &below[2 * (start + j) + 1].0[31..]));
-        }
-    }
+            head[1..33].copy_from_slice(&below[2 * i].0);
+            head[33..].copy_from_slice(&below[2 * i + 1].0[..31]);
+        },
+        |i| &below[2 * i + 1].0[31..],
+        &mut out,
+    );
     if below.len() % 2 == 1 {
         out.push(below[below.len() - 1]);
+    }
+    out
+}
+
+/// Hashes `count` inputs of one shape, each `N` bytes of full blocks (which
+/// `head` writes) followed by a partial last block (`tail`), `BATCH` at a
+/// time through the kernel; appends the hashes to `out` in order.
+fn side_by_side<'a, const N: usize>(
+    platform: Platform,
+    count: usize,
+    head: impl Fn(usize, &mut [u8; N]),
+    tail: impl Fn(usize) -> &'a [u8],
+    out: &mut Vec<Hash32>,
+) {
+    let mut heads = vec![[0u8; N]; BATCH.min(count)];
+    let mut cvs = vec![0u8; 32 * heads.len()];
+    for start in (0..count).step_by(BATCH) {
+        let n = BATCH.min(count - start);
+        for (j, h) in heads[..n].iter_mut().enumerate() {
+            head(start + j, h);
+        }
+        let inputs: Vec<&[u8; N]> = heads[..n].iter().collect();
+        platform.hash_many(&inputs, &IV, 0, IncrementCounter::No, 0, CHUNK_START, 0, &mut cvs[..32 * n]);
+        for j in 0..n {
+            out.push(finish(&platform, &cvs[32 * j..][..32], tail(start + j)));
+        }
     }
 }
 
@@ -123,20 +140,19 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         platforms.extend([Platform::sse2(), Platform::sse41(), Platform::avx2()].into_iter().flatten());
         for platform in platforms {
-        for leaves in [0usize, 1, 2, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 130] {
-            for short in [0usize, 1, 8, 9, 10, 511] {
-                let data: Vec<u8> = (0..leaves * LEAF_BYTES + short).map(|i| (i * 131 % 253) as u8).collect();
-                let first = 1_000 + leaves as u64;
-                let mut level = Vec::new();
-                assert_eq!(full_leaves_on(platform, first, &data, &mut level), leaves * LEAF_BYTES);
-                let plain: Vec<Hash32> = data.chunks(LEAF_BYTES).take(leaves).enumerate().map(|(j, c)| leaf_hash(first + j as u64, c)).collect();
-                assert_eq!(level, plain, "{platform:?}: {leaves} leaves");
-                let mut above = Vec::new();
-                nodes_on(platform, &level, &mut above);
-                let plain: Vec<Hash32> = level.chunks(2).map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] }).collect();
-                assert_eq!(above, plain, "{platform:?}: {leaves} nodes");
+            for leaves in [0usize, 1, 2, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 130] {
+                for short in [0usize, 1, 8, 9, 10, 511] {
+                    let data: Vec<u8> = (0..leaves * LEAF_BYTES + short).map(|i| (i * 131 % 253) as u8).collect();
+                    let first = 1_000 + leaves as u64;
+                    let mut level = Vec::new();
+                    assert_eq!(full_leaves_on(platform, first, &data, &mut level), leaves * LEAF_BYTES);
+                    let plain: Vec<Hash32> =
+                        data.chunks(LEAF_BYTES).take(leaves).enumerate().map(|(j, c)| leaf_hash(first + j as u64, c)).collect();
+                    assert_eq!(level, plain, "{platform:?}: {leaves} leaves");
+                    let plain: Vec<Hash32> = level.chunks(2).map(|p| if p.len() == 2 { node_hash(&p[0], &p[1]) } else { p[0] }).collect();
+                    assert_eq!(nodes_on(platform, &level), plain, "{platform:?}: {leaves} nodes");
+                }
             }
-        }
         }
     }
 }

@@ -90,9 +90,7 @@ fn leaf_level(first: u64, data: &[u8]) -> Vec<Hash32> {
 
 /// The level above `below`: pairs hashed, an odd last node promoted.
 fn level_above(below: &[Hash32]) -> Vec<Hash32> {
-    let mut level = Vec::with_capacity(below.len().div_ceil(2));
-    crate::lanes::nodes(below, &mut level);
-    level
+    crate::lanes::nodes(below)
 }
 
 /// Appends the siblings of node `i` of `levels[0]`, level by level, below the top one.

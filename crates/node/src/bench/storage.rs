@@ -112,7 +112,7 @@ pub fn run_storage_bench(cfg: &StorageBenchConfig, progress: &mut dyn FnMut(&str
             let trees = time_trees();
             (trees, time_flat())
         };
-        anyhow::ensure!(roots.len() == hashes.len(), "one tree and one hash per piece");
+        std::hint::black_box((roots, hashes));
         tree_secs += tree_time;
         flat_secs += flat_time;
         piece_bytes += shards.iter().map(Vec::len).sum::<usize>();
