@@ -1,8 +1,9 @@
 //! Write-back placement. A PUT is acknowledged once its body is durable in
 //! the endpoint's staging directory and recorded as pending in the index (one
 //! fsync of the body, one durable index transaction; a body up to
-//! `INLINE_BODY_MAX` goes into that transaction instead, one fsync in all);
-//! this task then opens
+//! `INLINE_BODY_MAX` goes into that transaction instead, one fsync in all).
+//! One thread commits those transactions, each for every PUT that queued
+//! while the one before it committed (group commit). This task then opens
 //! the storage deals and uploads the erasure-coded pieces in batches, many
 //! objects' deals in one block. Until then the object is served from its
 //! staged body and HEAD says `x-amz-meta-tessera-state: pending`. Nothing is
@@ -13,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::index::{Index, PackRecord, Pending};
@@ -46,16 +47,25 @@ pub struct Staging {
     pub(crate) wake: tokio::sync::Notify,
     /// Room was freed.
     room: tokio::sync::Notify,
-    /// Stagings waiting for the next commit.
-    queue: Mutex<Queue>,
-    /// Held by the staging that commits the queue.
-    commit_turn: tokio::sync::Mutex<()>,
+    /// Stagings waiting for the committer thread.
+    queue: Arc<CommitQueue>,
+    /// Index transactions the committer thread has run.
+    commits: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    state: Mutex<Queue>,
+    /// Something queued, or the staging area closed.
+    ready: Condvar,
 }
 
 #[derive(Default)]
 struct Queue {
     next_id: u64,
     waiting: Vec<Queued>,
+    /// The staging area is gone: the committer thread ends.
+    closed: bool,
 }
 
 /// One staging waiting for the next commit; the answer is what the object
@@ -80,7 +90,7 @@ struct Unqueue<'a> {
 
 impl Drop for Unqueue<'_> {
     fn drop(&mut self) {
-        if let Ok(mut queue) = self.staging.queue.lock() {
+        if let Ok(mut queue) = self.staging.queue.state.lock() {
             queue.waiting.retain(|q| q.id != self.id);
         }
     }
@@ -95,8 +105,9 @@ pub enum Staged {
 
 impl Staging {
     /// Opens the staging directory, keeping the bodies of pending entries and
-    /// removing anything else (leftovers of a crash before the index write).
-    pub fn open(dir: &Path, max_bytes: u64, index: &Index) -> anyhow::Result<Staging> {
+    /// removing anything else (leftovers of a crash before the index write),
+    /// and starts the thread that commits stagings into `index`.
+    pub fn open(dir: &Path, max_bytes: u64, index: &Arc<Index>) -> anyhow::Result<Arc<Staging>> {
         std::fs::create_dir_all(dir)?;
         // Small bodies are durable in the index; their files may not have reached the disk.
         for (cid, body) in index.staged_bodies()? {
@@ -113,15 +124,18 @@ impl Staging {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        Ok(Staging {
+        let staging = Arc::new(Staging {
             dir: dir.to_path_buf(),
             max_bytes,
             bytes: Mutex::new(bytes),
             wake: tokio::sync::Notify::new(),
             room: tokio::sync::Notify::new(),
-            queue: Mutex::new(Queue::default()),
-            commit_turn: tokio::sync::Mutex::new(()),
-        })
+            queue: Arc::default(),
+            commits: Default::default(),
+        });
+        let (queue, weak, index) = (staging.queue.clone(), Arc::downgrade(&staging), index.clone());
+        std::thread::Builder::new().name("s3-commit".into()).spawn(move || commit_loop(&queue, &weak, &index))?;
+        Ok(staging)
     }
 
     pub(crate) fn path(&self, cid: &[u8; 32]) -> PathBuf {
@@ -148,12 +162,10 @@ impl Staging {
     /// `file` must already be synced.
     ///
     /// Group commit: stagings that arrive while one commits queue up, and
-    /// the next to hold the commit turn writes them all in one transaction
-    /// (one fsync), so concurrent PUTs do not wait one fsync each.
-    #[allow(clippy::too_many_arguments)]
+    /// the committer thread writes them all in the next transaction (one
+    /// fsync), so concurrent PUTs do not wait one fsync each.
     pub async fn stage(
         &self,
-        index: &Index,
         file: Option<&Path>,
         inline: Option<&[u8]>,
         pending: &Pending,
@@ -169,7 +181,7 @@ impl Staging {
             let room = self.room.notified();
             let (reply, answer) = tokio::sync::oneshot::channel();
             let id = {
-                let mut queue = self.queue.lock().expect("staging queue lock");
+                let mut queue = self.queue.state.lock().expect("staging queue lock");
                 queue.next_id += 1;
                 let id = queue.next_id;
                 queue.waiting.push(Queued {
@@ -184,17 +196,12 @@ impl Staging {
                 });
                 id
             };
-            // Dropped before its turn (the client went away): the entry leaves the queue.
+            self.queue.ready.notify_one();
+            // Dropped before its commit (the client went away): the entry leaves the queue.
             let unqueue = Unqueue { staging: self, id };
-            {
-                let _turn = self.commit_turn.lock().await;
-                let batch = std::mem::take(&mut self.queue.lock().expect("staging queue lock").waiting);
-                if !batch.is_empty() {
-                    off_the_runtime(|| self.commit(index, batch));
-                }
-            }
+            let answer = answer.await;
             drop(unqueue);
-            match answer.await {
+            match answer {
                 Ok(Ok(Some(old))) => {
                     self.wake.notify_one();
                     return Ok(Ok(Staged::Pending(old)));
@@ -257,6 +264,7 @@ impl Staging {
         let entries: Vec<crate::index::PendingPut<'_>> =
             admitted.iter().map(|q| (q.bucket.as_str(), q.key.as_str(), &q.meta, &q.pending, q.inline.as_deref())).collect();
         let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.put_objects_pending(&entries));
+        self.commits.fetch_add(1, Ordering::Relaxed);
         drop(entries);
         drop(bytes);
         match recorded {
@@ -302,6 +310,37 @@ impl Staging {
             self.room.notify_waiters();
         }
         Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Ok(mut queue) = self.queue.state.lock() {
+            queue.closed = true;
+        }
+        self.queue.ready.notify_all();
+    }
+}
+
+/// The committer thread: commits whatever queued while the last commit ran,
+/// until the staging area is gone.
+fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
+    loop {
+        let batch = {
+            let mut state = queue.state.lock().expect("staging queue lock");
+            while state.waiting.is_empty() && !state.closed {
+                state = queue.ready.wait(state).expect("staging queue lock");
+            }
+            if state.closed {
+                // Unanswered stagings hear that the commit ended.
+                return;
+            }
+            std::mem::take(&mut state.waiting)
+        };
+        match staging.upgrade() {
+            Some(staging) => staging.commit(index, batch),
+            None => return,
+        }
     }
 }
 
@@ -599,26 +638,26 @@ mod tests {
     #[tokio::test]
     async fn staged_bodies_survive_a_restart_and_the_bound_holds() {
         let work = tempfile::tempdir().unwrap();
-        let index = Index::open(&work.path().join("index.redb")).unwrap();
+        let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         for (i, name) in [(1u8, "a"), (2, "b")] {
             let f = spooled(work.path(), name, 400);
-            assert!(matches!(staging.stage(&index, Some(&f), None, &entry(i, 400), "bkt", name, &meta(i, 400)).await.unwrap(), Ok(Staged::Pending(None))));
+            assert!(matches!(staging.stage(Some(&f), None, &entry(i, 400), "bkt", name, &meta(i, 400)).await.unwrap(), Ok(Staged::Pending(None))));
             assert!(!f.exists(), "the spool file moved into staging");
         }
         assert_eq!(staging.bytes(), 800);
         assert!(index.is_pending(&[1; 32]).unwrap() && !index.is_pending(&[3; 32]).unwrap());
         // The same content again shares the staged body.
         let f = spooled(work.path(), "a2", 400);
-        assert!(matches!(staging.stage(&index, Some(&f), None, &entry(1, 400), "bkt", "a2", &meta(1, 400)).await.unwrap(), Ok(Staged::Pending(None))));
+        assert!(matches!(staging.stage(Some(&f), None, &entry(1, 400), "bkt", "a2", &meta(1, 400)).await.unwrap(), Ok(Staged::Pending(None))));
         assert_eq!((staging.bytes(), index.pending().unwrap().len()), (800, 2));
         // Larger than the whole area: stored synchronously instead.
         let big = spooled(work.path(), "big", 10);
-        assert!(matches!(staging.stage(&index, Some(&big), None, &entry(9, 1001), "bkt", "big", &meta(9, 1001)).await.unwrap(), Ok(Staged::TooLarge)));
+        assert!(matches!(staging.stage(Some(&big), None, &entry(9, 1001), "bkt", "big", &meta(9, 1001)).await.unwrap(), Ok(Staged::TooLarge)));
         // A small body held in memory (no spooled file) is durable in the
         // index; its staged file is written, unsynced.
         let body = vec![7u8; 100];
-        assert!(matches!(staging.stage(&index, None, Some(&body), &entry(3, 100), "bkt", "c", &meta(3, 100)).await.unwrap(), Ok(Staged::Pending(None))));
+        assert!(matches!(staging.stage(None, Some(&body), &entry(3, 100), "bkt", "c", &meta(3, 100)).await.unwrap(), Ok(Staged::Pending(None))));
         assert_eq!(std::fs::read(staging.path(&[3; 32])).unwrap(), body);
         // A crash: a stray body without an index entry goes, pending ones
         // stay, and a small body's file that never reached the disk comes back.
@@ -632,12 +671,15 @@ mod tests {
     }
 
     #[tokio::test]
+    // The staging lock is held across awaits on purpose: it stands for a running commit.
+    #[allow(clippy::await_holding_lock)]
     async fn stagings_that_queue_meanwhile_share_one_commit_and_a_dropped_one_leaves() {
         let work = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
-        let staging = Arc::new(Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap());
-        // While one commit holds the turn, eight more queue up.
-        let turn = staging.commit_turn.lock().await;
+        let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
+        // The committer thread takes what queued first and waits for the
+        // staging lock (held here, as if a commit were running); the rest queue up.
+        let running = staging.bytes.lock().unwrap();
         let tasks: Vec<_> = (1..=8u8)
             .map(|i| {
                 let (staging, index) = (staging.clone(), index.clone());
@@ -646,41 +688,45 @@ mod tests {
                     let body = std::fs::read(&f).unwrap();
                     // Half with a spooled file, half held in memory only.
                     let file = (i % 2 == 0).then_some(f.as_path());
-                    staging.stage(&index, file, Some(&body), &entry(i, 100), "bkt", &format!("k{i}"), &meta(i, 100)).await.unwrap()
+                    staging.stage(file, Some(&body), &entry(i, 100), "bkt", &format!("k{i}"), &meta(i, 100)).await.unwrap()
                 })
             })
             .collect();
+        let queued = || staging.queue.state.lock().unwrap().waiting.len();
+        let arrived = || staging.queue.state.lock().unwrap().next_id;
         for _ in 0..1000 {
-            if staging.queue.lock().unwrap().waiting.len() == 8 {
+            if arrived() == 8 {
                 break;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        assert_eq!(staging.queue.lock().unwrap().waiting.len(), 8);
+        assert_eq!(arrived(), 8);
+        let left = queued();
         assert!(index.pending().unwrap().is_empty(), "nothing is recorded before its commit");
         // A request dropped while it waits takes its entry out of the queue.
         let f = spooled(work.path(), "gone", 100);
         let body = std::fs::read(&f).unwrap();
         {
             let (pending, object) = (entry(9, 100), meta(9, 100));
-            let gone = staging.stage(&index, Some(&f), Some(&body), &pending, "bkt", "gone", &object);
+            let gone = staging.stage(Some(&f), Some(&body), &pending, "bkt", "gone", &object);
             tokio::pin!(gone);
             tokio::select! {
                 biased;
-                _ = &mut gone => panic!("staged while another commit held the turn"),
+                _ = &mut gone => panic!("staged while a commit was running"),
                 () = tokio::task::yield_now() => {}
             }
-            assert_eq!(staging.queue.lock().unwrap().waiting.len(), 9);
+            assert_eq!(queued(), left + 1);
         }
-        assert_eq!(staging.queue.lock().unwrap().waiting.len(), 8);
-        drop(turn);
+        assert_eq!(queued(), left);
+        drop(running);
         for t in tasks {
             assert!(matches!(t.await.unwrap(), Ok(Staged::Pending(None))));
         }
         assert_eq!((index.pending().unwrap().len(), staging.bytes()), (8, 800));
         assert!((1..=8u8).all(|i| std::fs::read(staging.path(&[i; 32])).unwrap() == vec![7u8; 100]), "moved or written into staging");
         assert!(index.object("bkt", "k8").unwrap().is_some() && index.object("bkt", "gone").unwrap().is_none());
-        assert!(staging.queue.lock().unwrap().waiting.is_empty());
+        assert_eq!(queued(), 0);
+        assert!(staging.commits.load(Ordering::Relaxed) <= 2, "eight stagings, the one commit running and the next");
     }
 
     #[test]
@@ -701,13 +747,13 @@ mod tests {
     #[tokio::test]
     async fn a_pack_file_holds_its_members_end_to_end() {
         let work = tempfile::tempdir().unwrap();
-        let index = Index::open(&work.path().join("index.redb")).unwrap();
+        let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
         let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
         let batch = [entry(1, 300), entry(2, 5)];
         for (i, p) in batch.iter().enumerate() {
             let f = spooled(work.path(), &format!("b{i}"), p.size as usize);
             let body = std::fs::read(&f).unwrap();
-            let staged = staging.stage(&index, Some(&f), Some(&body), p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap();
+            let staged = staging.stage(Some(&f), Some(&body), p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap();
             assert!(matches!(staged, Ok(Staged::Pending(_))));
         }
         let path = work.path().join("pack");
@@ -720,12 +766,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_staging_area_says_slow_down() {
         let work = tempfile::tempdir().unwrap();
-        let index = Index::open(&work.path().join("index.redb")).unwrap();
+        let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         let f = spooled(work.path(), "a", 700);
-        assert!(matches!(staging.stage(&index, Some(&f), None, &entry(1, 700), "bkt", "a", &meta(1, 700)).await.unwrap(), Ok(Staged::Pending(_))));
+        assert!(matches!(staging.stage(Some(&f), None, &entry(1, 700), "bkt", "a", &meta(1, 700)).await.unwrap(), Ok(Staged::Pending(_))));
         let f = spooled(work.path(), "b", 700);
-        let err = match staging.stage(&index, Some(&f), None, &entry(2, 700), "bkt", "b", &meta(2, 700)).await.unwrap() {
+        let err = match staging.stage(Some(&f), None, &entry(2, 700), "bkt", "b", &meta(2, 700)).await.unwrap() {
             Err(e) => e,
             Ok(_) => panic!("a full staging area took more"),
         };

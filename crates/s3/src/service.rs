@@ -24,7 +24,7 @@ pub const MAX_OBJECT_BYTES: u64 = 5 << 30;
 pub const MAX_PARTS: i32 = 10_000;
 
 pub struct Gateway {
-    pub index: Index,
+    pub index: Arc<Index>,
     pub keys: AccessKeys,
     pub keyring: Keyring,
     pub rpc: String,
@@ -36,7 +36,7 @@ pub struct Gateway {
     /// Recently stored or read objects, by content id.
     pub cache: ContentCache,
     /// Acknowledged bodies waiting for the storage network.
-    pub staging: Staging,
+    pub staging: Arc<Staging>,
     /// Each paying key's address and balance as last read from the node.
     payers: std::sync::Mutex<std::collections::HashMap<String, (tessera_types::Address, Amount, std::time::Instant)>>,
     /// Manifests computed when staged, by content id, for the placer of
@@ -111,6 +111,7 @@ impl Gateway {
         std::fs::create_dir_all(work_dir.join("spool"))?;
         std::fs::create_dir_all(work_dir.join("uploads"))?;
         let cache = ContentCache::open(&work_dir.join("cache"), cache_bytes)?;
+        let index = Arc::new(index);
         let staging = Staging::open(&work_dir.join("staged"), staging_bytes, &index)?;
         let node = Client::new(&rpc);
         Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging, payers: Default::default(), manifests: Default::default() })
@@ -381,7 +382,7 @@ impl Gateway {
             attempts: 0,
             last_error: None,
         };
-        match self.staging.stage(&self.index, spooled.file.as_deref(), spooled.body.as_deref(), &pending, bucket, key, &meta).await.map_err(internal)? {
+        match self.staging.stage(spooled.file.as_deref(), spooled.body.as_deref(), &pending, bucket, key, &meta).await.map_err(internal)? {
             Ok(Staged::Pending(old)) => Ok(Some((meta, old))),
             Ok(Staged::TooLarge) => Ok(None),
             Err(e) => Err(e),
