@@ -182,6 +182,7 @@ impl Staging {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let id = {
                 let mut queue = self.queue.state.lock().expect("staging queue lock");
+                anyhow::ensure!(!queue.closed, "the staging area's committer has stopped");
                 queue.next_id += 1;
                 let id = queue.next_id;
                 queue.waiting.push(Queued {
@@ -325,6 +326,17 @@ impl Drop for Staging {
 /// The committer thread: commits whatever queued while the last commit ran,
 /// until the staging area is gone.
 fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
+    // However this thread ends (a panic included), what is queued and what
+    // queues later hears so instead of waiting for it.
+    struct Closing<'a>(&'a CommitQueue);
+    impl Drop for Closing<'_> {
+        fn drop(&mut self) {
+            let mut state = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.closed = true;
+            state.waiting.clear();
+        }
+    }
+    let _closing = Closing(queue);
     loop {
         let batch = {
             let mut state = queue.state.lock().expect("staging queue lock");
@@ -332,7 +344,6 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
                 state = queue.ready.wait(state).expect("staging queue lock");
             }
             if state.closed {
-                // Unanswered stagings hear that the commit ended.
                 return;
             }
             std::mem::take(&mut state.waiting)
@@ -682,7 +693,7 @@ mod tests {
         let running = staging.bytes.lock().unwrap();
         let tasks: Vec<_> = (1..=8u8)
             .map(|i| {
-                let (staging, index) = (staging.clone(), index.clone());
+                let staging = staging.clone();
                 let f = spooled(work.path(), &format!("q{i}"), 100);
                 tokio::spawn(async move {
                     let body = std::fs::read(&f).unwrap();
