@@ -5,7 +5,9 @@ Against an endpoint that acknowledges a PUT before the object is on its
 storage network (HEAD reports x-amz-meta-tessera-state: pending), the run
 also waits until every object of a phase is stored, and reports that rate as
 placed_* (from the phase's first PUT to its last object stored), before its
-GETs start.
+GETs start, and as tail_*_s the seconds from the phase's last PUT
+acknowledged to its last object stored (the block wait and the last batch's
+placement, which a phase of a second or two magnifies in placed_*).
 
 With s5cmd on the PATH (a Go S3 client that runs many requests at once),
 the same counts of objects are also copied up and down with WORKERS
@@ -97,18 +99,22 @@ def wait_placed(keys, started):
 result = {}
 started = time.perf_counter()
 put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"large/{i}", Body=large(i))) for i in range(large_count)]
+acked = time.perf_counter() - started
 placed = wait_placed([f"large/{i}" for i in range(large_count)], started)
 get = [timed(lambda i=i: s3.get_object(Bucket=bucket, Key=f"large/{i}")["Body"].read()) for i in range(large_count)]
 if large_count:
     result["put_4mib_mib_s"] = 4 * large_count / sum(put)
     if placed:
         result["placed_4mib_mib_s"] = 4 * large_count / placed
+        result["tail_4mib_s"] = placed - acked
     result["get_4mib_mib_s"] = 4 * large_count / sum(get)
 started = time.perf_counter()
 put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"small/{i}", Body=small(i))) for i in range(small_count)]
+acked = time.perf_counter() - started
 placed = wait_placed([f"small/{i}" for i in range(small_count)], started)
 if placed:
     result["placed_4kib_ops_s"] = small_count / placed
+    result["tail_4kib_s"] = placed - acked
 get = [timed(lambda i=i: s3.get_object(Bucket=bucket, Key=f"small/{i}")["Body"].read()) for i in range(small_count)]
 for name, lat in (("put_4kib", put), ("get_4kib", get)):
     if not lat:
@@ -151,6 +157,7 @@ def concurrent(name, count, body, unit):
     result[f"put_{name}{suffix}"] = count * scale / put
     if placed:
         result[f"placed_{name}{suffix}"] = count * scale / placed
+        result[f"tail_{name}_c{workers}_s"] = placed - put
     result[f"get_{name}{suffix}"] = count * scale / get
 
 

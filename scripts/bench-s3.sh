@@ -88,11 +88,16 @@ t, w, c = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[
 peer = lambda k: w.get(k.replace("placed_", "put_"))
 fmt = lambda v, p: f"{v:>12.2f}{(v / p if p else float('nan')):>8.3f}"
 print(f"{'metric':<22}{'tessera':>12}{'seaweedfs':>12}{'ratio':>8}{'sync, cold':>12}{'ratio':>8}")
+tails = {k: v for k, v in t.items() if k.startswith("tail_")}
 for k in t:
+    if k in tails:
+        continue
     cold = fmt(c[k], peer(k)) if k in c else ""
     print(f"{k:<22}{t[k]:>12.2f}{peer(k):>12.2f}{(t[k] / peer(k) if peer(k) else float('nan')):>8.3f}{cold}")
 print(f"peak RSS: tessera (devnet, providers, S3) {int(sys.argv[3]) / 1024:.1f} MiB, seaweedfs {int(sys.argv[4]) / 1024:.1f} MiB")
 print("ratio > 1 is better for tessera on throughput rows, worse on latency rows;")
 print("placed_*: first PUT to last object on the storage network, against the peer's PUT figure;")
+print("  of which the tail, last PUT acknowledged to last object placed (s): "
+      + ", ".join(f"{k[5:-2]} {v:.2f}" for k, v in tails.items()))
 print("'sync, cold': staging and read cache off: PUTs wait for deals and pieces, GETs read the storage network")
 PY
