@@ -756,6 +756,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stagings_get_an_error_instead_of_waiting_once_the_committer_thread_has_died() {
+        let work = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
+        let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
+        // A panic while the staging lock is held poisons it: the committer
+        // thread's next commit panics on it.
+        let poisoner = staging.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.bytes.lock().unwrap();
+            panic!("poison the staging lock");
+        })
+        .join();
+        let body = vec![7u8; 100];
+        for (i, name) in [(1u8, "a"), (2, "b")] {
+            let staged = tokio::time::timeout(Duration::from_secs(10), staging.stage(None, Some(&body), &entry(i, 100), "bkt", name, &meta(i, 100)))
+                .await
+                .expect("a staging waited for a committer that is gone");
+            assert!(staged.is_err(), "staging {name} was answered as if committed");
+        }
+        assert!(index.object("bkt", "a").unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn a_pack_file_holds_its_members_end_to_end() {
         let work = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
