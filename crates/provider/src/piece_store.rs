@@ -1,7 +1,8 @@
 //! Content-addressed piece store on disk: `<dir>/<first 2 hex>/<hash hex>`.
 //! A piece is written to a temporary file, checked against its hash, synced
-//! and renamed into place, so a crash never leaves a half piece under its
-//! name. Every read re-checks the hash: a corrupted piece is reported, moved
+//! and renamed into place, and the rename is synced too (`rename_durably`),
+//! so a crash never leaves a half piece under its name and never loses one
+//! that was acknowledged. Every read re-checks the hash: a corrupted piece is reported, moved
 //! aside and never returned.
 //!
 //! Beside each piece it has proven, the store keeps the upper levels of its
@@ -213,9 +214,7 @@ impl PieceStore {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
-            let dest = self.path(hash);
-            std::fs::create_dir_all(dest.parent().expect("sharded path"))?;
-            std::fs::rename(&tmp, &dest)?;
+            rename_durably(&tmp, &self.path(hash))?;
             Ok(())
         })();
         if written.is_err() {
@@ -257,6 +256,22 @@ impl PieceStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Renames the synced file `from` to `to` and syncs the directory entry,
+/// so the new name survives a power loss (a rename is a change to its
+/// directory, which the file's own fsync does not cover). A missing parent
+/// of `to` is created, and its own entry synced too.
+pub(crate) fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    let parent = to.parent().ok_or_else(|| std::io::Error::other(format!("{} has no directory", to.display())))?;
+    if !parent.exists() {
+        std::fs::create_dir_all(parent)?;
+        if let Some(above) = parent.parent() {
+            std::fs::File::open(above)?.sync_all()?;
+        }
+    }
+    std::fs::rename(from, to)?;
+    std::fs::File::open(parent)?.sync_all()
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Content-addressed store of job results, each re-checked against its
 //! blake3 hash before it is served. Files of at most `book::INLINE_MAX`
 //! bytes live in the run book and are committed with the run's outcome;
-//! larger ones are files of their own under `<dir>/<hash>`, fsynced before
-//! the run's outcome is committed.
+//! larger ones are files of their own under `<dir>/<hash>`, fsynced (and
+//! their names) before the run's outcome is committed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,7 +52,7 @@ impl ResultStore {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &dest)?;
+            crate::piece_store::rename_durably(&tmp, &dest)?;
         }
         Ok(hash)
     }
@@ -74,11 +74,11 @@ impl ResultStore {
             return Ok((hash, size));
         }
         std::fs::File::open(path)?.sync_all()?;
-        if std::fs::rename(path, &dest).is_err() {
+        if crate::piece_store::rename_durably(path, &dest).is_err() {
             let tmp = self.dir.join(format!(".{hash}.partial"));
             std::fs::copy(path, &tmp)?;
             std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &dest)?;
+            crate::piece_store::rename_durably(&tmp, &dest)?;
             std::fs::remove_file(path)?;
         }
         Ok((hash, size))
