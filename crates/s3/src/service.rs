@@ -440,6 +440,12 @@ struct UploadMeta {
     content_type: Option<String>,
 }
 
+/// Syncs a directory, so that the names created or renamed in it survive a
+/// power loss (a file's own fsync covers its data, not its entry).
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn read_upload(dir: &Path) -> S3Result<UploadMeta> {
     let text = std::fs::read_to_string(dir.join("upload.json")).map_err(|_| s3_error!(NoSuchUpload))?;
     serde_json::from_str(&text).map_err(internal)
@@ -713,10 +719,22 @@ impl S3 for Endpoint {
         let mut id = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
         let upload_id = hex::encode(id);
-        let dir = self.work_dir.join("uploads").join(&upload_id);
+        let uploads = self.work_dir.join("uploads");
+        let dir = uploads.join(&upload_id);
         std::fs::create_dir_all(&dir).map_err(internal)?;
         let meta = UploadMeta { bucket: input.bucket.clone(), key: input.key.clone(), owner: caller.key_name, content_type: input.content_type };
-        std::fs::write(dir.join("upload.json"), serde_json::to_string(&meta).map_err(internal)?).map_err(internal)?;
+        // Durable before its id is answered: the upload, and the parts it is told of, outlive a crash.
+        let recorded = std::fs::File::create(dir.join("upload.json"))
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, serde_json::to_string(&meta).map_err(std::io::Error::other)?.as_bytes())?;
+                f.sync_all()
+            })
+            .and_then(|()| sync_dir(&dir))
+            .and_then(|()| sync_dir(&uploads));
+        if let Err(e) = recorded {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(internal(e));
+        }
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -735,7 +753,9 @@ impl S3 for Endpoint {
         let tmp = dir.join(format!("part-{}.tmp", input.part_number));
         let spooled = self.spool(input.body, tmp.clone(), true).await?;
         let md5_hex = hex::encode(spooled.md5);
-        std::fs::rename(&tmp, dir.join(format!("part-{}-{md5_hex}", input.part_number))).map_err(internal)?;
+        std::fs::rename(&tmp, dir.join(format!("part-{}-{md5_hex}", input.part_number)))
+            .and_then(|()| sync_dir(&dir))
+            .map_err(internal)?;
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag(&md5_hex)), ..Default::default() }))
     }
 
