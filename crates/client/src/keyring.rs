@@ -112,9 +112,10 @@ impl Keyring {
     }
 }
 
-/// Writes `bytes` to `path` readable only by its owner, atomically: a
-/// temporary file beside it is synced and renamed into place, so a crash
-/// leaves the old file or the new one, never half of one.
+/// Writes `bytes` to `path` readable only by its owner, atomically and
+/// durably: a temporary file beside it is synced and renamed into place, and
+/// the directory is synced, so a crash leaves the old file or the new one,
+/// never half of one, and once this returns the new one survives a power loss.
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -129,7 +130,9 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = options.open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
