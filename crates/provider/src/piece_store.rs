@@ -2,8 +2,8 @@
 //! A piece is written to a temporary file, checked against its hash, synced
 //! and renamed into place, and the rename is synced too (`rename_durably`),
 //! so a crash never leaves a half piece under its name and never loses one
-//! that was acknowledged. Every read re-checks the hash: a corrupted piece is reported, moved
-//! aside and never returned.
+//! that was acknowledged. Every read re-checks the hash: a corrupted piece
+//! is reported, moved aside and never returned.
 //!
 //! Beside each piece it has proven, the store keeps the upper levels of its
 //! Merkle tree (`<dir>/trees/<first 2 hex>/<hash hex>`, about 1/32 of the
