@@ -130,9 +130,28 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = options.open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    rename_durably(&tmp, path)
+}
+
+/// Syncs a directory, so that the names created or renamed in it survive a
+/// power loss (a file's own fsync covers its data, not its entry).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Renames the synced file `from` to `to` and syncs the directory entry, so
+/// the new name survives a power loss. A missing directory of `to` is
+/// created, and its own entry synced too.
+pub fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    let dir = to.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        if let Some(above) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync_dir(above)?;
+        }
+    }
+    std::fs::rename(from, to)?;
+    sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tessera_storage::{MerkleProof, PieceTree, UpperTree, LEAF_BYTES};
+use tessera_client::keyring::rename_durably;
 use tessera_types::Hash32;
 
 /// Leaf bytes and their Merkle proofs, in the order asked for.
@@ -256,22 +257,6 @@ impl PieceStore {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// Renames the synced file `from` to `to` and syncs the directory entry,
-/// so the new name survives a power loss (a rename is a change to its
-/// directory, which the file's own fsync does not cover). A missing parent
-/// of `to` is created, and its own entry synced too.
-pub(crate) fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
-    let parent = to.parent().ok_or_else(|| std::io::Error::other(format!("{} has no directory", to.display())))?;
-    if !parent.exists() {
-        std::fs::create_dir_all(parent)?;
-        if let Some(above) = parent.parent() {
-            std::fs::File::open(above)?.sync_all()?;
-        }
-    }
-    std::fs::rename(from, to)?;
-    std::fs::File::open(parent)?.sync_all()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tessera_client::keyring::rename_durably;
 use tessera_types::Hash32;
 
 use crate::book::{Book, Record, INLINE_MAX};
@@ -52,7 +53,7 @@ impl ResultStore {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
-            crate::piece_store::rename_durably(&tmp, &dest)?;
+            rename_durably(&tmp, &dest)?;
         }
         Ok(hash)
     }
@@ -74,11 +75,11 @@ impl ResultStore {
             return Ok((hash, size));
         }
         std::fs::File::open(path)?.sync_all()?;
-        if crate::piece_store::rename_durably(path, &dest).is_err() {
+        if rename_durably(path, &dest).is_err() {
             let tmp = self.dir.join(format!(".{hash}.partial"));
             std::fs::copy(path, &tmp)?;
             std::fs::File::open(&tmp)?.sync_all()?;
-            crate::piece_store::rename_durably(&tmp, &dest)?;
+            rename_durably(&tmp, &dest)?;
             std::fs::remove_file(path)?;
         }
         Ok((hash, size))

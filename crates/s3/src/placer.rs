@@ -261,7 +261,7 @@ impl Staging {
             }
         }
         // A large body's rename must survive a power loss before the index names it.
-        let synced = if sync_dir { crate::service::sync_dir(&self.dir) } else { Ok(()) };
+        let synced = if sync_dir { tessera_client::keyring::sync_dir(&self.dir) } else { Ok(()) };
         let entries: Vec<crate::index::PendingPut<'_>> =
             admitted.iter().map(|q| (q.bucket.as_str(), q.key.as_str(), &q.meta, &q.pending, q.inline.as_deref())).collect();
         let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.put_objects_pending(&entries));

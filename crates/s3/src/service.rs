@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tessera_client::storage::PutOptions;
+use tessera_client::keyring::{sync_dir, write_private_atomic};
 use tessera_client::{Client, Keyring};
 use tessera_storage::{Cid, ErasureScheme};
 use tessera_types::{Amount, Hash32};
@@ -440,12 +441,6 @@ struct UploadMeta {
     content_type: Option<String>,
 }
 
-/// Syncs a directory, so that the names created or renamed in it survive a
-/// power loss (a file's own fsync covers its data, not its entry).
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 fn read_upload(dir: &Path) -> S3Result<UploadMeta> {
     let text = std::fs::read_to_string(dir.join("upload.json")).map_err(|_| s3_error!(NoSuchUpload))?;
     serde_json::from_str(&text).map_err(internal)
@@ -721,16 +716,11 @@ impl S3 for Endpoint {
         let upload_id = hex::encode(id);
         let uploads = self.work_dir.join("uploads");
         let dir = uploads.join(&upload_id);
-        std::fs::create_dir_all(&dir).map_err(internal)?;
         let meta = UploadMeta { bucket: input.bucket.clone(), key: input.key.clone(), owner: caller.key_name, content_type: input.content_type };
+        let record = serde_json::to_string(&meta).map_err(internal)?;
+        std::fs::create_dir_all(&dir).map_err(internal)?;
         // Durable before its id is answered: the upload, and the parts it is told of, outlive a crash.
-        let recorded = std::fs::File::create(dir.join("upload.json"))
-            .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, serde_json::to_string(&meta).map_err(std::io::Error::other)?.as_bytes())?;
-                f.sync_all()
-            })
-            .and_then(|()| sync_dir(&dir))
-            .and_then(|()| sync_dir(&uploads));
+        let recorded = write_private_atomic(&dir.join("upload.json"), record.as_bytes()).and_then(|()| sync_dir(&uploads));
         if let Err(e) = recorded {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(internal(e));
