@@ -108,23 +108,35 @@ fn deal_places_pieces_on_distinct_providers_and_pays_for_proofs() {
     assert!(c.balance(&c.addr(0)) < owner_before);
     c.assert_pools_backed();
 
-    // Run to the first epoch; every provider answers every challenge.
-    while c.view(storage::pending_challenges).is_empty() {
+    // Run through the first proof epoch; every provider answers every
+    // challenge. Each piece is challenged in a block of its own slot, so the
+    // epoch's challenges come spread over its blocks, never all at once.
+    let sp = Params::default().storage;
+    let first_epoch = sp.epoch_blocks;
+    while c.height < first_epoch {
         c.block(&[]);
     }
-    let open = c.view(storage::pending_challenges);
-    assert_eq!(open.len(), d.pieces.len());
-    let mut txs = Vec::new();
-    let mut nonces = std::collections::BTreeMap::new();
-    for ch in &open {
-        let user = user_of(&c, d.pieces[ch.piece as usize].provider);
-        let nonce = *nonces.entry(user).or_insert_with(|| c.nonce(&c.addr(user)));
-        nonces.insert(user, nonce + 1);
-        txs.push(c.sign(user, nonce, answer(&c, &f, 1, ch.piece).unwrap()));
+    let mut challenged = std::collections::BTreeSet::new();
+    let mut most_open_at_once = 0;
+    for _ in 0..sp.epoch_blocks {
+        let open = c.view(storage::pending_challenges);
+        most_open_at_once = most_open_at_once.max(open.len());
+        let mut txs = Vec::new();
+        let mut nonces = std::collections::BTreeMap::new();
+        for ch in &open {
+            assert_eq!(ch.epoch, 1);
+            assert!(challenged.insert(ch.piece), "piece {} challenged twice in one epoch", ch.piece);
+            let user = user_of(&c, d.pieces[ch.piece as usize].provider);
+            let nonce = *nonces.entry(user).or_insert_with(|| c.nonce(&c.addr(user)));
+            nonces.insert(user, nonce + 1);
+            txs.push(c.sign(user, nonce, answer(&c, &f, 1, ch.piece).unwrap()));
+        }
+        let out = c.block(&txs);
+        assert!(out.txs.iter().all(|t| t.code == 0), "{:?}", out.txs.iter().map(|t| &t.log).collect::<Vec<_>>());
+        assert!(c.view(storage::pending_challenges).iter().all(|p| p.epoch > 1 || !challenged.contains(&p.piece)));
     }
-    let out = c.block(&txs);
-    assert!(out.txs.iter().all(|t| t.code == 0), "{:?}", out.txs.iter().map(|t| &t.log).collect::<Vec<_>>());
-    assert!(c.view(storage::pending_challenges).is_empty());
+    assert_eq!(challenged.len(), d.pieces.len(), "every piece challenged once in the epoch");
+    assert!(most_open_at_once * 4 <= d.pieces.len(), "{most_open_at_once} of {} pieces challenged in one block", d.pieces.len());
     let d = c.view(|st| storage::deal(st, 1)).unwrap();
     assert!(d.paid > Amount::ZERO);
     assert!(d.pieces.iter().all(|p| p.proven_epochs == 1));
@@ -290,7 +302,7 @@ fn a_deal_whose_pieces_never_arrived_ends_as_lost_and_refunds() {
     let owner = c.addr(0);
     assert_eq!(c.run(0, create_deal(&f, 100_000)).0, 0);
     let mut ended = None;
-    for _ in 0..200 {
+    for _ in 0..500 {
         let hb: Vec<SignedTx> = (1..8).map(|u| c.tx(u, Msg::Registry(RegistryMsg::Heartbeat))).collect();
         let out = c.block(&hb);
         assert!(!out.end_events.iter().any(|e| e.kind == "storage.piece_moved"), "nothing to rebuild a piece from");

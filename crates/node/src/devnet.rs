@@ -40,7 +40,13 @@ pub struct DevnetConfig {
     pub s3_staging_mib: u64,
     /// Block records kept (the latest; 0: all).
     pub retain_blocks: u64,
+    /// A new chain's proof epoch: every stored piece is challenged once in it.
+    pub proof_epoch: Duration,
 }
+
+/// A devnet's proof epoch by default: the default parameters' 60 blocks of
+/// 500 ms.
+pub const DEFAULT_PROOF_EPOCH: Duration = Duration::from_secs(30);
 
 /// Blocks a devnet keeps by default: about 17 minutes of 500 ms blocks, which
 /// bounds its disk while proofs of storage fill every block.
@@ -193,17 +199,18 @@ fn key_or_create(ring: &Keyring, name: &str) -> anyhow::Result<KeyPair> {
 const DEFAULT_BLOCK_MS: u64 = 500;
 
 /// The chain's default parameters, with every liveness window (provider
-/// heartbeat timeout, storage challenge epoch and answer window, upload grace)
-/// kept at least as long in wall-clock time as at the default block time: a
-/// devnet with faster blocks on a busy machine must not take live providers
-/// for dead ones or late proofs for missing pieces.
-pub fn devnet_params(block_time: Duration) -> Params {
+/// heartbeat timeout, storage challenge answer window, upload grace) kept at
+/// least as long in wall-clock time as at the default block time: a devnet
+/// with faster blocks on a busy machine must not take live providers for dead
+/// ones or late proofs for missing pieces. The proof epoch is `proof_epoch`
+/// long (at least one block), and the answer window no longer than it.
+pub fn devnet_params(block_time: Duration, proof_epoch: Duration) -> Params {
     let mut params = Params::default();
     let ms = (block_time.as_millis() as u64).max(1);
     let scale = |blocks: u64| blocks.max(blocks * DEFAULT_BLOCK_MS / ms);
     params.registry.heartbeat_timeout_blocks = scale(params.registry.heartbeat_timeout_blocks);
-    params.storage.epoch_blocks = scale(params.storage.epoch_blocks);
-    params.storage.challenge_window_blocks = scale(params.storage.challenge_window_blocks);
+    params.storage.epoch_blocks = (proof_epoch.as_millis() as u64 / ms).max(1);
+    params.storage.challenge_window_blocks = scale(params.storage.challenge_window_blocks).min(params.storage.epoch_blocks);
     params.storage.upload_grace_blocks = scale(params.storage.upload_grace_blocks);
     params
 }
@@ -224,7 +231,7 @@ pub fn devnet_genesis(cfg: &DevnetConfig, validator: &KeyPair) -> anyhow::Result
     Ok(Genesis {
         chain_id: cfg.chain_id.clone(),
         genesis_time_ms,
-        params: devnet_params(cfg.block_time),
+        params: devnet_params(cfg.block_time, cfg.proof_epoch),
         accounts,
         validators: vec![GenesisValidator {
             operator: validator.address(),
@@ -300,6 +307,11 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
     println!("  events       http://{}/events", cfg.rpc);
     println!("  validator    {} (solo, block every {} ms)", validator.address(), cfg.block_time.as_millis());
     println!("  height       {height}");
+    let sp = &genesis.params.storage;
+    println!(
+        "  proofs       every stored piece once every {} blocks, answered within {} (a new chain's epoch: --proof-epoch-secs)",
+        sp.epoch_blocks, sp.challenge_window_blocks
+    );
     let names = cfg.keyring.list().unwrap_or_default();
     for a in &genesis.accounts {
         let name = names.iter().find(|(_, addr)| *addr == a.address).map(|(n, _)| n.as_str()).unwrap_or("validator");
@@ -363,11 +375,25 @@ mod tests {
     #[test]
     fn fast_blocks_keep_liveness_windows_in_wall_clock_time() {
         let d = Params::default();
-        let fast = devnet_params(Duration::from_millis(100));
+        let fast = devnet_params(Duration::from_millis(100), DEFAULT_PROOF_EPOCH);
         assert_eq!(fast.registry.heartbeat_timeout_blocks, d.registry.heartbeat_timeout_blocks * 5);
         assert_eq!(fast.storage.epoch_blocks, d.storage.epoch_blocks * 5);
         assert_eq!(fast.storage.challenge_window_blocks, d.storage.challenge_window_blocks * 5);
-        assert_eq!(devnet_params(Duration::from_millis(500)), d);
-        assert_eq!(devnet_params(Duration::from_millis(2000)), d, "slower blocks never shorten them");
+        assert_eq!(devnet_params(Duration::from_millis(500), DEFAULT_PROOF_EPOCH), d);
+        let slow = devnet_params(Duration::from_millis(2000), DEFAULT_PROOF_EPOCH);
+        assert_eq!(slow.registry, d.registry, "slower blocks never shorten them");
+        assert_eq!(slow.storage.challenge_window_blocks, d.storage.challenge_window_blocks);
+        assert_eq!(slow.storage.epoch_blocks, 15, "the epoch stays 30 s");
+    }
+
+    #[test]
+    fn the_proof_epoch_is_set_in_seconds_and_bounds_the_answer_window() {
+        let p = devnet_params(Duration::from_millis(100), Duration::from_secs(5));
+        assert_eq!(p.storage.epoch_blocks, 50);
+        assert_eq!(p.storage.challenge_window_blocks, 50);
+        let p = devnet_params(Duration::from_millis(500), Duration::from_secs(2));
+        assert_eq!(p.storage.epoch_blocks, 4);
+        assert_eq!(p.storage.challenge_window_blocks, 4, "answers are due within the epoch");
+        assert_eq!(devnet_params(Duration::from_millis(500), Duration::from_millis(10)).storage.epoch_blocks, 1);
     }
 }

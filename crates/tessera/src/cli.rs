@@ -110,6 +110,13 @@ pub struct DevnetArgs {
     /// proofs make blocks large: about 44 KB per stored MiB-piece per epoch.
     #[arg(long, default_value_t = tessera_node::devnet::DEFAULT_RETAIN_BLOCKS)]
     pub retain_blocks: u64,
+    /// Seconds in a proof epoch: every stored piece is challenged once in
+    /// each, at a block of its own. Shorter epochs find a lost piece sooner;
+    /// each proof (about 44 KB a MiB-piece) goes into a block once an epoch,
+    /// so they also fill blocks and disk faster. Set when a chain is created;
+    /// a data dir keeps its genesis.
+    #[arg(long, default_value_t = tessera_node::devnet::DEFAULT_PROOF_EPOCH.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub proof_epoch_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -305,6 +312,7 @@ fn devnet(home: &std::path::Path, ctx: &Ctx, a: DevnetArgs) -> anyhow::Result<()
         s3_cache_mib: a.s3_cache_mib,
         s3_staging_mib: a.s3_staging_mib,
         retain_blocks: a.retain_blocks,
+        proof_epoch: Duration::from_secs(a.proof_epoch_secs),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tessera_node::devnet::run(cfg))

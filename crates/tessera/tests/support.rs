@@ -33,6 +33,8 @@ impl Devnet {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("devnet.log")).unwrap();
         let child = Command::new(BIN)
             .args(["--home", home.to_str().unwrap(), "--rpc", &rpc, "devnet", "--block-time-ms", "100", "--s3", &s3])
+            // Tests wait for proofs, faults and repairs: 5 s proof epochs.
+            .args(["--proof-epoch-secs", "5"])
             .args(extra)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

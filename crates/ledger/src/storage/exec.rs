@@ -106,7 +106,8 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
                 return Err(TxError::Unauthorized(format!("piece {piece_idx} of deal {deal_id} is held by {}", p.provider)));
             }
             let sp = &params.storage;
-            let deadline = epoch * sp.epoch_blocks + sp.challenge_window_blocks;
+            let issued = epoch * sp.epoch_blocks + challenge_slot(*deal_id, *piece_idx, sp.epoch_blocks);
+            let deadline = issued + sp.challenge_window_blocks;
             let open = pending(st, deadline, *deal_id, *piece_idx)
                 .ok_or_else(|| invalid(format!("no open challenge for piece {piece_idx} of deal {deal_id} in epoch {epoch}")))?;
             let beacon = beacon(st, *epoch).ok_or_else(|| invalid(format!("no beacon for epoch {epoch}")))?;
@@ -151,7 +152,7 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
                 return Err(invalid(format!("deal {deal_id} has already ended")));
             }
             unschedule_end(st, d.end, d.id);
-            close_deal(st, d, "ended by owner")
+            close_deal(st, params, d, "ended by owner")
         }
     }
 }
@@ -205,24 +206,23 @@ fn open_deal(st: &mut Overlay, ctx: &TxContext, params: &Params, terms: &super::
     let end = ctx.height + duration_blocks;
     schedule_end(st, end, id);
     index_deal_cid(st, cid, id);
-    put_deal(
-        st,
-        &Deal {
-            id,
-            owner: ctx.sender,
-            cid: *cid,
-            scheme: *scheme,
-            segment_bytes,
-            segments: segments.iter().map(|s| (s.segment, s.len, s.hash)).collect(),
-            pieces,
-            max_price_per_gib_block,
-            start: ctx.height,
-            end,
-            escrow_remaining: escrow,
-            paid: Amount::ZERO,
-            active: true,
-        },
-    );
+    let d = Deal {
+        id,
+        owner: ctx.sender,
+        cid: *cid,
+        scheme: *scheme,
+        segment_bytes,
+        segments: segments.iter().map(|s| (s.segment, s.len, s.hash)).collect(),
+        pieces,
+        max_price_per_gib_block,
+        start: ctx.height,
+        end,
+        escrow_remaining: escrow,
+        paid: Amount::ZERO,
+        active: true,
+    };
+    index_deal_slots(st, &d, params.storage.epoch_blocks);
+    put_deal(st, &d);
     events.insert(
         0,
         Event::new("storage.deal_created")
@@ -242,7 +242,8 @@ fn add_earned(st: &mut Overlay, provider: &Address, amount: Amount) {
     st.put_obj(k, &now.checked_add(amount).unwrap_or(now));
 }
 
-fn close_deal(st: &mut Overlay, mut d: Deal, reason: &str) -> Result<Events, TxError> {
+fn close_deal(st: &mut Overlay, params: &Params, mut d: Deal, reason: &str) -> Result<Events, TxError> {
+    unindex_deal_slots(st, &d, params.storage.epoch_blocks);
     bank::transfer(st, &STORAGE_POOL, &d.owner, d.escrow_remaining)?;
     let refund = d.escrow_remaining;
     d.escrow_remaining = Amount::ZERO;
@@ -346,7 +347,7 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
                 let k = d.scheme.data;
                 unschedule_end(st, d.end, d.id);
                 let reason = format!("lost: segment {segment} has {held} proven pieces left, {k} are needed to rebuild it");
-                events.extend(close_deal(st, d, &reason).expect("invariant: storage pool holds deal escrow"));
+                events.extend(close_deal(st, params, d, &reason).expect("invariant: storage pool holds deal escrow"));
                 continue;
             }
         }
@@ -357,30 +358,41 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
     for deal_id in take_ends_at(st, ctx.height) {
         if let Some(d) = deal(st, deal_id)
             && d.active {
-                events.extend(close_deal(st, d, "completed").expect("invariant: storage pool holds deal escrow"));
+                events.extend(close_deal(st, params, d, "completed").expect("invariant: storage pool holds deal escrow"));
             }
     }
 
-    if sp.epoch_blocks > 0 && ctx.height.is_multiple_of(sp.epoch_blocks) {
-        let epoch = ctx.height / sp.epoch_blocks;
-        set_beacon(st, epoch, &ctx.beacon);
-        if epoch >= 2 {
-            clear_beacon(st, epoch - 2);
-        }
-        let deadline = ctx.height + sp.challenge_window_blocks;
-        let mut issued = 0u64;
-        for d in all_deals(st).into_iter().filter(|d| d.active && d.start + sp.upload_grace_blocks <= ctx.height) {
-            for (i, p) in d.pieces.iter().enumerate() {
-                if !p.lost {
-                    put_pending(st, &PendingChallenge { deal: d.id, piece: i as u32, epoch, deadline });
-                    issued += 1;
-                }
+    if sp.epoch_blocks > 0 {
+        let (epoch, slot) = (ctx.height / sp.epoch_blocks, ctx.height % sp.epoch_blocks);
+        if slot == 0 {
+            set_beacon(st, epoch, &ctx.beacon);
+            // Kept while a challenge of its epoch can still be answered.
+            let keep = 2 + sp.challenge_window_blocks / sp.epoch_blocks;
+            if epoch >= keep {
+                clear_beacon(st, epoch - keep);
             }
         }
-        if issued > 0 {
-            events.push(
-                Event::new("storage.challenges_issued").attr("epoch", epoch).attr("pieces", issued).attr("deadline", deadline),
-            );
+        // Epoch 0 has no beacon: its first block is the genesis.
+        if epoch > 0 {
+            let deadline = ctx.height + sp.challenge_window_blocks;
+            let mut issued = 0u64;
+            for id in deals_in_slot(st, slot) {
+                let Some(d) = deal(st, id) else { continue };
+                if !d.active || d.start + sp.upload_grace_blocks > ctx.height {
+                    continue;
+                }
+                for (i, p) in d.pieces.iter().enumerate() {
+                    if !p.lost && challenge_slot(d.id, i as u32, sp.epoch_blocks) == slot {
+                        put_pending(st, &PendingChallenge { deal: d.id, piece: i as u32, epoch, deadline });
+                        issued += 1;
+                    }
+                }
+            }
+            if issued > 0 {
+                events.push(
+                    Event::new("storage.challenges_issued").attr("epoch", epoch).attr("pieces", issued).attr("deadline", deadline),
+                );
+            }
         }
     }
     (events, earned)

@@ -5,11 +5,14 @@ use tessera_types::Amount;
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize, serde::Deserialize)]
 pub struct StorageParams {
-    /// Blocks per proof epoch; every active piece is challenged once an epoch.
+    /// Blocks per proof epoch; every active piece is challenged once an epoch,
+    /// in a block of the epoch of its own (`challenge_slot`), so that the
+    /// chain carries an even share of the proofs (about 44 KB a MiB-piece)
+    /// in every block instead of all of them at once.
     pub epoch_blocks: u64,
     /// Leaves challenged per piece per epoch (k = 50: 10% lost escapes 0.5%).
     pub challenges_per_piece: u32,
-    /// Blocks a provider has to answer a challenge.
+    /// Blocks a provider has to answer a challenge (at most `epoch_blocks`).
     pub challenge_window_blocks: u64,
     /// Burned from the provider's stake for each missed or wrong answer.
     pub fault_fee: Amount,
@@ -27,7 +30,7 @@ pub struct StorageParams {
 impl Default for StorageParams {
     fn default() -> Self {
         StorageParams {
-            epoch_blocks: 10,
+            epoch_blocks: 60,
             challenges_per_piece: 50,
             challenge_window_blocks: 10,
             fault_fee: Amount::from_tsr(1),

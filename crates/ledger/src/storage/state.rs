@@ -4,6 +4,7 @@
 //! unspent escrow of active deals.
 
 use borsh::{BorshDeserialize, BorshSerialize};
+use std::collections::BTreeSet;
 use std::sync::LazyLock;
 use tessera_storage::ErasureScheme;
 use tessera_types::{Address, Amount, Hash32, Height};
@@ -66,6 +67,40 @@ const USED_PREFIX: &str = "storage/used/";
 const BY_CID_PREFIX: &str = "storage/bycid/";
 /// `<deal id>` -> the members of a pack's deal.
 const MEMBERS_PREFIX: &str = "storage/members/";
+/// `<slot><deal id>` -> (): the active deals with a piece challenged in that
+/// block of every epoch.
+const SLOT_PREFIX: &str = "storage/slot/";
+
+/// The block of each epoch (0..`epoch_blocks`) in which piece `piece` of deal
+/// `deal` is challenged. Consecutive pieces take consecutive blocks and deals
+/// start a golden-ratio step apart, so the pieces of one large deal and of
+/// many small ones spread evenly over the epoch.
+pub fn challenge_slot(deal: u64, piece: u32, epoch_blocks: u64) -> u64 {
+    deal.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(piece as u64) % epoch_blocks.max(1)
+}
+
+fn deal_slots(d: &Deal, epoch_blocks: u64) -> BTreeSet<u64> {
+    (0..d.pieces.len() as u32).map(|i| challenge_slot(d.id, i, epoch_blocks)).collect()
+}
+
+/// Lists an opened deal under the slots of its pieces.
+pub fn index_deal_slots(st: &mut Overlay, d: &Deal, epoch_blocks: u64) {
+    for slot in deal_slots(d, epoch_blocks) {
+        st.put(key(SLOT_PREFIX, &[&slot.to_be_bytes(), &d.id.to_be_bytes()]), Vec::new());
+    }
+}
+
+/// Takes an ended deal off its slots.
+pub fn unindex_deal_slots(st: &mut Overlay, d: &Deal, epoch_blocks: u64) {
+    for slot in deal_slots(d, epoch_blocks) {
+        st.delete(key(SLOT_PREFIX, &[&slot.to_be_bytes(), &d.id.to_be_bytes()]));
+    }
+}
+
+/// The active deals with a piece challenged in block `slot` of each epoch.
+pub fn deals_in_slot(st: &Overlay, slot: u64) -> Vec<u64> {
+    st.scan_prefix(&key(SLOT_PREFIX, &[&slot.to_be_bytes()])).into_iter().map(|(k, _)| u64_at(&k[k.len() - 8..])).collect()
+}
 
 pub fn next_deal_id(st: &mut Overlay) -> u64 {
     st.next_counter(NEXT_DEAL_KEY)
@@ -173,5 +208,31 @@ pub fn add_used(st: &mut Overlay, provider: &Address, delta: i128) {
         st.delete(k);
     } else {
         st.put_obj(k, &value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::challenge_slot;
+
+    #[test]
+    fn challenge_slots_spread_pieces_evenly_over_the_epoch() {
+        let epoch = 60u64;
+        // One large deal: its pieces take the slots in turn.
+        let mut per_slot = vec![0u32; epoch as usize];
+        for piece in 0..600 {
+            per_slot[challenge_slot(7, piece, epoch) as usize] += 1;
+        }
+        assert!(per_slot.iter().all(|n| *n == 10), "{per_slot:?}");
+        // Many small deals (4+2 pieces each): no block takes much more than its share.
+        let mut per_slot = vec![0u32; epoch as usize];
+        for deal in 1..=1_000 {
+            for piece in 0..6 {
+                per_slot[challenge_slot(deal, piece, epoch) as usize] += 1;
+            }
+        }
+        let (min, max) = (per_slot.iter().min().unwrap(), per_slot.iter().max().unwrap());
+        assert!(*max <= 120 && *min >= 80, "share is 100 a block: {per_slot:?}");
+        assert_eq!(challenge_slot(3, 1, 0), 0, "a zero-block epoch does not divide by zero");
     }
 }
