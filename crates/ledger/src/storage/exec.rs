@@ -362,8 +362,7 @@ pub fn end_block(st: &mut Overlay, ctx: &BlockContext, params: &Params) -> (Even
             }
     }
 
-    if sp.epoch_blocks > 0 {
-        let (epoch, slot) = (ctx.height / sp.epoch_blocks, ctx.height % sp.epoch_blocks);
+    if let (Some(epoch), Some(slot)) = (ctx.height.checked_div(sp.epoch_blocks), ctx.height.checked_rem(sp.epoch_blocks)) {
         if slot == 0 {
             set_beacon(st, epoch, &ctx.beacon);
             // Kept while a challenge of its epoch can still be answered.
