@@ -326,3 +326,32 @@ fn a_deal_whose_pieces_never_arrived_ends_as_lost_and_refunds() {
     c.assert_pools_backed();
     c.assert_supply_matches_balances();
 }
+
+/// The chain takes no more deals than it can carry the proofs of: past its
+/// budget a deal is refused with the reason, and ending a deal makes room.
+#[test]
+fn deals_beyond_the_chains_proof_capacity_are_refused_until_others_end() {
+    let mut params = Params::default();
+    let f = file(5_000);
+    let per_deal: u64 = f.segments.iter().flat_map(|s| &s.pieces).map(|p| tessera_storage::proof_bytes(p.len, 50)).sum();
+    // Room for one such deal an epoch, not two.
+    params.storage.max_proof_bytes_per_block = (per_deal * 3 / 2).div_ceil(params.storage.epoch_blocks);
+    let mut c = Chain::with_params(8, params);
+    for (i, region) in ["eu", "us", "ap", "eu", "us", "ap", "sa"].iter().enumerate() {
+        assert_eq!(c.run(i + 1, storage_provider(region)).0, 0);
+    }
+    assert_eq!(c.run(0, create_deal(&f, 1_000)).0, 0);
+    assert_eq!(c.view(storage::proof_load), per_deal);
+    let g = file(5_001);
+    let before = c.balance(&c.addr(0));
+    let (code, log) = c.run(0, create_deal(&g, 1_000));
+    assert_eq!(code, 7, "{log}");
+    assert!(log.contains("proof-of-storage capacity") && log.contains("--segment-kib"), "{log}");
+    assert_eq!(c.balance(&c.addr(0)).micro(), before.micro() - 1_000, "only the fee is spent");
+    assert_eq!(c.view(storage::proof_load), per_deal, "a refused deal adds nothing");
+    assert_eq!(c.run(0, Msg::Storage(StorageMsg::EndDeal { deal: 1 })).0, 0);
+    assert_eq!(c.view(storage::proof_load), 0);
+    assert_eq!(c.run(0, create_deal(&g, 1_000)).0, 0, "room again once the first deal ended");
+    c.assert_pools_backed();
+    c.assert_supply_matches_balances();
+}

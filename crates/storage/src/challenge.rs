@@ -33,6 +33,20 @@ pub fn challenge_indices(beacon: &Hash32, piece: &Hash32, epoch: u64, leaf_count
     out
 }
 
+/// Bytes a piece of `piece_len` bytes puts into the chain each epoch: its
+/// proof's challenged leaves and their Merkle paths as a transaction encodes
+/// them, plus the transaction's own envelope (an upper bound: a leaf of a
+/// tree whose level width is odd has no sibling there). About 44 KB for a
+/// MiB-piece, 51 KB for 16 MiB: it grows with the log of the piece's size.
+pub fn proof_bytes(piece_len: u64, k: u32) -> u64 {
+    const TX_ENVELOPE: u64 = 256;
+    let leaves = crate::leaf_count(piece_len);
+    let challenged = leaves.min(k as u64);
+    let depth = 64 - (leaves - 1).leading_zeros() as u64;
+    let leaf = (crate::LEAF_BYTES as u64).min(piece_len.max(1));
+    TX_ENVELOPE + 8 + challenged * ((4 + leaf) + (8 + 4 + depth * 32))
+}
+
 /// (1 - f)^k in parts per million, for f in parts per million.
 pub fn escape_probability_ppm(lost_ppm: u32, k: u32) -> u32 {
     let keep = 1.0 - lost_ppm.min(1_000_000) as f64 / 1e6;
@@ -42,6 +56,23 @@ pub fn escape_probability_ppm(lost_ppm: u32, k: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proof_bytes_bound_a_real_proofs_encoding() {
+        use crate::{PieceTree, LEAF_BYTES};
+        for len in [1usize, 700, 50 * 512, 1 << 20, (1 << 20) + 3] {
+            let piece: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let tree = PieceTree::build(&piece);
+            let idx = challenge_indices(&Hash32([1; 32]), &Hash32([2; 32]), 3, tree.leaf_count(), 50);
+            let leaves: Vec<Vec<u8>> =
+                idx.iter().map(|&i| piece[i as usize * LEAF_BYTES..((i as usize + 1) * LEAF_BYTES).min(len)].to_vec()).collect();
+            let proofs: Vec<_> = idx.iter().map(|&i| tree.prove(i).unwrap()).collect();
+            let encoded = (borsh::to_vec(&leaves).unwrap().len() + borsh::to_vec(&proofs).unwrap().len()) as u64;
+            let bound = proof_bytes(len as u64, 50);
+            assert!(encoded <= bound && bound <= encoded + 300 + LEAF_BYTES as u64 + encoded / 20, "len {len}: {encoded} encoded, {bound} bound");
+        }
+        assert!((43_000..46_000).contains(&proof_bytes(1 << 20, 50)), "{}", proof_bytes(1 << 20, 50));
+    }
 
     #[test]
     fn indexes_are_deterministic_in_range_and_vary_by_epoch() {

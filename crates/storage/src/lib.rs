@@ -9,7 +9,7 @@ mod lanes;
 mod manifest;
 mod merkle;
 
-pub use challenge::{challenge_indices, escape_probability_ppm};
+pub use challenge::{challenge_indices, escape_probability_ppm, proof_bytes};
 pub use erasure::{ErasureError, ErasureScheme, SegmentCodec, Shards};
 pub use manifest::{Cid, EncodedSegment, Manifest, PieceEntry, SegmentEntry, SegmentReader, MANIFEST_VERSION};
 pub use merkle::{leaf_count, MerkleProof, PieceTree, UpperTree, LEAF_BYTES};

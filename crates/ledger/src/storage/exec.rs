@@ -203,6 +203,22 @@ fn open_deal(st: &mut Overlay, ctx: &TxContext, params: &Params, terms: &super::
             });
         }
     }
+    let sp = &params.storage;
+    let load = deal_proof_load(&pieces, sp.challenges_per_piece);
+    let carried = proof_load(st);
+    let budget = sp.max_proof_bytes_per_block.saturating_mul(sp.epoch_blocks);
+    if sp.max_proof_bytes_per_block > 0 && carried.saturating_add(load) > budget {
+        return Err(invalid(format!(
+            "the chain is at its proof-of-storage capacity: every piece is proven once an epoch, and the active deals' \
+             proofs take {} of the {} KB an epoch carries; this deal's {} pieces need {} KB more. Store fewer, larger \
+             pieces (--segment-kib: a proof costs about the same whatever the piece's size) or retry as deals end",
+            carried / 1000,
+            budget / 1000,
+            pieces.len(),
+            load.div_ceil(1000)
+        )));
+    }
+    set_proof_load(st, carried + load);
     let end = ctx.height + duration_blocks;
     schedule_end(st, end, id);
     index_deal_cid(st, cid, id);
@@ -242,8 +258,15 @@ fn add_earned(st: &mut Overlay, provider: &Address, amount: Amount) {
     st.put_obj(k, &now.checked_add(amount).unwrap_or(now));
 }
 
+/// Bytes the proofs of `pieces` put into the chain each epoch.
+fn deal_proof_load(pieces: &[Piece], k: u32) -> u64 {
+    pieces.iter().map(|p| tessera_storage::proof_bytes(p.len, k)).fold(0u64, u64::saturating_add)
+}
+
 fn close_deal(st: &mut Overlay, params: &Params, mut d: Deal, reason: &str) -> Result<Events, TxError> {
     unindex_deal_slots(st, &d, params.storage.epoch_blocks);
+    let load = deal_proof_load(&d.pieces, params.storage.challenges_per_piece);
+    set_proof_load(st, proof_load(st).saturating_sub(load));
     bank::transfer(st, &STORAGE_POOL, &d.owner, d.escrow_remaining)?;
     let refund = d.escrow_remaining;
     d.escrow_remaining = Amount::ZERO;

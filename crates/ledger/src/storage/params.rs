@@ -25,6 +25,19 @@ pub struct StorageParams {
     /// Blocks a new deal's pieces have to reach their providers before the
     /// first challenge.
     pub upload_grace_blocks: u64,
+    /// The share of each block that proofs of storage may fill, in bytes (0:
+    /// no bound). A deal is refused when the proofs of every active deal's
+    /// pieces (`tessera_storage::proof_bytes` each) and its own would exceed
+    /// this times `epoch_blocks`: beyond it honest providers' proofs would
+    /// not fit in the blocks before their deadlines and they would be
+    /// slashed for the chain's congestion.
+    #[serde(default = "default_proof_bytes_per_block")]
+    pub max_proof_bytes_per_block: u64,
+}
+
+/// Half of a devnet block (8 MiB), leaving the rest to deals, jobs and payments.
+fn default_proof_bytes_per_block() -> u64 {
+    4 << 20
 }
 
 impl Default for StorageParams {
@@ -38,6 +51,7 @@ impl Default for StorageParams {
             lost_piece_slash: Amount::from_tsr(10),
             repair_margin: 1,
             upload_grace_blocks: 20,
+            max_proof_bytes_per_block: default_proof_bytes_per_block(),
         }
     }
 }

@@ -67,6 +67,18 @@ const USED_PREFIX: &str = "storage/used/";
 const BY_CID_PREFIX: &str = "storage/bycid/";
 /// `<deal id>` -> the members of a pack's deal.
 const MEMBERS_PREFIX: &str = "storage/members/";
+/// Bytes of proofs the active deals' pieces put into the chain each epoch.
+const PROOF_LOAD_KEY: &str = "storage/proof_load";
+
+/// What the active deals' proofs take of the chain each epoch, in bytes.
+pub fn proof_load(st: &Overlay) -> u64 {
+    st.get_obj(PROOF_LOAD_KEY.as_bytes()).unwrap_or(0)
+}
+
+pub fn set_proof_load(st: &mut Overlay, bytes: u64) {
+    st.put_obj(PROOF_LOAD_KEY.as_bytes().to_vec(), &bytes);
+}
+
 /// `<slot><deal id>` -> (): the active deals with a piece challenged in that
 /// block of every epoch.
 const SLOT_PREFIX: &str = "storage/slot/";
