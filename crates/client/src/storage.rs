@@ -22,6 +22,28 @@ use crate::{fetch_piece, upload_piece, Client};
 /// stored byte (a proof is about 40 KB whatever the piece's size).
 pub const DEFAULT_SEGMENT_BYTES: usize = 4 << 20;
 
+/// Segments a large file is cut into at most when no segment size is asked
+/// for (`segment_bytes_for`).
+pub const AUTO_SEGMENTS: u64 = 256;
+
+/// The largest segment `segment_bytes_for` picks: what an upload or a read
+/// holds in memory per segment in flight (a 4+2 piece of it is 16 MiB).
+pub const MAX_AUTO_SEGMENT_BYTES: usize = 64 << 20;
+
+/// The segment size for a file of `len` bytes when none is asked for:
+/// `DEFAULT_SEGMENT_BYTES` up to 1 GiB, then whole MiB so that the file is
+/// about `AUTO_SEGMENTS` segments, up to `MAX_AUTO_SEGMENT_BYTES`; a multiple
+/// of 2K. Every piece is proven each epoch at about the same cost whatever
+/// its size, so a 10 GiB file in 40 MiB segments puts 1,536 pieces (4+2) on
+/// the chain's proof budget instead of 15,360.
+pub fn segment_bytes_for(len: u64, scheme: ErasureScheme) -> usize {
+    const MIB: u64 = 1 << 20;
+    let wanted = len.div_ceil(AUTO_SEGMENTS).div_ceil(MIB).saturating_mul(MIB);
+    let bytes = usize::try_from(wanted).unwrap_or(usize::MAX).clamp(DEFAULT_SEGMENT_BYTES, MAX_AUTO_SEGMENT_BYTES);
+    let k2 = 2 * scheme.data.max(1) as usize;
+    bytes.div_ceil(k2) * k2
+}
+
 pub struct PutOptions {
     pub scheme: ErasureScheme,
     pub segment_bytes: usize,
@@ -715,6 +737,21 @@ pub fn remove(client: &Client, key: &KeyPair, cid: &Cid) -> anyhow::Result<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_files_get_larger_segments_and_fewer_pieces_to_prove() {
+        let s = ErasureScheme::DEVNET;
+        assert_eq!(segment_bytes_for(0, s), DEFAULT_SEGMENT_BYTES);
+        assert_eq!(segment_bytes_for(1 << 30, s), DEFAULT_SEGMENT_BYTES, "up to 1 GiB: 1 MiB pieces");
+        assert_eq!(segment_bytes_for(10 << 30, s), 40 << 20);
+        assert_eq!(((10u64 << 30) / (40 << 20)) * 6, 1_536, "10 GiB: 1,536 pieces to prove");
+        assert_eq!(segment_bytes_for(1 << 40, s), MAX_AUTO_SEGMENT_BYTES);
+        let odd = ErasureScheme { data: 3, parity: 2 };
+        let b = segment_bytes_for(5 << 30, odd);
+        assert_eq!(b % 6, 0, "a multiple of 2K");
+        assert!((20 << 20..(20 << 20) + 6).contains(&b));
+        assert!(segment_bytes_for(u64::MAX, odd) as u64 / 3 <= tessera_ledger::storage::MAX_PIECE_BYTES);
+    }
 
     #[test]
     fn a_range_inside_a_segment_is_cut_from_the_data_pieces_that_hold_it() {

@@ -209,7 +209,9 @@ impl Gateway {
         let key = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?;
         let node = self.node.clone();
         let path = self.spooled_file(spooled).await?;
-        let opts = PutOptions { ..clone_opts(&self.put_options) };
+        let mut opts = clone_opts(&self.put_options);
+        // A large object in larger segments: fewer pieces to prove each epoch.
+        opts.segment_bytes = opts.segment_bytes.max(tessera_client::storage::segment_bytes_for(spooled.size, opts.scheme));
         let result = tokio::task::spawn_blocking(move || {
             tessera_client::storage::put(&node, &key, &path, &opts, &mut |_, _, _| {})
         })

@@ -34,9 +34,11 @@ pub enum StorageCmd {
         /// How long to store, in blocks.
         #[arg(long, default_value_t = 100_000)]
         duration: u64,
-        /// Segment size in KiB; each of its K+M pieces is challenged every epoch.
-        #[arg(long, default_value_t = tessera_client::storage::DEFAULT_SEGMENT_BYTES >> 10)]
-        segment_kib: usize,
+        /// Segment size in KiB; each of its K+M pieces is challenged every
+        /// epoch, at about the same cost whatever its size. Default: 4096 for
+        /// files up to 1 GiB, then about 256 segments a file (at most 65536).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+        segment_kib: Option<u64>,
         /// Highest price per GiB per block, TSR.
         #[arg(long, default_value = "0.01", value_parser = parse_amount)]
         max_price: Amount,
@@ -118,8 +120,13 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
         StorageCmd::Put { path, from, erasure, duration, segment_kib, max_price } => {
             let key = ctx.keyring.get(&from)?;
             let k2 = 2 * erasure.data as usize;
-            let segment_bytes = (segment_kib.max(1) << 10).div_ceil(k2) * k2;
-            let opts = PutOptions { scheme: erasure, segment_bytes, duration_blocks: duration, max_price_per_gib_block: max_price };
+            let opts_for = |len: u64| {
+                let segment_bytes = match segment_kib {
+                    Some(kib) => ((kib as usize) << 10).div_ceil(k2) * k2,
+                    None => tessera_client::storage::segment_bytes_for(len, erasure),
+                };
+                PutOptions { scheme: erasure, segment_bytes, duration_blocks: duration, max_price_per_gib_block: max_price }
+            };
             let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
             if meta.is_dir() {
                 let mut files = Vec::new();
@@ -128,12 +135,13 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
                 let mut stored = Vec::new();
                 for f in &files {
                     let rel = f.strip_prefix(&path).unwrap_or(f).display().to_string();
-                    if std::fs::metadata(f)?.len() == 0 {
+                    let len = std::fs::metadata(f)?.len();
+                    if len == 0 {
                         eprintln!("skipping empty file {rel}");
                         continue;
                     }
                     eprintln!("{rel}");
-                    let r = tessera_client::storage::put(&client, &key, f, &opts, &mut progress_printer())?;
+                    let r = tessera_client::storage::put(&client, &key, f, &opts_for(len), &mut progress_printer())?;
                     stored.push(serde_json::json!({ "path": rel, "cid": r.cid.to_string(), "bytes": r.bytes, "deals": r.deals }));
                 }
                 ctx.print(&stored, |stored| {
@@ -143,7 +151,7 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
                 });
                 return Ok(());
             }
-            let r = tessera_client::storage::put(&client, &key, &path, &opts, &mut progress_printer())?;
+            let r = tessera_client::storage::put(&client, &key, &path, &opts_for(meta.len()), &mut progress_printer())?;
             let view = serde_json::json!({
                 "cid": r.cid.to_string(), "bytes": r.bytes, "deals": r.deals, "missed_pieces": r.missed_pieces,
             });
