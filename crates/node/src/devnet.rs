@@ -49,7 +49,7 @@ pub struct DevnetConfig {
 pub const DEFAULT_PROOF_EPOCH: Duration = Duration::from_secs(30);
 
 /// Blocks a devnet keeps by default: about 17 minutes of 500 ms blocks, which
-/// bounds its disk while proofs of storage fill every block.
+/// bounds its disk while proofs of storage take up to half of every block.
 pub const DEFAULT_RETAIN_BLOCKS: u64 = 2_000;
 
 const PROVIDER_BALANCE: Amount = Amount::from_tsr(1_000);

@@ -75,6 +75,7 @@ pub fn proof_load(st: &Overlay) -> u64 {
     st.get_obj(PROOF_LOAD_KEY.as_bytes()).unwrap_or(0)
 }
 
+/// Records what the active deals' proofs take (on a deal's opening and end).
 pub fn set_proof_load(st: &mut Overlay, bytes: u64) {
     st.put_obj(PROOF_LOAD_KEY.as_bytes().to_vec(), &bytes);
 }
