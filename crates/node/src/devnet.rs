@@ -275,6 +275,9 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening {} (is another devnet using this --dir?)", db_path.display()))?
         .retain_blocks(cfg.retain_blocks);
     let fresh = ensure_genesis(&store, &genesis)?;
+    tessera_ledger::params::check_params(&Overlay::new(&store.snapshot()?)).map_err(|why| {
+        anyhow::anyhow!("{} cannot be resumed: {why}. Start a new devnet with another --dir, or remove that one", cfg.dir.display())
+    })?;
     let height = store.snapshot()?.height()?.unwrap_or(0);
 
     let listener = tokio::net::TcpListener::bind(cfg.rpc)
