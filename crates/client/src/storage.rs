@@ -40,6 +40,11 @@ pub fn segment_bytes_for(len: u64, scheme: ErasureScheme) -> usize {
     const MIB: u64 = 1 << 20;
     let wanted = len.div_ceil(AUTO_SEGMENTS).div_ceil(MIB).saturating_mul(MIB);
     let bytes = usize::try_from(wanted).unwrap_or(usize::MAX).clamp(DEFAULT_SEGMENT_BYTES, MAX_AUTO_SEGMENT_BYTES);
+    round_segment_bytes(bytes, scheme)
+}
+
+/// `bytes` rounded up to a multiple of 2K, the segment sizes `scheme` cuts evenly.
+pub fn round_segment_bytes(bytes: usize, scheme: ErasureScheme) -> usize {
     let k2 = 2 * scheme.data.max(1) as usize;
     bytes.div_ceil(k2) * k2
 }

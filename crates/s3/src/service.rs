@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tessera_client::storage::PutOptions;
-use tessera_client::keyring::{sync_dir, write_private_atomic};
+use tessera_client::keyring::{rename_durably, sync_dir, write_private_atomic};
 use tessera_client::{Client, Keyring};
 use tessera_storage::{Cid, ErasureScheme};
 use tessera_types::{Amount, Hash32};
@@ -745,9 +745,7 @@ impl S3 for Endpoint {
         let tmp = dir.join(format!("part-{}.tmp", input.part_number));
         let spooled = self.spool(input.body, tmp.clone(), true).await?;
         let md5_hex = hex::encode(spooled.md5);
-        std::fs::rename(&tmp, dir.join(format!("part-{}-{md5_hex}", input.part_number)))
-            .and_then(|()| sync_dir(&dir))
-            .map_err(internal)?;
+        rename_durably(&tmp, &dir.join(format!("part-{}-{md5_hex}", input.part_number))).map_err(internal)?;
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag(&md5_hex)), ..Default::default() }))
     }
 

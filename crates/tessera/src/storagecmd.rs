@@ -119,10 +119,9 @@ pub fn run(ctx: &Ctx, cmd: StorageCmd) -> anyhow::Result<()> {
     match cmd {
         StorageCmd::Put { path, from, erasure, duration, segment_kib, max_price } => {
             let key = ctx.keyring.get(&from)?;
-            let k2 = 2 * erasure.data as usize;
             let opts_for = |len: u64| {
                 let segment_bytes = match segment_kib {
-                    Some(kib) => ((kib as usize) << 10).div_ceil(k2) * k2,
+                    Some(kib) => tessera_client::storage::round_segment_bytes((kib as usize) << 10, erasure),
                     None => tessera_client::storage::segment_bytes_for(len, erasure),
                 };
                 PutOptions { scheme: erasure, segment_bytes, duration_blocks: duration, max_price_per_gib_block: max_price }

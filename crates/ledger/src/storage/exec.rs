@@ -237,7 +237,7 @@ fn open_deal(st: &mut Overlay, ctx: &TxContext, params: &Params, terms: &super::
         paid: Amount::ZERO,
         active: true,
     };
-    index_deal_slots(st, &d, params.storage.epoch_blocks);
+    index_deal_slots(st, &d, sp.epoch_blocks);
     put_deal(st, &d);
     events.insert(
         0,
