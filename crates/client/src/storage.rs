@@ -256,7 +256,7 @@ pub fn put_many(
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
     let contents: Vec<Content> = paths.iter().map(|path| Content { path, members: Vec::new(), manifest: None }).collect();
-    put_contents(client, key, &contents, opts, submit_lock, progress)
+    put_contents(client, key, &contents, opts, Shared { submit_lock, uploads: None }, progress)
 }
 
 /// A file to store; a pack when `members` names the objects it holds end to
@@ -269,15 +269,59 @@ pub struct Content<'a> {
     pub manifest: Option<Manifest>,
 }
 
+/// A bound on the files that callers of [`put_contents`] sharing it upload
+/// at once (each holds one erasure-coded segment in memory meanwhile), so
+/// that many of them can wait for their deals' block side by side.
+pub struct UploadGate {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl UploadGate {
+    pub fn new(at_once: usize) -> UploadGate {
+        UploadGate { free: std::sync::Mutex::new(at_once.max(1)), freed: std::sync::Condvar::new() }
+    }
+
+    /// Waits for a turn to upload; it ends when the guard drops.
+    fn enter(&self) -> UploadTurn<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        UploadTurn(self)
+    }
+}
+
+struct UploadTurn<'a>(&'a UploadGate);
+
+impl Drop for UploadTurn<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// What callers of [`put_contents`] storing at once share.
+#[derive(Default, Clone, Copy)]
+pub struct Shared<'a> {
+    /// Taken around each submission of deals for the same key, so that
+    /// their transactions take consecutive nonces.
+    pub submit_lock: Option<&'a std::sync::Mutex<()>>,
+    /// Taken around each file's upload (once its deals are open).
+    pub uploads: Option<&'a UploadGate>,
+}
+
 /// [`put_many`] over files and packs.
 pub fn put_contents(
     client: &Client,
     key: &KeyPair,
     contents: &[Content],
     opts: &PutOptions,
-    submit_lock: Option<&std::sync::Mutex<()>>,
+    shared: Shared<'_>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
+    let submit_lock = shared.submit_lock;
     let paths: Vec<&Path> = contents.iter().map(|c| c.path).collect();
     let chain_id = match client.status() {
         Ok(s) => s.chain_id,
@@ -318,6 +362,7 @@ pub fn put_contents(
     let finish = |path: &Path, submitted: anyhow::Result<(Manifest, Vec<Hash32>)>, endpoints: &mut BTreeMap<Address, String>, progress: &mut dyn FnMut(&str, u64, u64)| {
         let (manifest, hashes) = submitted?;
         let deals = hashes.iter().map(|h| deal_of(client, h)).collect::<anyhow::Result<Vec<_>>>()?;
+        let _turn = shared.uploads.map(UploadGate::enter);
         let missed = upload_pieces(client, path, opts, &manifest, &deals, endpoints, progress)?;
         Ok(PutResult { cid: manifest.cid(), bytes: manifest.total_len, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })
     };
@@ -798,5 +843,26 @@ mod tests {
             assert_eq!(held.total_len, len as u64);
         }
         assert!(manifest_of_bytes(&[], &opts).is_err(), "an empty body has nothing to store");
+    }
+
+    #[test]
+    fn an_upload_gate_lets_no_more_than_its_bound_in_at_once() {
+        let gate = UploadGate::new(2);
+        let inside = std::sync::atomic::AtomicUsize::new(0);
+        let most = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| {
+                    let _turn = gate.enter();
+                    let now = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        });
+        let most = most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=2).contains(&most), "{most} uploads at once");
+        assert_eq!(*gate.free.lock().unwrap(), 2, "every turn was given back");
     }
 }

@@ -26,10 +26,17 @@ pub const DEFAULT_STAGING_BYTES: u64 = 1 << 30;
 /// Most objects placed in one batch, and most bytes.
 const BATCH_OBJECTS: usize = 512;
 const BATCH_BYTES: u64 = 256 << 20;
-/// Batches placed at once.
-const BATCHES_IN_FLIGHT: usize = 3;
+/// Batches placed at once: most of them wait for their deals' block side
+/// by side, while `UPLOADS_AT_ONCE` bounds their uploads.
+const BATCHES_IN_FLIGHT: usize = 16;
+/// Files (objects or packs) uploading to providers at once, each holding
+/// one erasure-coded segment in memory.
+const UPLOADS_AT_ONCE: usize = 8;
 /// How long acknowledged objects wait for others to share their batch.
 const GATHER: Duration = Duration::from_millis(200);
+/// A stream of PUTs that has sent nothing for this long has paused: what it
+/// sent is placed without waiting out `GATHER`.
+const QUIET: Duration = Duration::from_millis(50);
 /// Bodies up to this size are made durable in the index transaction that
 /// records them; their staged files are written without fsync.
 pub const INLINE_BODY_MAX: u64 = 64 << 10;
@@ -364,6 +371,7 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
     let state = Arc::new(Mutex::new(Schedule::default()));
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     let submit_lock = Arc::new(Mutex::new(()));
+    let uploads = Arc::new(tessera_client::storage::UploadGate::new(UPLOADS_AT_ONCE));
     while !stop.load(Ordering::Relaxed) {
         let wake = gateway.staging.wake.notified();
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -388,15 +396,18 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         // Oldest acknowledgement first, so that a stream of new PUTs starves nothing.
         due.sort_by_key(|p| p.since_ms);
         // Give a stream of PUTs a moment to gather, so that small objects
-        // share packs (fewer deals, pieces and proofs) instead of going one by one.
-        if let Some(oldest) = due.first()
+        // share packs (fewer deals, pieces and proofs) instead of going one
+        // by one; once the stream pauses, what came is placed at once.
+        if let (Some(oldest), Some(newest)) = (due.first(), due.last())
             && due.len() < BATCH_OBJECTS
             && oldest.size <= PACK_MEMBER_MAX
         {
-            let age = Duration::from_millis(crate::service::now_ms().saturating_sub(oldest.since_ms));
-            if age < GATHER {
+            let now = crate::service::now_ms();
+            let waited = Duration::from_millis(now.saturating_sub(oldest.since_ms));
+            let quiet = Duration::from_millis(now.saturating_sub(newest.since_ms));
+            if let Some(wait) = gather_wait(waited, quiet) {
                 drop(slot);
-                tokio::time::sleep(GATHER - age).await;
+                tokio::time::sleep(wait).await;
                 continue;
             }
         }
@@ -423,9 +434,9 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             continue;
         }
         state.lock().expect("placer lock").in_flight.extend(batch.iter().map(|p| (p.owner.clone(), p.cid)));
-        let (gateway, state, submit_lock) = (gateway.clone(), state.clone(), submit_lock.clone());
+        let (gateway, state, submit_lock, uploads) = (gateway.clone(), state.clone(), submit_lock.clone(), uploads.clone());
         tokio::spawn(async move {
-            let results = place(&gateway, &owner, &batch, submit_lock).await;
+            let results = place(&gateway, &owner, &batch, submit_lock, uploads).await;
             let placed: Vec<&Pending> = batch.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(p, _)| p).collect();
             if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &placed)) {
                 eprintln!("s3: {e:#}");
@@ -461,6 +472,13 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             gateway.staging.wake.notify_one();
         });
     }
+}
+
+/// How much longer small objects wait for others to share their batch, the
+/// oldest of them acknowledged `waited` ago and the newest `quiet` ago;
+/// `None`: place them now.
+fn gather_wait(waited: Duration, quiet: Duration) -> Option<Duration> {
+    (waited < GATHER && quiet < QUIET).then(|| (GATHER - waited).min(QUIET - quiet))
 }
 
 /// Runs `f`, which blocks on the disk (index commits, fsyncs), without
@@ -544,7 +562,13 @@ fn write_pack(sources: &[Source], path: &Path) -> anyhow::Result<Vec<PackMember>
 
 /// Stores a batch of one owner's staged bodies; one result per entry. Small
 /// bodies go into packs, recorded in the index once their deal is open.
-async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: Arc<Mutex<()>>) -> Vec<anyhow::Result<()>> {
+async fn place(
+    gateway: &Gateway,
+    owner: &str,
+    batch: &[Pending],
+    submit_lock: Arc<Mutex<()>>,
+    uploads: Arc<tessera_client::storage::UploadGate>,
+) -> Vec<anyhow::Result<()>> {
     let key = match gateway.keyring.get(owner) {
         Ok(k) => k,
         Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
@@ -580,7 +604,8 @@ async fn place(gateway: &Gateway, owner: &str, batch: &[Pending], submit_lock: A
                 members.as_ref().ok().map(|m| tessera_client::storage::Content { path, members: m.clone(), manifest: known.clone() })
             })
             .collect();
-        let mut stored = tessera_client::storage::put_contents(&node, &key, &ready, &opts, Some(&submit_lock), &mut |_, _, _| {}).into_iter();
+        let shared = tessera_client::storage::Shared { submit_lock: Some(&submit_lock), uploads: Some(&uploads) };
+        let mut stored = tessera_client::storage::put_contents(&node, &key, &ready, &opts, shared, &mut |_, _, _| {}).into_iter();
         let out: Vec<anyhow::Result<(tessera_client::storage::PutResult, Vec<PackMember>)>> = prepared
             .into_iter()
             .map(|members| {
@@ -738,6 +763,17 @@ mod tests {
         assert!(index.object("bkt", "k8").unwrap().is_some() && index.object("bkt", "gone").unwrap().is_none());
         assert_eq!(queued(), 0);
         assert!(staging.commits.load(Ordering::Relaxed) <= 2, "eight stagings, the one commit running and the next");
+    }
+
+    #[test]
+    fn a_stream_of_puts_gathers_until_it_pauses_or_its_oldest_has_waited_enough() {
+        let ms = Duration::from_millis;
+        // PUTs still arriving: wait, at most until the next could have come.
+        assert_eq!(gather_wait(ms(10), ms(2)), Some(ms(48)));
+        assert_eq!(gather_wait(ms(180), ms(1)), Some(ms(20)));
+        // The stream paused, or its oldest object has waited long enough.
+        assert_eq!(gather_wait(ms(60), QUIET), None);
+        assert_eq!(gather_wait(GATHER, ms(0)), None);
     }
 
     #[test]
