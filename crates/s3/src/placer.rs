@@ -492,6 +492,28 @@ pub(crate) fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Runs `f` on a thread of its own at a lower CPU priority (nice 10 on
+/// Linux; the upload threads it starts inherit it), so that placing what
+/// was acknowledged yields the CPU to the requests being answered.
+async fn in_background<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> anyhow::Result<R> {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("s3-place".into()).spawn(move || {
+        lower_own_priority();
+        let _ = done.send(f());
+    })?;
+    answer.await.map_err(|_| anyhow::anyhow!("the placement thread ended without an answer"))
+}
+
+/// Lowers the calling thread's CPU priority (it cannot be raised again
+/// without privileges, so only threads that end after their work call it).
+fn lower_own_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id changes only its nice value.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}
+
 /// Entries being placed now, and when failed ones are due again.
 #[derive(Default)]
 struct Schedule {
@@ -594,7 +616,7 @@ async fn place(
             ),
         })
         .collect();
-    let joined = tokio::task::spawn_blocking(move || {
+    let joined = in_background(move || {
         let prepared: Vec<anyhow::Result<Vec<PackMember>>> =
             work.iter().map(|(path, sources, _)| if sources.is_empty() { Ok(Vec::new()) } else { write_pack(sources, path) }).collect();
         let ready: Vec<tessera_client::storage::Content> = work
