@@ -31,6 +31,12 @@ struct State {
     by_use: BTreeMap<u64, [u8; 32]>,
     bytes: u64,
     clock: u64,
+    /// Content cached only inside a cached pack: content id -> (pack
+    /// content id, offset, length). Small bodies reach the cache this way,
+    /// one file per pack instead of one per object.
+    members: HashMap<[u8; 32], ([u8; 32], u64, u64)>,
+    /// Pack content id -> the members registered above.
+    packs: HashMap<[u8; 32], Vec<[u8; 32]>>,
 }
 
 impl State {
@@ -54,6 +60,9 @@ impl State {
 
     /// Forgets `cid`; returns whether its file was unsynced.
     fn remove(&mut self, cid: &[u8; 32]) -> Option<bool> {
+        for member in self.packs.remove(cid).unwrap_or_default() {
+            self.members.remove(&member);
+        }
         let (size, used, unsynced) = self.entries.remove(cid)?;
         self.by_use.remove(&used);
         self.bytes -= size;
@@ -114,6 +123,33 @@ impl ContentCache {
         }
     }
 
+    /// The cached content of `cid` and where in that file it starts: a file
+    /// of its own, or the cached pack it sits in.
+    pub fn open_slice(&self, cid: &[u8; 32]) -> Option<(std::fs::File, u64)> {
+        if let Some(file) = self.open_entry(cid) {
+            return Some((file, 0));
+        }
+        let (pack, offset, _) = *self.state.lock().expect("cache lock").members.get(cid)?;
+        Some((self.open_entry(&pack)?, offset))
+    }
+
+    /// Keeps the never synced pack file `file` (content `pack`, `size`
+    /// bytes) and serves each of `members` (content id, offset, length)
+    /// from it, until the pack is evicted or the endpoint restarts.
+    pub fn insert_pack(&self, pack: &[u8; 32], file: &Path, size: u64, members: &[([u8; 32], u64, u64)]) {
+        let mut st = self.state.lock().expect("cache lock");
+        if !self.admit(&mut st, pack, file, size, true) {
+            return;
+        }
+        for &(cid, offset, len) in members {
+            if offset + len <= size {
+                st.members.insert(cid, (*pack, offset, len));
+                st.packs.entry(*pack).or_default().push(cid);
+            }
+        }
+        self.evict(&mut st);
+    }
+
     /// Moves `file` (holding exactly the content of `cid`, synced) into the
     /// cache, or deletes it when it does not fit.
     pub fn insert(&self, cid: &[u8; 32], file: &Path, size: u64) {
@@ -127,17 +163,22 @@ impl ContentCache {
 
     /// `insert` or `insert_unsynced`, as `unsynced` says.
     pub fn insert_as(&self, cid: &[u8; 32], file: &Path, size: u64, unsynced: bool) {
-        if size > self.max_bytes / 4 {
-            let _ = std::fs::remove_file(file);
-            return;
-        }
         let mut st = self.state.lock().expect("cache lock");
-        if st.entries.contains_key(cid) || std::fs::rename(file, self.path(cid, unsynced)).is_err() {
+        if self.admit(&mut st, cid, file, size, unsynced) {
+            self.evict(&mut st);
+        }
+    }
+
+    /// Moves `file` in as `cid`'s entry (not yet evicting for it); false,
+    /// with the file deleted, when it is too large, already cached or
+    /// cannot be moved.
+    fn admit(&self, st: &mut State, cid: &[u8; 32], file: &Path, size: u64, unsynced: bool) -> bool {
+        if size > self.max_bytes / 4 || st.entries.contains_key(cid) || std::fs::rename(file, self.path(cid, unsynced)).is_err() {
             let _ = std::fs::remove_file(file);
-            return;
+            return false;
         }
         st.add(*cid, size, unsynced);
-        self.evict(&mut st);
+        true
     }
 
     /// Drops least recently used entries until the cache fits its bound.
@@ -203,5 +244,31 @@ mod tests {
         }
         assert!(small.open_entry(&[1; 32]).is_none());
         assert_eq!(std::fs::read_dir(work.path().join("small").join(UNSYNCED)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn members_of_a_cached_pack_are_served_from_it_until_it_goes() {
+        let work = tempfile::tempdir().unwrap();
+        let cache = ContentCache::open(&work.path().join("cache"), 1000).unwrap();
+        let pack = work.path().join("pack");
+        std::fs::write(&pack, b"aaaabbbbbbcc").unwrap();
+        cache.insert_pack(&[9; 32], &pack, 12, &[([1; 32], 0, 4), ([2; 32], 4, 6), ([3; 32], 10, 2), ([4; 32], 11, 5)]);
+        let read = |cid: u8| {
+            let (file, offset) = cache.open_slice(&[cid; 32])?;
+            let mut bytes = vec![0; 2];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset).unwrap();
+            Some(bytes)
+        };
+        assert_eq!(read(1).unwrap(), b"aa");
+        assert_eq!(read(2).unwrap(), b"bb");
+        assert_eq!(read(3).unwrap(), b"cc");
+        assert!(read(4).is_none(), "a member past the pack's end is not served");
+        assert!(cache.open_slice(&[9; 32]).is_some_and(|(_, offset)| offset == 0), "the pack itself");
+        // Evicting the pack takes its members with it.
+        for i in 10..15u8 {
+            cache.insert(&[i; 32], &file(work.path(), &format!("h{i}"), 240), 240);
+        }
+        assert!(cache.open_slice(&[9; 32]).is_none() && read(2).is_none());
+        assert!(cache.state.lock().unwrap().members.is_empty());
     }
 }

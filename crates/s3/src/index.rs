@@ -232,18 +232,36 @@ impl Index {
         self.put_objects_with(&entries)
     }
 
-    /// The small bodies kept with their pending entries, by content id.
-    pub fn staged_bodies(&self) -> anyhow::Result<Vec<([u8; 32], Vec<u8>)>> {
+    /// The content ids and sizes of the small bodies kept with their
+    /// pending entries (a content id once however many owners wait on it).
+    pub fn staged_body_sizes(&self) -> anyhow::Result<Vec<([u8; 32], u64)>> {
         let r = self.db.begin_read()?;
         let t = r.open_table(BODIES)?;
-        let mut out = Vec::new();
+        let mut out: Vec<([u8; 32], u64)> = Vec::new();
         for item in t.iter()? {
             let (k, v) = item?;
             let cid = k.value().get(..64).and_then(|h| hex::decode(h).ok()).and_then(|b| <[u8; 32]>::try_from(b).ok());
             let cid = cid.ok_or_else(|| anyhow::anyhow!("staged body under a malformed key {:?}", k.value()))?;
-            out.push((cid, v.value().to_vec()));
+            if out.last().is_none_or(|(last, _)| *last != cid) {
+                out.push((cid, v.value().len() as u64));
+            }
         }
         Ok(out)
+    }
+
+    /// The small body of `cid` kept with a pending entry (any owner's).
+    pub fn staged_body(&self, cid: &[u8; 32]) -> anyhow::Result<Option<Vec<u8>>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(BODIES)?;
+        let prefix = format!("{}/", hex::encode(cid));
+        let first = t.range::<&str>(prefix.as_str()..)?.next();
+        Ok(match first {
+            Some(item) => {
+                let (k, v) = item?;
+                k.value().starts_with(&prefix).then(|| v.value().to_vec())
+            }
+            None => None,
+        })
     }
 
     #[allow(clippy::type_complexity)]
@@ -536,9 +554,12 @@ mod tests {
         index.put_object_pending("b", "c", &meta(3), &c, Some(b"c")).unwrap();
         assert_eq!((index.waiting_escrow("dev"), index.waiting_escrow("other")), (15, 7), "one entry per content");
         assert_eq!((index.waiting_contents("dev"), index.waiting_contents("other")), (2, 1));
-        assert_eq!(index.staged_bodies().unwrap(), vec![([1; 32], b"body of a".to_vec()), ([3; 32], b"c".to_vec())]);
+        assert_eq!(index.staged_body_sizes().unwrap(), vec![([1; 32], 9), ([3; 32], 1)]);
+        assert_eq!(index.staged_body(&[1; 32]).unwrap().as_deref(), Some(&b"body of a"[..]));
+        assert_eq!(index.staged_body(&[2; 32]).unwrap(), None, "held in a file, not in the index");
         index.pending_done(&[&a, &a]).unwrap();
-        assert_eq!(index.staged_bodies().unwrap(), vec![([3; 32], b"c".to_vec())], "a body goes with its entry");
+        assert_eq!(index.staged_body_sizes().unwrap(), vec![([3; 32], 1)], "a body goes with its entry");
+        assert_eq!(index.staged_body(&[1; 32]).unwrap(), None);
         assert_eq!((index.waiting_escrow("dev"), index.waiting_contents("dev")), (5, 1));
         drop(index);
         let index = Index::open(&dir.path().join("i.redb")).unwrap();

@@ -38,7 +38,7 @@ const GATHER: Duration = Duration::from_millis(200);
 /// sent is placed without waiting out `GATHER`.
 const QUIET: Duration = Duration::from_millis(50);
 /// Bodies up to this size are made durable in the index transaction that
-/// records them; their staged files are written without fsync.
+/// records them, and staging holds them there, with no file of their own.
 pub const INLINE_BODY_MAX: u64 = 64 << 10;
 /// How long a PUT waits for staging room before it is told to slow down.
 const ROOM_WAIT: Duration = Duration::from_secs(60);
@@ -46,14 +46,14 @@ const ROOM_WAIT: Duration = Duration::from_secs(60);
 pub struct Staging {
     pub(crate) dir: PathBuf,
     max_bytes: u64,
-    /// Bytes of staged bodies (one file per content id). Staging and
-    /// finishing hold this lock, so a body never leaves while an entry
-    /// that needs it is being added.
-    bytes: Mutex<u64>,
+    /// Staged bodies: files (one per content id) and small bodies held in
+    /// the index only. Staging and finishing hold this lock, so a body
+    /// never leaves while an entry that needs it is being added.
+    room: Mutex<Room>,
     /// New pending work.
     pub(crate) wake: tokio::sync::Notify,
     /// Room was freed.
-    room: tokio::sync::Notify,
+    freed: tokio::sync::Notify,
     /// Stagings waiting for the committer thread.
     queue: Arc<CommitQueue>,
     /// Index transactions the committer thread has run.
@@ -103,6 +103,22 @@ impl Drop for Unqueue<'_> {
     }
 }
 
+/// What staging holds, in bytes, and which bodies it holds in the index.
+#[derive(Default)]
+struct Room {
+    bytes: u64,
+    /// Content id -> size of the small bodies kept only in the index (their
+    /// pending entries' transaction made them durable): no file each, so a
+    /// stream of small PUTs creates no inode per object.
+    held: HashMap<[u8; 32], u64>,
+}
+
+/// A staged body, as staging holds it.
+pub enum StagedBody {
+    File(std::fs::File),
+    Held(Vec<u8>),
+}
+
 pub enum Staged {
     /// Recorded as pending; returns the object it replaced.
     Pending(Option<crate::index::ObjectMeta>),
@@ -116,27 +132,30 @@ impl Staging {
     /// and starts the thread that commits stagings into `index`.
     pub fn open(dir: &Path, max_bytes: u64, index: &Arc<Index>) -> anyhow::Result<Arc<Staging>> {
         std::fs::create_dir_all(dir)?;
-        // Small bodies are durable in the index; their files may not have reached the disk.
-        for (cid, body) in index.staged_bodies()? {
-            std::fs::write(dir.join(hex::encode(cid)), body)?;
+        let mut room = Room::default();
+        for (cid, size) in index.staged_body_sizes()? {
+            room.held.insert(cid, size);
+            room.bytes += size;
         }
         let pending: std::collections::HashSet<String> = index.pending()?.iter().map(|p| hex::encode(p.cid)).collect();
-        let mut bytes = 0;
+        let held: std::collections::HashSet<String> = room.held.keys().map(hex::encode).collect();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if pending.contains(&name) {
-                bytes += entry.metadata()?.len();
+            if pending.contains(&name) && !held.contains(&name) {
+                room.bytes += entry.metadata()?.len();
             } else {
+                // Leftovers: packs being written, bodies no entry needs, and
+                // (from earlier versions) files of bodies the index holds.
                 let _ = std::fs::remove_file(entry.path());
             }
         }
         let staging = Arc::new(Staging {
             dir: dir.to_path_buf(),
             max_bytes,
-            bytes: Mutex::new(bytes),
+            room: Mutex::new(room),
             wake: tokio::sync::Notify::new(),
-            room: tokio::sync::Notify::new(),
+            freed: tokio::sync::Notify::new(),
             queue: Arc::default(),
             commits: Default::default(),
         });
@@ -150,8 +169,14 @@ impl Staging {
     }
 
     /// The staged body of `cid`, if it is still waiting for placement.
-    pub fn open_body(&self, cid: &[u8; 32]) -> Option<std::fs::File> {
-        std::fs::File::open(self.path(cid)).ok()
+    pub fn body(&self, index: &Index, cid: &[u8; 32]) -> Option<StagedBody> {
+        if let Ok(file) = std::fs::File::open(self.path(cid)) {
+            return Some(StagedBody::File(file));
+        }
+        if !self.room.lock().expect("staging lock").held.contains_key(cid) {
+            return None;
+        }
+        index.staged_body(cid).ok().flatten().map(StagedBody::Held)
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -159,7 +184,7 @@ impl Staging {
     }
 
     pub fn bytes(&self) -> u64 {
-        *self.bytes.lock().expect("staging lock")
+        self.room.lock().expect("staging lock").bytes
     }
 
     /// Moves the spooled body `file` into staging (or, with no file, writes
@@ -185,7 +210,7 @@ impl Staging {
         }
         let deadline = Instant::now() + ROOM_WAIT;
         loop {
-            let room = self.room.notified();
+            let room = self.freed.notified();
             let (reply, answer) = tokio::sync::oneshot::channel();
             let id = {
                 let mut queue = self.queue.state.lock().expect("staging queue lock");
@@ -234,31 +259,38 @@ impl Staging {
 
     /// Commits queued stagings: each body moves into staging if there is
     /// room for it (else its answer is `None`: wait for room and queue
-    /// again), then one index transaction records them all.
+    /// again), then one index transaction records them all. A small body
+    /// (`inline`) gets no file: the transaction holds it.
     fn commit(&self, index: &Index, batch: Vec<Queued>) {
-        let mut bytes = self.bytes.lock().expect("staging lock");
+        let mut room = self.room.lock().expect("staging lock");
         let mut admitted = Vec::with_capacity(batch.len());
         let mut sync_dir = false;
         for q in batch {
-            let target = self.path(&q.pending.cid);
-            let present = target.exists();
-            if !(present || *bytes == 0 || *bytes + q.pending.size <= self.max_bytes) {
+            let cid = q.pending.cid;
+            let target = self.path(&cid);
+            // A file-backed entry needs the file; a held one, either.
+            let present = target.exists() || (q.inline.is_some() && room.held.contains_key(&cid));
+            if !(present || room.bytes == 0 || room.bytes + q.pending.size <= self.max_bytes) {
                 let _ = q.reply.send(Ok(None));
                 continue;
             }
             let moved = match (&q.file, &q.inline) {
                 (Some(file), _) if present => std::fs::remove_file(file),
                 (Some(file), _) => std::fs::rename(file, &target),
-                (None, _) if present => Ok(()),
-                // A body held in memory: its file is written here, unsynced (the index holds it).
-                (None, Some(body)) => std::fs::write(&target, body),
+                (None, Some(_)) => Ok(()),
+                (None, None) if present => Ok(()),
                 (None, None) => Err(std::io::Error::other("the body is neither in a file nor held")),
             };
             match moved {
                 Ok(()) => {
                     if !present {
-                        *bytes += q.pending.size;
-                        sync_dir |= q.inline.is_none();
+                        room.bytes += q.pending.size;
+                        match q.file {
+                            Some(_) => sync_dir = true,
+                            None => {
+                                room.held.insert(cid, q.pending.size);
+                            }
+                        }
                     }
                     admitted.push(q);
                 }
@@ -274,7 +306,17 @@ impl Staging {
         let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.put_objects_pending(&entries));
         self.commits.fetch_add(1, Ordering::Relaxed);
         drop(entries);
-        drop(bytes);
+        if recorded.is_err() {
+            // Held bodies this failed transaction was to keep: gone with it.
+            for q in admitted.iter().filter(|q| q.file.is_none()) {
+                if !index.is_pending(&q.pending.cid).unwrap_or(true)
+                    && let Some(size) = room.held.remove(&q.pending.cid)
+                {
+                    room.bytes = room.bytes.saturating_sub(size);
+                }
+            }
+        }
+        drop(room);
         match recorded {
             Ok(replaced) => {
                 for (q, old) in admitted.into_iter().zip(replaced) {
@@ -291,7 +333,8 @@ impl Staging {
 
     /// Ends pending entries (one index transaction for all of them): a staged
     /// body no other entry needs moves into the read cache (the content is
-    /// now on the network).
+    /// now on the network), and a held one is let go (its pack, cached by
+    /// `place`, serves it).
     fn finish(&self, gateway: &Gateway, done: &[&Pending]) -> anyhow::Result<()> {
         if done.is_empty() {
             return Ok(());
@@ -300,22 +343,26 @@ impl Staging {
         // staging that reuses one of these bodies meanwhile records a
         // pending entry of its own, which the check below finds.
         gateway.index.pending_done(done)?;
-        let mut bytes = self.bytes.lock().expect("staging lock");
+        let mut room = self.room.lock().expect("staging lock");
         let mut freed = false;
         for p in done {
             if !gateway.index.is_pending(&p.cid)? {
+                if let Some(size) = room.held.remove(&p.cid) {
+                    room.bytes = room.bytes.saturating_sub(size);
+                    freed = true;
+                }
                 let path = self.path(&p.cid);
                 if let Ok(m) = std::fs::metadata(&path) {
-                    *bytes = bytes.saturating_sub(m.len());
+                    room.bytes = room.bytes.saturating_sub(m.len());
                     // Small bodies' files were never synced: the cache drops them on a restart.
                     gateway.cache.insert_as(&p.cid, &path, m.len(), p.size <= INLINE_BODY_MAX);
                     freed = true;
                 }
             }
         }
-        drop(bytes);
+        drop(room);
         if freed {
-            self.room.notify_waiters();
+            self.freed.notify_waiters();
         }
         Ok(())
     }
@@ -562,18 +609,24 @@ fn plan(batch: &[Pending], segment_bytes: u64) -> Vec<Group> {
     groups
 }
 
-/// A staged body: its file, content id and size.
-type Source = (PathBuf, [u8; 32], u64);
+/// A staged body: its content id and size.
+type Source = ([u8; 32], u64);
 
-/// Writes the bodies `sources` end to end into `path`; returns where each lies.
-fn write_pack(sources: &[Source], path: &Path) -> anyhow::Result<Vec<PackMember>> {
+/// Writes the staged bodies `sources` end to end into `path`; returns where each lies.
+fn write_pack(staging: &Staging, index: &Index, sources: &[Source], path: &Path) -> anyhow::Result<Vec<PackMember>> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut offset = 0;
     let mut placed = Vec::with_capacity(sources.len());
-    for (file, cid, size) in sources {
+    for (cid, size) in sources {
         let name = tessera_storage::Cid(tessera_types::Hash32(*cid));
-        let mut body = std::fs::File::open(file).map_err(|e| anyhow::anyhow!("staged body of {name} is missing: {e}"))?;
-        let len = std::io::copy(&mut body, &mut out)?;
+        let len = match staging.body(index, cid) {
+            Some(StagedBody::File(mut body)) => std::io::copy(&mut body, &mut out)?,
+            Some(StagedBody::Held(body)) => {
+                std::io::Write::write_all(&mut out, &body)?;
+                body.len() as u64
+            }
+            None => anyhow::bail!("staged body of {name} is missing"),
+        };
         anyhow::ensure!(len == *size, "staged body of {name} changed size");
         placed.push(PackMember { cid: tessera_types::Hash32(*cid), offset, len });
         offset += len;
@@ -598,32 +651,44 @@ async fn place(
     let node = gateway.node.clone();
     let opts = crate::service::clone_opts(&gateway.put_options);
     let groups = plan(batch, opts.segment_bytes as u64);
-    // Each group: the file to store, for a pack the bodies to write into it,
-    // for an object of its own the manifest computed when it was staged.
-    type Work = (PathBuf, Vec<Source>, Option<tessera_storage::Manifest>);
+    // Each group: the file to store; the bodies to write into it first (a
+    // pack's, or a held body's); for an object of its own the manifest
+    // computed when it was staged; whether it is a pack.
+    type Work = (PathBuf, Vec<Source>, Option<tessera_storage::Manifest>, bool);
     let work: Vec<Work> = groups
         .iter()
         .enumerate()
         .map(|(n, group)| match group {
             Group::Own(i) => {
-                let known = gateway.manifests.lock().expect("manifests lock").remove(&batch[*i].cid);
-                (gateway.staging.path(&batch[*i].cid), Vec::new(), known.filter(|m| m.segment_bytes == opts.segment_bytes as u64))
+                let p = &batch[*i];
+                let known = gateway.manifests.lock().expect("manifests lock").remove(&p.cid);
+                let known = known.filter(|m| m.segment_bytes == opts.segment_bytes as u64);
+                match gateway.staging.path(&p.cid) {
+                    staged if staged.exists() => (staged, Vec::new(), known, false),
+                    // Held in the index: written out for its upload (and then the read cache).
+                    _ => (gateway.staging.dir.join(format!(".own-{}", hex::encode(p.cid))), vec![(p.cid, p.size)], known, false),
+                }
             }
             Group::Pack(members) => (
                 gateway.staging.dir.join(format!(".pack-{}-{n}", hex::encode(&batch[members[0]].cid[..8]))),
-                members.iter().map(|&i| (gateway.staging.path(&batch[i].cid), batch[i].cid, batch[i].size)).collect(),
+                members.iter().map(|&i| (batch[i].cid, batch[i].size)).collect(),
                 None,
+                true,
             ),
         })
         .collect();
+    let (staging, index) = (gateway.staging.clone(), gateway.index.clone());
     let joined = in_background(move || {
-        let prepared: Vec<anyhow::Result<Vec<PackMember>>> =
-            work.iter().map(|(path, sources, _)| if sources.is_empty() { Ok(Vec::new()) } else { write_pack(sources, path) }).collect();
+        let prepared: Vec<anyhow::Result<Vec<PackMember>>> = work
+            .iter()
+            .map(|(path, sources, _, _)| if sources.is_empty() { Ok(Vec::new()) } else { write_pack(&staging, &index, sources, path) })
+            .collect();
         let ready: Vec<tessera_client::storage::Content> = work
             .iter()
             .zip(&prepared)
-            .filter_map(|((path, _, known), members)| {
-                members.as_ref().ok().map(|m| tessera_client::storage::Content { path, members: m.clone(), manifest: known.clone() })
+            .filter_map(|((path, _, known, pack), members)| {
+                let members = if *pack { members.as_ref().ok()?.clone() } else { members.as_ref().ok().map(|_| Vec::new())? };
+                Some(tessera_client::storage::Content { path, members, manifest: known.clone() })
             })
             .collect();
         let shared = tessera_client::storage::Shared { submit_lock: Some(&submit_lock), uploads: Some(&uploads) };
@@ -635,20 +700,15 @@ async fn place(
                 Ok((stored.next().expect("one result per prepared content")?, members))
             })
             .collect();
-        for (path, sources, _) in &work {
-            if !sources.is_empty() {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        out
+        (out, work)
     })
     .await;
-    let stored = match joined {
+    let (stored, work) = match joined {
         Ok(r) => r,
         Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("placement task failed: {e}"))).collect(),
     };
     let mut results: Vec<anyhow::Result<()>> = batch.iter().map(|_| Ok(())).collect();
-    for (group, stored) in groups.iter().zip(stored) {
+    for ((group, stored), (path, sources, _, _)) in groups.iter().zip(stored).zip(work) {
         let outcome: anyhow::Result<()> = (|| {
             let (r, members) = stored?;
             match group {
@@ -658,8 +718,20 @@ async fn place(
                     off_the_runtime(|| gateway.index.put_pack(&r.cid.0 .0, &record))?;
                 }
             }
+            // A file written for this upload (never synced) becomes the read
+            // cache's copy: a pack serves each of its members.
+            if !sources.is_empty() {
+                let slices: Vec<([u8; 32], u64, u64)> = members.iter().map(|m| (m.cid.0, m.offset, m.len)).collect();
+                off_the_runtime(|| match group {
+                    Group::Pack(_) => gateway.cache.insert_pack(&r.cid.0 .0, &path, r.bytes, &slices),
+                    Group::Own(_) => gateway.cache.insert_unsynced(&r.cid.0 .0, &path, r.bytes),
+                });
+            }
             Ok(())
         })();
+        if !sources.is_empty() && path.exists() {
+            let _ = std::fs::remove_file(&path);
+        }
         if let Err(e) = outcome {
             let reason = format!("{e:#}");
             let entries = match group {
@@ -713,19 +785,23 @@ mod tests {
         let big = spooled(work.path(), "big", 10);
         assert!(matches!(staging.stage(Some(&big), None, &entry(9, 1001), "bkt", "big", &meta(9, 1001)).await.unwrap(), Ok(Staged::TooLarge)));
         // A small body held in memory (no spooled file) is durable in the
-        // index; its staged file is written, unsynced.
+        // index, and only there: no file, no inode per small object.
         let body = vec![7u8; 100];
         assert!(matches!(staging.stage(None, Some(&body), &entry(3, 100), "bkt", "c", &meta(3, 100)).await.unwrap(), Ok(Staged::Pending(None))));
-        assert_eq!(std::fs::read(staging.path(&[3; 32])).unwrap(), body);
+        assert!(!staging.path(&[3; 32]).exists());
+        assert!(matches!(staging.body(&index, &[3; 32]), Some(StagedBody::Held(b)) if b == body));
+        assert_eq!(staging.bytes(), 900);
         // A crash: a stray body without an index entry goes, pending ones
-        // stay, and a small body's file that never reached the disk comes back.
+        // stay, a held body is still held (a file of it an earlier version
+        // wrote goes), and the bytes add up again.
         std::fs::write(work.path().join("staged").join(hex::encode([5u8; 32])), b"stray").unwrap();
         std::fs::write(staging.path(&[3; 32]), b"").unwrap();
         drop(staging);
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         assert_eq!(staging.bytes(), 900);
-        assert_eq!(std::fs::read(staging.path(&[3; 32])).unwrap(), body);
-        assert!(staging.open_body(&[1; 32]).is_some() && staging.open_body(&[5; 32]).is_none());
+        assert!(!staging.path(&[3; 32]).exists());
+        assert!(matches!(staging.body(&index, &[3; 32]), Some(StagedBody::Held(b)) if b == body));
+        assert!(matches!(staging.body(&index, &[1; 32]), Some(StagedBody::File(_))) && staging.body(&index, &[5; 32]).is_none());
     }
 
     #[tokio::test]
@@ -737,7 +813,7 @@ mod tests {
         let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
         // The committer thread takes what queued first and waits for the
         // staging lock (held here, as if a commit were running); the rest queue up.
-        let running = staging.bytes.lock().unwrap();
+        let running = staging.room.lock().unwrap();
         let tasks: Vec<_> = (1..=8u8)
             .map(|i| {
                 let staging = staging.clone();
@@ -781,7 +857,17 @@ mod tests {
             assert!(matches!(t.await.unwrap(), Ok(Staged::Pending(None))));
         }
         assert_eq!((index.pending().unwrap().len(), staging.bytes()), (8, 800));
-        assert!((1..=8u8).all(|i| std::fs::read(staging.path(&[i; 32])).unwrap() == vec![7u8; 100]), "moved or written into staging");
+        let staged = |i: u8| match staging.body(&index, &[i; 32]) {
+            Some(StagedBody::File(mut f)) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut bytes).unwrap();
+                (true, bytes)
+            }
+            Some(StagedBody::Held(bytes)) => (false, bytes),
+            None => (false, Vec::new()),
+        };
+        // Spooled files moved into staging; bodies held in memory stay in the index.
+        assert!((1..=8u8).all(|i| staged(i) == (i % 2 == 0, vec![7u8; 100])));
         assert!(index.object("bkt", "k8").unwrap().is_some() && index.object("bkt", "gone").unwrap().is_none());
         assert_eq!(queued(), 0);
         assert!(staging.commits.load(Ordering::Relaxed) <= 2, "eight stagings, the one commit running and the next");
@@ -822,7 +908,7 @@ mod tests {
         // thread's next commit panics on it.
         let poisoner = staging.clone();
         let _ = std::thread::spawn(move || {
-            let _held = poisoner.bytes.lock().unwrap();
+            let _held = poisoner.room.lock().unwrap();
             panic!("poison the staging lock");
         })
         .join();
@@ -845,12 +931,15 @@ mod tests {
         for (i, p) in batch.iter().enumerate() {
             let f = spooled(work.path(), &format!("b{i}"), p.size as usize);
             let body = std::fs::read(&f).unwrap();
-            let staged = staging.stage(Some(&f), Some(&body), p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap();
+            // One body in a staged file, one held by the index.
+            let file = (i == 0).then_some(f.as_path());
+            let staged = staging.stage(file, Some(&body), p, "bkt", &format!("k{i}"), &meta(p.cid[0], p.size)).await.unwrap();
             assert!(matches!(staged, Ok(Staged::Pending(_))));
         }
+        assert!(staging.path(&[1; 32]).exists() && !staging.path(&[2; 32]).exists());
         let path = work.path().join("pack");
-        let sources: Vec<Source> = batch.iter().map(|p| (staging.path(&p.cid), p.cid, p.size)).collect();
-        let members = write_pack(&sources, &path).unwrap();
+        let sources: Vec<Source> = batch.iter().map(|p| (p.cid, p.size)).collect();
+        let members = write_pack(&staging, &index, &sources, &path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap().len(), 305);
         assert_eq!(members.iter().map(|m| (m.cid.0[0], m.offset, m.len)).collect::<Vec<_>>(), vec![(1, 0, 300), (2, 300, 5)]);
     }

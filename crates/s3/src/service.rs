@@ -550,36 +550,50 @@ impl S3 for Endpoint {
         let body = match meta.cid {
             None => StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
             Some(cid) => {
-                let local = self.staging.open_body(&cid).or_else(|| self.cache.open_entry(&cid));
-                let file = match local {
-                    Some(f) => f,
-                    None => {
-                        let out = self.spool_path();
-                        let node = self.node.clone();
-                        let target = out.clone();
-                        tokio::task::spawn_blocking(move || {
-                            // A copy for the read cache and this response; the network holds the durable one.
-                            tessera_client::storage::get_unsynced(&node, &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
-                        })
-                        .await
-                        .map_err(internal)?
-                        .map_err(|e| s3_error!(ServiceUnavailable, "the storage network did not return the object: {e:#}"))?;
-                        // Opened first: the handle stays readable whether the cache keeps the file or not.
-                        let file = std::fs::File::open(&out).map_err(internal)?;
-                        self.cache.insert_unsynced(&cid, &out, meta.size);
-                        file
-                    }
+                let local = match self.staging.body(&self.index, &cid) {
+                    Some(crate::placer::StagedBody::Held(held)) => Err(held),
+                    Some(crate::placer::StagedBody::File(f)) => Ok(Some((f, 0))),
+                    None => Ok(self.cache.open_slice(&cid)),
                 };
-                if end - start <= crate::placer::INLINE_BODY_MAX {
-                    // A small read from the page cache: one positioned read here
-                    // instead of a seek and reads on the blocking pool.
-                    let mut bytes = vec![0; (end - start) as usize];
-                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start).map_err(internal)?;
-                    StreamingBlob::wrap(futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)) }))
-                } else {
-                    let mut file = tokio::fs::File::from_std(file);
-                    file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
-                    StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 << 10))
+                match local {
+                    // Small and pending, held by the index: served from it.
+                    Err(held) => {
+                        let part = bytes::Bytes::from(held).slice(start as usize..end as usize);
+                        StreamingBlob::wrap(futures_util::stream::once(async { Ok::<_, std::io::Error>(part) }))
+                    }
+                    Ok(local) => {
+                        let (file, base) = match local {
+                            Some(found) => found,
+                            None => {
+                                let out = self.spool_path();
+                                let node = self.node.clone();
+                                let target = out.clone();
+                                tokio::task::spawn_blocking(move || {
+                                    // A copy for the read cache and this response; the network holds the durable one.
+                                    tessera_client::storage::get_unsynced(&node, &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
+                                })
+                                .await
+                                .map_err(internal)?
+                                .map_err(|e| s3_error!(ServiceUnavailable, "the storage network did not return the object: {e:#}"))?;
+                                // Opened first: the handle stays readable whether the cache keeps the file or not.
+                                let file = std::fs::File::open(&out).map_err(internal)?;
+                                self.cache.insert_unsynced(&cid, &out, meta.size);
+                                (file, 0)
+                            }
+                        };
+                        // The object's bytes start at `base` in the file (a cached pack's member).
+                        if end - start <= crate::placer::INLINE_BODY_MAX {
+                            // A small read from the page cache: one positioned read here
+                            // instead of a seek and reads on the blocking pool.
+                            let mut bytes = vec![0; (end - start) as usize];
+                            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, base + start).map_err(internal)?;
+                            StreamingBlob::wrap(futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)) }))
+                        } else {
+                            let mut file = tokio::fs::File::from_std(file);
+                            file.seek(std::io::SeekFrom::Start(base + start)).await.map_err(internal)?;
+                            StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 << 10))
+                        }
+                    }
                 }
             }
         };
