@@ -24,7 +24,7 @@ use crate::service::Gateway;
 /// Default bound of staged (acknowledged, not yet placed) bytes.
 pub const DEFAULT_STAGING_BYTES: u64 = 1 << 30;
 /// Most objects placed in one batch, and most bytes.
-const BATCH_OBJECTS: usize = 512;
+const BATCH_OBJECTS: usize = tessera_ledger::storage::MAX_PACK_MEMBERS;
 const BATCH_BYTES: u64 = 256 << 20;
 /// Batches placed at once: most of them wait for their deals' block side
 /// by side, while `UPLOADS_AT_ONCE` bounds their uploads.
@@ -32,8 +32,12 @@ const BATCHES_IN_FLIGHT: usize = 16;
 /// Files (objects or packs) uploading to providers at once, each holding
 /// one erasure-coded segment in memory.
 const UPLOADS_AT_ONCE: usize = 8;
-/// How long acknowledged objects wait for others to share their batch.
-const GATHER: Duration = Duration::from_millis(200);
+/// How long acknowledged small objects wait for others to share their
+/// batch and pack. Every piece costs the chain a proof each epoch, whatever
+/// its size, so a sustained stream of small PUTs goes into packs of up to a
+/// second's worth (not 200 ms', five times the proofs); the end of a stream
+/// waits only `QUIET`.
+const GATHER: Duration = Duration::from_secs(1);
 /// A stream of PUTs that has sent nothing for this long has paused: what it
 /// sent is placed without waiting out `GATHER`.
 const QUIET: Duration = Duration::from_millis(50);
@@ -878,7 +882,7 @@ mod tests {
         let ms = Duration::from_millis;
         // PUTs still arriving: wait, at most until the next could have come.
         assert_eq!(gather_wait(ms(10), ms(2)), Some(ms(48)));
-        assert_eq!(gather_wait(ms(180), ms(1)), Some(ms(20)));
+        assert_eq!(gather_wait(GATHER - ms(20), ms(1)), Some(ms(20)));
         // The stream paused, or its oldest object has waited long enough.
         assert_eq!(gather_wait(ms(60), QUIET), None);
         assert_eq!(gather_wait(GATHER, ms(0)), None);
