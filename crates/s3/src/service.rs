@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use crate::cache::ContentCache;
 use crate::index::{BucketMeta, Index, ObjectMeta, Pending};
 use crate::keys::{AccessKey, AccessKeys};
-use crate::placer::{Staged, Staging};
+use crate::placer::{Staged, StagedBody, Staging};
 
 /// Largest object or part body accepted (S3's single-PUT limit).
 pub const MAX_OBJECT_BYTES: u64 = 5 << 30;
@@ -551,17 +551,17 @@ impl S3 for Endpoint {
             None => StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
             Some(cid) => {
                 let local = match self.staging.body(&self.index, &cid) {
-                    Some(crate::placer::StagedBody::Held(held)) => Err(held),
-                    Some(crate::placer::StagedBody::File(f)) => Ok(Some((f, 0))),
-                    None => Ok(self.cache.open_slice(&cid)),
+                    Some(StagedBody::Held(held)) => Local::Held(held),
+                    Some(StagedBody::File(f)) => Local::File(Some((f, 0))),
+                    None => Local::File(self.cache.open_slice(&cid)),
                 };
                 match local {
                     // Small and pending, held by the index: served from it.
-                    Err(held) => {
+                    Local::Held(held) => {
                         let part = bytes::Bytes::from(held).slice(start as usize..end as usize);
                         StreamingBlob::wrap(futures_util::stream::once(async { Ok::<_, std::io::Error>(part) }))
                     }
-                    Ok(local) => {
+                    Local::File(local) => {
                         let (file, base) = match local {
                             Some(found) => found,
                             None => {
@@ -817,4 +817,11 @@ impl S3 for Endpoint {
         std::fs::remove_dir_all(&dir).map_err(internal)?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
+}
+
+/// Where a GET finds an object's bytes on this endpoint: held by the index
+/// (small and pending), or in a file from `base` on (`None`: not here).
+enum Local {
+    Held(Vec<u8>),
+    File(Option<(std::fs::File, u64)>),
 }
