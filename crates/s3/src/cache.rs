@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use tessera_ledger::storage::PackMember;
+
 /// The subdirectory of entries whose files were never synced.
 const UNSYNCED: &str = "unsynced";
 
@@ -32,9 +34,9 @@ struct State {
     bytes: u64,
     clock: u64,
     /// Content cached only inside a cached pack: content id -> (pack
-    /// content id, offset, length). Small bodies reach the cache this way,
-    /// one file per pack instead of one per object.
-    members: HashMap<[u8; 32], ([u8; 32], u64, u64)>,
+    /// content id, offset). Small bodies reach the cache this way, one file
+    /// per pack instead of one per object.
+    members: HashMap<[u8; 32], ([u8; 32], u64)>,
     /// Pack content id -> the members registered above.
     packs: HashMap<[u8; 32], Vec<[u8; 32]>>,
 }
@@ -129,21 +131,22 @@ impl ContentCache {
         if let Some(file) = self.open_entry(cid) {
             return Some((file, 0));
         }
-        let (pack, offset, _) = *self.state.lock().expect("cache lock").members.get(cid)?;
+        let (pack, offset) = *self.state.lock().expect("cache lock").members.get(cid)?;
         Some((self.open_entry(&pack)?, offset))
     }
 
     /// Keeps the never synced pack file `file` (content `pack`, `size`
-    /// bytes) and serves each of `members` (content id, offset, length)
-    /// from it, until the pack is evicted or the endpoint restarts.
-    pub fn insert_pack(&self, pack: &[u8; 32], file: &Path, size: u64, members: &[([u8; 32], u64, u64)]) {
+    /// bytes) and serves each of its `members` from it, until the pack is
+    /// evicted or the endpoint restarts.
+    pub fn insert_pack(&self, pack: &[u8; 32], file: &Path, size: u64, members: &[PackMember]) {
         let mut st = self.state.lock().expect("cache lock");
         if !self.admit(&mut st, pack, file, size, true) {
             return;
         }
-        for &(cid, offset, len) in members {
-            if offset + len <= size {
-                st.members.insert(cid, (*pack, offset, len));
+        for m in members {
+            if m.offset + m.len <= size {
+                let cid = m.cid.0;
+                st.members.insert(cid, (*pack, m.offset));
                 st.packs.entry(*pack).or_default().push(cid);
             }
         }
@@ -252,7 +255,8 @@ mod tests {
         let cache = ContentCache::open(&work.path().join("cache"), 1000).unwrap();
         let pack = work.path().join("pack");
         std::fs::write(&pack, b"aaaabbbbbbcc").unwrap();
-        cache.insert_pack(&[9; 32], &pack, 12, &[([1; 32], 0, 4), ([2; 32], 4, 6), ([3; 32], 10, 2), ([4; 32], 11, 5)]);
+        let member = |cid: u8, offset, len| PackMember { cid: tessera_types::Hash32([cid; 32]), offset, len };
+        cache.insert_pack(&[9; 32], &pack, 12, &[member(1, 0, 4), member(2, 4, 6), member(3, 10, 2), member(4, 11, 5)]);
         let read = |cid: u8| {
             let (file, offset) = cache.open_slice(&[cid; 32])?;
             let mut bytes = vec![0; 2];

@@ -172,15 +172,16 @@ impl Staging {
         self.dir.join(hex::encode(cid))
     }
 
-    /// The staged body of `cid`, if it is still waiting for placement.
+    /// The staged body of `cid`, if it is still waiting for placement. A
+    /// held body is looked up in the index without first trying for a file
+    /// it does not have (a pack's members are read one after another).
     pub fn body(&self, index: &Index, cid: &[u8; 32]) -> Option<StagedBody> {
-        if let Ok(file) = std::fs::File::open(self.path(cid)) {
-            return Some(StagedBody::File(file));
+        if self.room.lock().expect("staging lock").held.contains_key(cid)
+            && let Some(held) = index.staged_body(cid).ok().flatten()
+        {
+            return Some(StagedBody::Held(held));
         }
-        if !self.room.lock().expect("staging lock").held.contains_key(cid) {
-            return None;
-        }
-        index.staged_body(cid).ok().flatten().map(StagedBody::Held)
+        std::fs::File::open(self.path(cid)).ok().map(StagedBody::File)
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -691,8 +692,8 @@ async fn place(
             .iter()
             .zip(&prepared)
             .filter_map(|((path, _, known, pack), members)| {
-                let members = if *pack { members.as_ref().ok()?.clone() } else { members.as_ref().ok().map(|_| Vec::new())? };
-                Some(tessera_client::storage::Content { path, members, manifest: known.clone() })
+                let members = members.as_ref().ok()?;
+                Some(tessera_client::storage::Content { path, members: if *pack { members.clone() } else { Vec::new() }, manifest: known.clone() })
             })
             .collect();
         let shared = tessera_client::storage::Shared { submit_lock: Some(&submit_lock), uploads: Some(&uploads) };
@@ -725,15 +726,15 @@ async fn place(
             // A file written for this upload (never synced) becomes the read
             // cache's copy: a pack serves each of its members.
             if !sources.is_empty() {
-                let slices: Vec<([u8; 32], u64, u64)> = members.iter().map(|m| (m.cid.0, m.offset, m.len)).collect();
                 off_the_runtime(|| match group {
-                    Group::Pack(_) => gateway.cache.insert_pack(&r.cid.0 .0, &path, r.bytes, &slices),
+                    Group::Pack(_) => gateway.cache.insert_pack(&r.cid.0 .0, &path, r.bytes, &members),
                     Group::Own(_) => gateway.cache.insert_unsynced(&r.cid.0 .0, &path, r.bytes),
                 });
             }
             Ok(())
         })();
-        if !sources.is_empty() && path.exists() {
+        if !sources.is_empty() {
+            // Still here when the placement failed (the cache moves what it keeps).
             let _ = std::fs::remove_file(&path);
         }
         if let Err(e) = outcome {
