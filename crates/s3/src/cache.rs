@@ -63,7 +63,10 @@ impl State {
     /// Forgets `cid`; returns whether its file was unsynced.
     fn remove(&mut self, cid: &[u8; 32]) -> Option<bool> {
         for member in self.packs.remove(cid).unwrap_or_default() {
-            self.members.remove(&member);
+            // A member also in a pack cached later is served from that one.
+            if self.members.get(&member).is_some_and(|(pack, _)| pack == cid) {
+                self.members.remove(&member);
+            }
         }
         let (size, used, unsynced) = self.entries.remove(cid)?;
         self.by_use.remove(&used);
@@ -274,5 +277,14 @@ mod tests {
         }
         assert!(cache.open_slice(&[9; 32]).is_none() && read(2).is_none());
         assert!(cache.state.lock().unwrap().members.is_empty());
+        // Content in two cached packs outlives the older one's eviction.
+        let cache = ContentCache::open(&work.path().join("two"), 1000).unwrap();
+        std::fs::write(&pack, b"aabb").unwrap();
+        cache.insert_pack(&[8; 32], &pack, 4, &[member(1, 0, 2), member(2, 2, 2)]);
+        std::fs::write(&pack, b"ccaa").unwrap();
+        cache.insert_pack(&[9; 32], &pack, 4, &[member(3, 0, 2), member(1, 2, 2)]);
+        cache.state.lock().unwrap().remove(&[8; 32]);
+        assert!(cache.open_slice(&[1; 32]).is_some_and(|(_, offset)| offset == 2), "still in the newer pack");
+        assert!(cache.open_slice(&[2; 32]).is_none());
     }
 }
