@@ -10,7 +10,7 @@
 //! endpoint rescans recent succeeded jobs. A failed copy (provider away,
 //! storage full) is retried up to `MAX_ATTEMPTS` times.
 
-use md5::{Digest, Md5};
+use crate::md5::Md5;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,7 +199,7 @@ async fn copy_results(gateway: &Arc<Gateway>, job: &JobDto, owner: &str, bucket:
             jobs::fetch_file_observed(&ep, &file, &target, &mut |chunk| md5.update(chunk))?;
             // Staged as it is: it must be durable before the index names it.
             std::fs::File::open(&target)?.sync_all()?;
-            Ok(md5.finalize().into())
+            Ok(md5.finalize())
         })
         .await??;
         let spooled = Spooled { file: Some(path), size, md5, body: None };

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod export;
 pub mod index;
 pub mod keys;
+pub mod md5;
 pub mod placer;
 pub mod server;
 pub mod service;

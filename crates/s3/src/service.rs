@@ -1,7 +1,6 @@
 //! The S3 operations, over the index and the storage network.
 
 use futures_util::StreamExt;
-use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use std::path::{Path, PathBuf};
@@ -15,6 +14,7 @@ use tessera_types::{Amount, Hash32};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::cache::ContentCache;
+use crate::md5::{LaneBody, Lanes, Md5};
 use crate::index::{BucketMeta, Index, ObjectMeta, Pending};
 use crate::keys::{AccessKey, AccessKeys};
 use crate::placer::{Staged, StagedBody, Staging};
@@ -45,6 +45,8 @@ pub struct Gateway {
     /// placing does not hash every piece again. Bounded; lost on restart,
     /// when the placer computes them again.
     pub(crate) manifests: std::sync::Mutex<std::collections::HashMap<[u8; 32], tessera_storage::Manifest>>,
+    /// Hashes large bodies side by side (`None` without AVX-512).
+    md5: Option<Lanes>,
 }
 
 /// Most staged manifests kept for the placer.
@@ -94,6 +96,30 @@ fn valid_bucket_name(name: &str) -> bool {
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
+/// A request body's MD5 as it arrives: in the request, then, once the body
+/// outgrows `md5::HAND_OVER`, on the thread that hashes large bodies.
+enum BodyMd5 {
+    Here(Md5),
+    Lanes(LaneBody),
+}
+
+impl BodyMd5 {
+    /// Adds `chunk`; `size` counts the body's bytes with it.
+    async fn update(&mut self, chunk: &bytes::Bytes, size: u64, lanes: Option<&Lanes>) {
+        match self {
+            BodyMd5::Here(h) => match lanes {
+                Some(lanes) if size > crate::md5::HAND_OVER => {
+                    let mut body = lanes.hand_over(h.clone());
+                    body.update(chunk.clone()).await;
+                    *self = BodyMd5::Lanes(body);
+                }
+                _ => h.update(chunk),
+            },
+            BodyMd5::Lanes(body) => body.update(chunk.clone()).await,
+        }
+    }
+}
+
 /// A request body received in full: in a file, or in memory when it is
 /// small (at most `placer::INLINE_BODY_MAX`) and nothing asked for a file.
 pub(crate) struct Spooled {
@@ -115,7 +141,7 @@ impl Gateway {
         let index = Arc::new(index);
         let staging = Staging::open(&work_dir.join("staged"), staging_bytes, &index)?;
         let node = Client::new(&rpc);
-        Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging, payers: Default::default(), manifests: Default::default() })
+        Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging, payers: Default::default(), manifests: Default::default(), md5: Lanes::start() })
     }
 
     fn caller<T>(&self, req: &S3Request<T>) -> S3Result<AccessKey> {
@@ -144,7 +170,7 @@ impl Gateway {
     /// when `sync` is set, is written to `path` and is durable on return. A
     /// small body is made durable by the index transaction that stages it.
     async fn spool(&self, body: Option<StreamingBlob>, path: PathBuf, sync: bool) -> S3Result<Spooled> {
-        let mut md5 = Md5::new();
+        let mut md5 = BodyMd5::Here(Md5::new());
         let mut size = 0u64;
         let mut held = Vec::new();
         let mut file: Option<tokio::fs::File> = None;
@@ -159,7 +185,7 @@ impl Gateway {
                     if size > MAX_OBJECT_BYTES {
                         return Err(s3_error!(EntityTooLarge, "object bodies are at most {MAX_OBJECT_BYTES} bytes"));
                     }
-                    md5.update(&chunk);
+                    md5.update(&chunk, size, self.md5.as_ref()).await;
                     if file.is_none() && size > crate::placer::INLINE_BODY_MAX {
                         // Too large to hold: on to the file, with what was held.
                         let f = file.insert(tokio::fs::File::create(&path).await.map_err(internal)?);
@@ -183,7 +209,10 @@ impl Gateway {
             }
             return Err(e);
         }
-        let md5 = md5.finalize().into();
+        let md5 = match md5 {
+            BodyMd5::Here(h) => h.finalize(),
+            BodyMd5::Lanes(body) => body.finish().await.ok_or_else(|| internal("the MD5 thread has stopped"))?,
+        };
         Ok(match file {
             Some(_) => Spooled { file: Some(path), size, md5, body: None },
             None => Spooled { file: None, size, md5, body: Some(held) },
@@ -793,10 +822,9 @@ impl S3 for Endpoint {
         }
         out.sync_all().await.map_err(internal)?;
         drop(out);
-        let etag_hex = format!("{}-{}", hex::encode(Md5::digest(&md5s)), parts.len());
-        let mut whole = Md5::new();
-        whole.update(&md5s);
-        let spooled = Spooled { file: Some(out_path), size, md5: whole.finalize().into(), body: None };
+        let whole = Md5::digest(&md5s);
+        let etag_hex = format!("{}-{}", hex::encode(whole), parts.len());
+        let spooled = Spooled { file: Some(out_path), size, md5: whole, body: None };
         let stored = self.put_spooled(&caller.key_name, &meta.bucket, &meta.key, spooled, etag_hex.clone(), meta.content_type).await?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
