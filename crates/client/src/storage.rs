@@ -112,8 +112,8 @@ pub fn manifest_of_file(path: &Path, opts: &PutOptions, progress: &mut dyn FnMut
     anyhow::ensure!(total > 0, "{} is empty; there is nothing to store", path.display());
     let mut reader = SegmentReader::new(std::io::BufReader::new(open_file(path)?), opts.scheme, opts.segment_bytes)?;
     let mut done = 0;
-    for seg in reader.by_ref() {
-        done += seg?.entry.len;
+    while let Some(entry) = reader.skim() {
+        done += entry?.len;
         progress("encoding", done, total);
     }
     Ok(reader.manifest())
@@ -124,8 +124,8 @@ pub fn manifest_of_file(path: &Path, opts: &PutOptions, progress: &mut dyn FnMut
 pub fn manifest_of_bytes(bytes: &[u8], opts: &PutOptions) -> anyhow::Result<Manifest> {
     anyhow::ensure!(!bytes.is_empty(), "the body is empty; there is nothing to store");
     let mut reader = SegmentReader::new(bytes, opts.scheme, opts.segment_bytes)?;
-    for seg in reader.by_ref() {
-        seg?;
+    while let Some(entry) = reader.skim() {
+        entry?;
     }
     Ok(reader.manifest())
 }
@@ -218,7 +218,7 @@ fn upload_pieces(
             let uploads: Vec<_> = targets
                 .iter()
                 .map(|(e, p)| {
-                    let bytes = &seg.pieces[p.index as usize];
+                    let bytes = seg.piece(p.index as usize);
                     scope.spawn(move || e.as_deref().is_some_and(|e| upload_piece(e, &p.hash, deal.id, bytes).is_ok()))
                 })
                 .collect();

@@ -43,7 +43,7 @@ fn file(len: usize) -> File {
             pieces: s.entry.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
         })
         .collect();
-    File { cid: manifest.cid().0, segments, pieces: encoded.into_iter().flat_map(|s| s.pieces).collect() }
+    File { cid: manifest.cid().0, segments, pieces: encoded.iter().flat_map(|s| s.pieces().map(<[u8]>::to_vec)).collect() }
 }
 
 fn create_deal(f: &File, duration: u64) -> Msg {

@@ -116,6 +116,22 @@ pub struct SegmentCodec {
     padded: Vec<u8>,
 }
 
+/// Runs the (reused) encoder over `source`, K shards of `shard` bytes.
+fn run_encoder<'a>(encoder: &'a mut Option<ReedSolomonEncoder>, scheme: ErasureScheme, source: &[u8], shard: usize) -> Result<EncoderResult<'a>, ErasureError> {
+    let (k, m) = (scheme.data as usize, scheme.parity as usize);
+    let encoder = match encoder {
+        Some(e) => {
+            e.reset(k, m, shard).map_err(codec_err)?;
+            e
+        }
+        None => encoder.insert(ReedSolomonEncoder::new(k, m, shard).map_err(codec_err)?),
+    };
+    for piece in source.chunks_exact(shard) {
+        encoder.add_original_shard(piece).map_err(codec_err)?;
+    }
+    encoder.encode().map_err(codec_err)
+}
+
 impl SegmentCodec {
     pub fn new(scheme: ErasureScheme) -> Result<SegmentCodec, ErasureError> {
         scheme.validate()?;
@@ -137,7 +153,7 @@ impl SegmentCodec {
         let k = self.scheme.data as usize;
         let m = self.scheme.parity as usize;
         let shard = self.scheme.shard_bytes(segment.len());
-        let SegmentCodec { encoder, padded, .. } = self;
+        let SegmentCodec { encoder, padded, scheme, .. } = self;
         let source: &'a [u8] = if segment.len() == shard * k {
             segment
         } else {
@@ -146,18 +162,25 @@ impl SegmentCodec {
             padded.resize(shard * k, 0);
             padded
         };
-        let encoder = match encoder {
-            Some(e) => {
-                e.reset(k, m, shard).map_err(codec_err)?;
-                e
-            }
-            None => encoder.insert(ReedSolomonEncoder::new(k, m, shard).map_err(codec_err)?),
-        };
-        for piece in source.chunks_exact(shard) {
-            encoder.add_original_shard(piece).map_err(codec_err)?;
-        }
-        let parity = encoder.encode().map_err(codec_err)?;
+        let parity = run_encoder(encoder, *scheme, source, shard)?;
         Ok(Shards { data: source.chunks_exact(shard).collect(), parity, parity_count: m })
+    }
+
+    /// Encodes in place: `shards` holds a segment's K data shards back to
+    /// back (the segment zero-padded to `K * shard_bytes`) followed by room
+    /// for the M parity shards, which are written there. What an upload
+    /// needs in one buffer, without copying the data shards out.
+    pub fn encode_into(&mut self, shards: &mut [u8], shard: usize) -> Result<(), ErasureError> {
+        let k = self.scheme.data as usize;
+        if shard == 0 || shards.len() != shard * self.scheme.total() {
+            return Err(ErasureError::Empty);
+        }
+        let (data, room) = shards.split_at_mut(shard * k);
+        let parity = run_encoder(&mut self.encoder, self.scheme, data, shard)?;
+        for (i, out) in room.chunks_exact_mut(shard).enumerate() {
+            out.copy_from_slice(parity.recovery(i).ok_or_else(|| codec_err("a parity shard is missing"))?);
+        }
+        Ok(())
     }
 
     /// Rebuilds a segment of `len` bytes from any K distinct shards given as

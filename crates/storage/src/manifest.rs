@@ -75,11 +75,25 @@ impl FromStr for Cid {
     }
 }
 
-/// One encoded segment: its manifest entry and its pieces' bytes.
+/// One encoded segment: its manifest entry and its pieces' bytes, back to
+/// back in one buffer (the data pieces are the segment itself, zero-padded).
 pub struct EncodedSegment {
     pub index: u64,
     pub entry: SegmentEntry,
-    pub pieces: Vec<Vec<u8>>,
+    shards: Vec<u8>,
+    shard: usize,
+}
+
+impl EncodedSegment {
+    /// Piece `i`: data pieces first, then parity.
+    pub fn piece(&self, i: usize) -> &[u8] {
+        &self.shards[i * self.shard..][..self.shard]
+    }
+
+    /// Every piece, in placement order.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.shards.chunks_exact(self.shard)
+    }
 }
 
 /// Reads `segment_bytes` at a time from `reader` and yields encoded segments.
@@ -87,6 +101,7 @@ pub struct SegmentReader<R: Read> {
     reader: R,
     codec: SegmentCodec,
     segment_bytes: usize,
+    /// The segment `skim` reads, reused from one to the next.
     buf: Vec<u8>,
     index: u64,
     total_len: u64,
@@ -122,7 +137,8 @@ impl<R: Read> SegmentReader<R> {
         Ok(r)
     }
 
-    /// The manifest of everything read; call after the iterator is exhausted.
+    /// The manifest of everything read; call after the iterator (or `skim`)
+    /// is exhausted.
     pub fn manifest(&self) -> Manifest {
         Manifest {
             total_len: self.total_len,
@@ -132,13 +148,93 @@ impl<R: Read> SegmentReader<R> {
         }
     }
 
-    /// Reads the next segment into `buf`, growing it only as far as the
-    /// bytes that arrive (a small file never costs a whole segment's buffer).
-    fn fill(&mut self) -> std::io::Result<()> {
-        self.buf.clear();
-        (&mut self.reader).take(self.segment_bytes as u64).read_to_end(&mut self.buf)?;
-        Ok(())
+    /// The next segment's manifest entry only, its pieces hashed where the
+    /// codec holds them and never copied out (the manifest pass). `None` at
+    /// the end.
+    pub fn skim(&mut self) -> Option<std::io::Result<SegmentEntry>> {
+        if self.done {
+            return None;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let entry = self.skim_into(&mut buf);
+        self.buf = buf;
+        self.tally(entry, |e| e)
     }
+
+    fn skim_into(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<SegmentEntry>> {
+        if !self.read_into(buf)? {
+            return Ok(None);
+        }
+        let shards = self.codec.encode(buf).map_err(std::io::Error::other)?;
+        let pieces = (0..shards.len()).filter_map(|i| shards.get(i)).map(piece_entry).collect();
+        Ok(Some(SegmentEntry { len: buf.len() as u64, hash: Hash32::blake3(buf), pieces }))
+    }
+
+    /// The next segment and its pieces in one buffer, sized up front when
+    /// the manifest gives the segment's length.
+    fn encode_next(&mut self) -> std::io::Result<Option<EncodedSegment>> {
+        let scheme = self.codec.scheme();
+        let index = self.index;
+        let known = self.known.as_ref().map(|k| k.get(index as usize).cloned());
+        let mut shards = match &known {
+            Some(Some(e)) => Vec::with_capacity(scheme.total() * scheme.shard_bytes(e.len as usize)),
+            _ => Vec::new(),
+        };
+        if !self.read_into(&mut shards)? {
+            return Ok(None);
+        }
+        let len = shards.len();
+        let hash = Hash32::blake3(&shards);
+        let shard = scheme.shard_bytes(len);
+        shards.resize(shard * scheme.total(), 0);
+        self.codec.encode_into(&mut shards, shard).map_err(std::io::Error::other)?;
+        let entry = match known {
+            Some(Some(w)) if w.len == len as u64 && w.hash == hash => w,
+            Some(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("segment {index} differs from the manifest (the data changed)"),
+                ));
+            }
+            None => SegmentEntry { len: len as u64, hash, pieces: shards.chunks_exact(shard).map(piece_entry).collect() },
+        };
+        Ok(Some(EncodedSegment { index, entry, shards, shard }))
+    }
+
+    /// Reads the next segment into `buf` (cleared first), growing it only
+    /// as far as the bytes that arrive, so a small file never costs a whole
+    /// segment's buffer; false at the end of the input.
+    fn read_into(&mut self, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+        buf.clear();
+        (&mut self.reader).take(self.segment_bytes as u64).read_to_end(buf)?;
+        Ok(!buf.is_empty())
+    }
+
+    /// Adds a segment read to the manifest; the end of the input or an
+    /// error ends the stream.
+    fn tally<T>(&mut self, read: std::io::Result<Option<T>>, entry: impl Fn(&T) -> &SegmentEntry) -> Option<std::io::Result<T>> {
+        match read {
+            Ok(Some(t)) => {
+                let e = entry(&t);
+                self.total_len += e.len;
+                self.entries.push(e.clone());
+                self.index += 1;
+                Some(Ok(t))
+            }
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+fn piece_entry(piece: &[u8]) -> PieceEntry {
+    PieceEntry { hash: Hash32::blake3(piece), merkle_root: PieceTree::build(piece).root(), len: piece.len() as u64 }
 }
 
 impl<R: Read> Iterator for SegmentReader<R> {
@@ -148,48 +244,8 @@ impl<R: Read> Iterator for SegmentReader<R> {
         if self.done {
             return None;
         }
-        if let Err(e) = self.fill() {
-            self.done = true;
-            return Some(Err(e));
-        }
-        if self.buf.is_empty() {
-            self.done = true;
-            return None;
-        }
-        let pieces = match self.codec.encode(&self.buf) {
-            Ok(p) => p.to_vecs(),
-            Err(e) => {
-                self.done = true;
-                return Some(Err(std::io::Error::other(e)));
-            }
-        };
-        let entry = match &self.known {
-            Some(known) => {
-                match known.get(self.index as usize) {
-                    Some(w) if w.len == self.buf.len() as u64 && w.hash == Hash32::blake3(&self.buf) => w.clone(),
-                    _ => {
-                        self.done = true;
-                        return Some(Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("segment {} differs from the manifest (the data changed)", self.index),
-                        )));
-                    }
-                }
-            }
-            None => SegmentEntry {
-                len: self.buf.len() as u64,
-                hash: Hash32::blake3(&self.buf),
-                pieces: pieces
-                    .iter()
-                    .map(|p| PieceEntry { hash: Hash32::blake3(p), merkle_root: PieceTree::build(p).root(), len: p.len() as u64 })
-                    .collect(),
-            },
-        };
-        self.total_len += self.buf.len() as u64;
-        self.entries.push(entry.clone());
-        let index = self.index;
-        self.index += 1;
-        Some(Ok(EncodedSegment { index, entry, pieces }))
+        let read = self.encode_next();
+        self.tally(read, |s| &s.entry)
     }
 }
 
@@ -209,14 +265,19 @@ mod tests {
         let mut again = again;
         let _ = again.by_ref().count();
         assert_eq!(again.manifest().cid(), manifest.cid());
+        // The manifest pass, which hashes pieces where the codec holds them, agrees.
+        let mut skimmed = SegmentReader::new(&data[..], ErasureScheme::DEVNET, 16 * 1024).unwrap();
+        while let Some(entry) = skimmed.skim() {
+            entry.unwrap();
+        }
+        assert_eq!(skimmed.manifest(), manifest);
         assert_eq!(manifest.cid().to_string().parse::<Cid>().unwrap(), manifest.cid());
 
         let mut codec = SegmentCodec::new(ErasureScheme::DEVNET).unwrap();
         let mut rebuilt = Vec::new();
         for s in &segments {
             // Lose two pieces (M = 2): data piece 0 and parity piece 5.
-            let kept: Vec<(usize, &[u8])> =
-                s.pieces.iter().enumerate().filter(|(i, _)| *i != 0 && *i != 5).map(|(i, p)| (i, p.as_slice())).collect();
+            let kept: Vec<(usize, &[u8])> = s.pieces().enumerate().filter(|(i, _)| *i != 0 && *i != 5).collect();
             for (i, p) in &kept {
                 assert_eq!(Hash32::blake3(p), s.entry.pieces[*i].hash);
             }
@@ -228,7 +289,7 @@ mod tests {
 
         // Encoding again against the manifest gives the same pieces; changed bytes are refused.
         let again: Vec<EncodedSegment> = SegmentReader::again(&data[..], &manifest).unwrap().collect::<Result<_, _>>().unwrap();
-        assert!(again.iter().zip(&segments).all(|(a, s)| a.pieces == s.pieces && a.entry == s.entry));
+        assert!(again.iter().zip(&segments).all(|(a, s)| a.pieces().eq(s.pieces()) && a.entry == s.entry));
         let mut changed = data.clone();
         changed[40_000] ^= 1;
         let err = SegmentReader::again(&changed[..], &manifest).unwrap().find_map(Result::err).expect("changed bytes are refused");
