@@ -194,15 +194,16 @@ fn deal_of(client: &Client, hash: &Hash32) -> anyhow::Result<DealDto> {
 fn upload_pieces(
     client: &Client,
     path: &Path,
-    opts: &PutOptions,
     manifest: &Manifest,
     deals: &[DealDto],
     endpoints: &mut BTreeMap<Address, String>,
+    unchanged: bool,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> anyhow::Result<usize> {
     let mut missed = 0;
-    let k = opts.scheme.data as usize;
-    let reader = SegmentReader::again(std::io::BufReader::new(open_file(path)?), manifest)?;
+    let k = manifest.scheme.data as usize;
+    let file = std::io::BufReader::new(open_file(path)?);
+    let reader = if unchanged { SegmentReader::again_unchanged(file, manifest)? } else { SegmentReader::again(file, manifest)? };
     let mut done = 0;
     for seg in reader {
         let seg = seg.map_err(|e| anyhow::anyhow!("{} changed while it was being stored: {e}", path.display()))?;
@@ -255,7 +256,7 @@ pub fn put_many(
     submit_lock: Option<&std::sync::Mutex<()>>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
-    let contents: Vec<Content> = paths.iter().map(|path| Content { path, members: Vec::new(), manifest: None }).collect();
+    let contents: Vec<Content> = paths.iter().map(|path| Content { path, members: Vec::new(), manifest: None, unchanged: false }).collect();
     put_contents(client, key, &contents, opts, Shared { submit_lock, uploads: None }, progress)
 }
 
@@ -265,8 +266,12 @@ pub struct Content<'a> {
     pub path: &'a Path,
     pub members: Vec<PackMember>,
     /// The file's manifest if already computed (with these options); the
-    /// upload still checks every segment's hash against it.
+    /// upload still checks every segment's hash against it, unless
+    /// `unchanged`.
     pub manifest: Option<Manifest>,
+    /// The manifest was computed from this very file and nothing changes it
+    /// (`SegmentReader::again_unchanged`): its segments are not hashed again.
+    pub unchanged: bool,
 }
 
 /// A bound on the files that callers of [`put_contents`] sharing it upload
@@ -359,28 +364,29 @@ pub fn put_contents(
     let submitted: Vec<anyhow::Result<(Manifest, Vec<Hash32>)>> = manifests.into_iter().zip(hashes).map(|(m, h)| Ok((m?, h?))).collect();
     // Pass 2 once each file's deals are on the ledger.
     let mut endpoints = BTreeMap::new();
-    let finish = |path: &Path, submitted: anyhow::Result<(Manifest, Vec<Hash32>)>, endpoints: &mut BTreeMap<Address, String>, progress: &mut dyn FnMut(&str, u64, u64)| {
+    let finish = |(path, unchanged): (&Path, bool), submitted: anyhow::Result<(Manifest, Vec<Hash32>)>, endpoints: &mut BTreeMap<Address, String>, progress: &mut dyn FnMut(&str, u64, u64)| {
         let (manifest, hashes) = submitted?;
         let deals = hashes.iter().map(|h| deal_of(client, h)).collect::<anyhow::Result<Vec<_>>>()?;
         let _turn = shared.uploads.map(UploadGate::enter);
-        let missed = upload_pieces(client, path, opts, &manifest, &deals, endpoints, progress)?;
+        let missed = upload_pieces(client, path, &manifest, &deals, endpoints, unchanged, progress)?;
         Ok(PutResult { cid: manifest.cid(), bytes: manifest.total_len, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })
     };
-    if paths.len() == 1 {
-        return paths.iter().zip(submitted).map(|(path, s)| finish(path, s, &mut endpoints, progress)).collect();
+    let files: Vec<(&Path, bool)> = contents.iter().map(|c| (c.path, c.unchanged && c.manifest.is_some())).collect();
+    if files.len() == 1 {
+        return files.iter().zip(submitted).map(|(file, s)| finish(*file, s, &mut endpoints, progress)).collect();
     }
     // Several files: a few at a time, each with its own endpoint cache.
     let mut results = Vec::with_capacity(paths.len());
     let mut submitted = submitted.into_iter();
-    for group in paths.chunks(PARALLEL_FILES) {
+    for group in files.chunks(PARALLEL_FILES) {
         let jobs: Vec<_> = group.iter().zip(submitted.by_ref()).collect();
         let done: Vec<anyhow::Result<PutResult>> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .into_iter()
-                .map(|(path, s)| {
+                .map(|(file, s)| {
                     let mut endpoints = endpoints.clone();
                     let finish = &finish;
-                    scope.spawn(move || (finish(path, s, &mut endpoints, &mut |_, _, _| {}), endpoints))
+                    scope.spawn(move || (finish(*file, s, &mut endpoints, &mut |_, _, _| {}), endpoints))
                 })
                 .collect();
             handles

@@ -693,7 +693,14 @@ async fn place(
             .zip(&prepared)
             .filter_map(|((path, _, known, pack), members)| {
                 let members = members.as_ref().ok()?;
-                Some(tessera_client::storage::Content { path, members: if *pack { members.clone() } else { Vec::new() }, manifest: known.clone() })
+                // A known manifest was computed from this staged file, which
+                // is named by its content id and never changes.
+                Some(tessera_client::storage::Content {
+                    path,
+                    members: if *pack { members.clone() } else { Vec::new() },
+                    manifest: known.clone(),
+                    unchanged: known.is_some(),
+                })
             })
             .collect();
         let shared = tessera_client::storage::Shared { submit_lock: Some(&submit_lock), uploads: Some(&uploads) };

@@ -109,6 +109,8 @@ pub struct SegmentReader<R: Read> {
     done: bool,
     /// The manifest the bytes must match (`again`): entries are taken from it.
     known: Option<Vec<SegmentEntry>>,
+    /// Whether each segment is hashed to check it against `known`.
+    check: bool,
 }
 
 impl<R: Read> SegmentReader<R> {
@@ -123,6 +125,7 @@ impl<R: Read> SegmentReader<R> {
             entries: Vec::new(),
             done: false,
             known: None,
+            check: true,
         })
     }
 
@@ -134,6 +137,16 @@ impl<R: Read> SegmentReader<R> {
     pub fn again(reader: R, manifest: &Manifest) -> Result<Self, crate::ErasureError> {
         let mut r = SegmentReader::new(reader, manifest.scheme, manifest.segment_bytes as usize)?;
         r.known = Some(manifest.segments.clone());
+        Ok(r)
+    }
+
+    /// Like `again`, for bytes the manifest was computed from and that
+    /// nothing changes (the S3 endpoint's staged copy, named by its content
+    /// id): a segment is checked by its length only, not hashed again.
+    /// Whoever receives the pieces still checks each against its hash.
+    pub fn again_unchanged(reader: R, manifest: &Manifest) -> Result<Self, crate::ErasureError> {
+        let mut r = SegmentReader::again(reader, manifest)?;
+        r.check = false;
         Ok(r)
     }
 
@@ -184,19 +197,23 @@ impl<R: Read> SegmentReader<R> {
             return Ok(None);
         }
         let len = shards.len();
-        let hash = Hash32::blake3(&shards);
+        let hash = (self.check || known.is_none()).then(|| Hash32::blake3(&shards));
         let shard = scheme.shard_bytes(len);
         shards.resize(shard * scheme.total(), 0);
         self.codec.encode_into(&mut shards, shard).map_err(std::io::Error::other)?;
         let entry = match known {
-            Some(Some(w)) if w.len == len as u64 && w.hash == hash => w,
+            Some(Some(w)) if w.len == len as u64 && hash.is_none_or(|h| h == w.hash) => w,
             Some(_) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!("segment {index} differs from the manifest (the data changed)"),
                 ));
             }
-            None => SegmentEntry { len: len as u64, hash, pieces: shards.chunks_exact(shard).map(piece_entry).collect() },
+            None => SegmentEntry {
+                len: len as u64,
+                hash: hash.expect("hashed without a manifest"),
+                pieces: shards.chunks_exact(shard).map(piece_entry).collect(),
+            },
         };
         Ok(Some(EncodedSegment { index, entry, shards, shard }))
     }
@@ -294,6 +311,15 @@ mod tests {
         changed[40_000] ^= 1;
         let err = SegmentReader::again(&changed[..], &manifest).unwrap().find_map(Result::err).expect("changed bytes are refused");
         assert!(err.to_string().contains("segment 2 differs"), "{err}");
+        // Unchecked, the same bytes give the same pieces; changed ones give
+        // pieces that fail their hashes (a receiver's check), and a changed
+        // length is still refused.
+        let unchecked: Vec<EncodedSegment> =
+            SegmentReader::again_unchanged(&data[..], &manifest).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(unchecked.iter().zip(&segments).all(|(a, s)| a.pieces().eq(s.pieces()) && a.entry == s.entry));
+        let bad = SegmentReader::again_unchanged(&changed[..], &manifest).unwrap().nth(2).unwrap().unwrap();
+        assert!(bad.pieces().zip(&bad.entry.pieces).any(|(p, e)| Hash32::blake3(p) != e.hash));
+        assert!(SegmentReader::again_unchanged(&data[..50_000], &manifest).unwrap().any(|s| s.is_err()));
     }
 
     #[test]
