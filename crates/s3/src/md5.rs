@@ -253,11 +253,14 @@ impl LaneBody {
     pub async fn update(&mut self, mut chunk: Bytes) {
         while !chunk.is_empty() {
             let part = chunk.split_to(chunk.len().min(ROOM_BYTES));
-            // The semaphore is never closed; each queued byte holds a permit.
+            // Each queued byte holds a permit (none once the thread has ended).
             if let Ok(p) = self.shared.room.acquire_many(part.len() as u32).await {
                 p.forget();
             }
             let mut inbox = self.shared.inbox.lock().expect("md5 inbox");
+            if inbox.closed {
+                return;
+            }
             let was = inbox.wake_now();
             inbox.queued += part.len();
             let entry = inbox.bodies.entry(self.id).or_default();
@@ -273,12 +276,19 @@ impl LaneBody {
     pub async fn finish(mut self) -> Option<[u8; 16]> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.ended = true;
+        // Once closed, the thread takes nothing more: the answer is `None`
+        // (the sender is dropped here) instead of a wait for ever.
         self.mark(|e| e.finish = Some(tx));
         rx.await.ok()
     }
 
+    /// Sets `set` on the body's entry for the thread's next take, unless the
+    /// thread is closing.
     fn mark(&self, set: impl FnOnce(&mut Entry)) {
         let mut inbox = self.shared.inbox.lock().expect("md5 inbox");
+        if inbox.closed {
+            return;
+        }
         set(inbox.bodies.entry(self.id).or_default());
         inbox.urgent += 1;
         self.shared.ready.notify_one();
@@ -355,6 +365,16 @@ impl Job {
 }
 
 fn run(shared: &Shared, kernel: Option<Kernel16>) {
+    // However the thread ends (a panic included), requests stop waiting for
+    // room it would never free: their chunks queue unhashed and `finish`
+    // answers `None`.
+    struct CloseRoom<'a>(&'a tokio::sync::Semaphore);
+    impl Drop for CloseRoom<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = CloseRoom(&shared.room);
     // Bodies the thread has taken chunks of and not yet answered. Their
     // unhashed bytes keep their room in the semaphore until hashed.
     let mut jobs: HashMap<u64, Job> = HashMap::new();
@@ -614,6 +634,19 @@ mod tests {
         assert!(lanes.shared.inbox.lock().unwrap().bodies.is_empty(), "every body is answered or forgotten");
         let steps = lanes.shared.side_by_side.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(steps > 0, kernel.is_some(), "{steps} 16-lane steps");
+    }
+
+    #[tokio::test]
+    async fn a_body_outliving_the_thread_gets_no_hash_and_never_waits_for_room() {
+        let lanes = Lanes::with_kernel(None);
+        let mut body = lanes.hand_over(Md5::new());
+        drop(lanes);
+        let fed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            body.update(Bytes::from(vec![1u8; ROOM_BYTES + 10])).await;
+            body.update(Bytes::from(vec![2u8; ROOM_BYTES])).await;
+            body.finish().await
+        });
+        assert_eq!(fed.await.expect("no wait for room once the thread is gone"), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
