@@ -327,10 +327,9 @@ pub fn put_contents(
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
     let submit_lock = shared.submit_lock;
-    let paths: Vec<&Path> = contents.iter().map(|c| c.path).collect();
     let chain_id = match client.status() {
         Ok(s) => s.chain_id,
-        Err(e) => return paths.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
+        Err(e) => return contents.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
     };
     // Pass 1 for every file, then all their deals' transactions.
     let mut manifests: Vec<anyhow::Result<Manifest>> = contents
@@ -349,7 +348,7 @@ pub fn put_contents(
         }
     }
     let (owners, msgs): (Vec<usize>, Vec<Msg>) = msgs.into_iter().unzip();
-    let mut hashes: Vec<anyhow::Result<Vec<Hash32>>> = paths.iter().map(|_| Ok(Vec::new())).collect();
+    let mut hashes: Vec<anyhow::Result<Vec<Hash32>>> = contents.iter().map(|_| Ok(Vec::new())).collect();
     let submitted = {
         let _turn = submit_lock.map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
         client.sign_and_submit_many(key, &chain_id, DEAL_FEE, msgs)
@@ -376,7 +375,7 @@ pub fn put_contents(
         return files.iter().zip(submitted).map(|(file, s)| finish(*file, s, &mut endpoints, progress)).collect();
     }
     // Several files: a few at a time, each with its own endpoint cache.
-    let mut results = Vec::with_capacity(paths.len());
+    let mut results = Vec::with_capacity(files.len());
     let mut submitted = submitted.into_iter();
     for group in files.chunks(PARALLEL_FILES) {
         let jobs: Vec<_> = group.iter().zip(submitted.by_ref()).collect();

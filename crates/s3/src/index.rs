@@ -252,16 +252,7 @@ impl Index {
     /// The small body of `cid` kept with a pending entry (any owner's).
     pub fn staged_body(&self, cid: &[u8; 32]) -> anyhow::Result<Option<Vec<u8>>> {
         let r = self.db.begin_read()?;
-        let t = r.open_table(BODIES)?;
-        let prefix = format!("{}/", hex::encode(cid));
-        let first = t.range::<&str>(prefix.as_str()..)?.next();
-        Ok(match first {
-            Some(item) => {
-                let (k, v) = item?;
-                k.value().starts_with(&prefix).then(|| v.value().to_vec())
-            }
-            None => None,
-        })
+        first_of_cid(&r.open_table(BODIES)?, cid)
     }
 
     #[allow(clippy::type_complexity)]
@@ -334,13 +325,7 @@ impl Index {
     /// Whether content `cid` waits for placement for any owner.
     pub fn is_pending(&self, cid: &[u8; 32]) -> anyhow::Result<bool> {
         let r = self.db.begin_read()?;
-        let t = r.open_table(PENDING)?;
-        let prefix = format!("{}/", hex::encode(cid));
-        let first = t.range::<&str>(prefix.as_str()..)?.next();
-        Ok(match first {
-            Some(item) => item?.0.value().starts_with(&prefix),
-            None => false,
-        })
+        Ok(first_of_cid(&r.open_table(PENDING)?, cid)?.is_some())
     }
 
     /// Records a failed placement attempt.
@@ -496,6 +481,19 @@ impl Index {
         w.commit()?;
         Ok(())
     }
+}
+
+/// The value of the first entry keyed `<hex cid>/...` in `table` (pending
+/// entries and staged bodies are keyed by content id, then owner).
+fn first_of_cid(table: &redb::ReadOnlyTable<&str, &[u8]>, cid: &[u8; 32]) -> anyhow::Result<Option<Vec<u8>>> {
+    let prefix = format!("{}/", hex::encode(cid));
+    Ok(match table.range::<&str>(prefix.as_str()..)?.next() {
+        Some(item) => {
+            let (k, v) = item?;
+            k.value().starts_with(&prefix).then(|| v.value().to_vec())
+        }
+        None => None,
+    })
 }
 
 #[cfg(test)]

@@ -353,8 +353,10 @@ impl Staging {
         for p in done {
             if !gateway.index.is_pending(&p.cid)? {
                 if let Some(size) = room.held.remove(&p.cid) {
+                    // Held by the index only: there is no file to look for.
                     room.bytes = room.bytes.saturating_sub(size);
                     freed = true;
+                    continue;
                 }
                 let path = self.path(&p.cid);
                 if let Ok(m) = std::fs::metadata(&path) {
