@@ -108,9 +108,28 @@ impl Client {
 
     /// Signs `msg` with `key` at the account's next nonce (pending transactions
     /// counted) and submits it; returns the transaction hash.
-    /// Another client of the same key may take the nonce first; the
-    /// transaction is then signed again at the new next nonce (a few times).
+    /// Submissions for one key from this process take turns; another process
+    /// using the key may take the nonce first, and the transaction is then
+    /// signed again at the new next nonce (a few times).
     pub fn sign_and_submit(&self, key: &KeyPair, chain_id: &str, fee: Amount, msg: Msg) -> Result<Hash32, ClientError> {
+        let turn = self.submit_turn(&key.address());
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+        self.submit_next(key, chain_id, fee, msg)
+    }
+
+    /// The lock that every submission for `address` to this node takes in
+    /// this process, whichever clone of the client makes it: two threads
+    /// paying with one key (an S3 endpoint's PUTs) then never read the same
+    /// next nonce, and only another process can take one first.
+    fn submit_turn(&self, address: &Address) -> std::sync::Arc<std::sync::Mutex<()>> {
+        static TURNS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, Address), std::sync::Arc<std::sync::Mutex<()>>>>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut turns = TURNS.lock().unwrap_or_else(|p| p.into_inner());
+        turns.entry((self.base.clone(), *address)).or_default().clone()
+    }
+
+    /// [`Client::sign_and_submit`] with the key's turn held.
+    fn submit_next(&self, key: &KeyPair, chain_id: &str, fee: Amount, msg: Msg) -> Result<Hash32, ClientError> {
         let mut attempts = 0;
         loop {
             let nonce = self.account(&key.address())?.next_nonce;
@@ -129,9 +148,11 @@ impl Client {
 
     /// Signs and submits `msgs` in order at consecutive nonces, reading the
     /// account's next nonce once; one result per message. A message refused
-    /// at admission takes no nonce; a nonce taken meanwhile by another client
-    /// of the key sends the rest through `sign_and_submit`.
+    /// at admission takes no nonce; a nonce taken meanwhile by another
+    /// process using the key sends the rest through `sign_and_submit`.
     pub fn sign_and_submit_many(&self, key: &KeyPair, chain_id: &str, fee: Amount, msgs: Vec<Msg>) -> Vec<Result<Hash32, ClientError>> {
+        let turn = self.submit_turn(&key.address());
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
         let mut nonce = match self.account(&key.address()) {
             Ok(a) => Some(a.next_nonce),
             Err(e) => return msgs.iter().map(|_| Err(e.clone())).collect(),
@@ -148,7 +169,7 @@ impl Client {
                         Err(e) => return Err(e),
                     }
                 }
-                self.sign_and_submit(key, chain_id, fee, msg)
+                self.submit_next(key, chain_id, fee, msg)
             })
             .collect()
     }

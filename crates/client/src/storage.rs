@@ -240,24 +240,22 @@ pub fn put(
     opts: &PutOptions,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> anyhow::Result<PutResult> {
-    put_many(client, key, &[path], opts, None, progress).pop().expect("one result per file")
+    put_many(client, key, &[path], opts, progress).pop().expect("one result per file")
 }
 
 /// Stores several files, paid by `key`, with their deals in as few blocks as
 /// possible: every file's deals are submitted before any is waited for.
 /// Returns one result per file, in order; one file's failure does not stop
-/// the others. Callers storing for the same key at once pass the same
-/// `submit_lock`, so that their transactions take consecutive nonces.
+/// the others.
 pub fn put_many(
     client: &Client,
     key: &KeyPair,
     paths: &[&Path],
     opts: &PutOptions,
-    submit_lock: Option<&std::sync::Mutex<()>>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
     let contents: Vec<Content> = paths.iter().map(|path| Content { path, members: Vec::new(), manifest: None, unchanged: false }).collect();
-    put_contents(client, key, &contents, opts, Shared { submit_lock, uploads: None }, progress)
+    put_contents(client, key, &contents, opts, None, progress)
 }
 
 /// A file to store; a pack when `members` names the objects it holds end to
@@ -307,26 +305,15 @@ impl Drop for UploadTurn<'_> {
     }
 }
 
-/// What callers of [`put_contents`] storing at once share.
-#[derive(Default, Clone, Copy)]
-pub struct Shared<'a> {
-    /// Taken around each submission of deals for the same key, so that
-    /// their transactions take consecutive nonces.
-    pub submit_lock: Option<&'a std::sync::Mutex<()>>,
-    /// Taken around each file's upload (once its deals are open).
-    pub uploads: Option<&'a UploadGate>,
-}
-
 /// [`put_many`] over files and packs.
 pub fn put_contents(
     client: &Client,
     key: &KeyPair,
     contents: &[Content],
     opts: &PutOptions,
-    shared: Shared<'_>,
+    uploads: Option<&UploadGate>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
-    let submit_lock = shared.submit_lock;
     let chain_id = match client.status() {
         Ok(s) => s.chain_id,
         Err(e) => return contents.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
@@ -349,10 +336,8 @@ pub fn put_contents(
     }
     let (owners, msgs): (Vec<usize>, Vec<Msg>) = msgs.into_iter().unzip();
     let mut hashes: Vec<anyhow::Result<Vec<Hash32>>> = contents.iter().map(|_| Ok(Vec::new())).collect();
-    let submitted = {
-        let _turn = submit_lock.map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
-        client.sign_and_submit_many(key, &chain_id, DEAL_FEE, msgs)
-    };
+    // One turn for the whole list: its transactions take consecutive nonces.
+    let submitted = client.sign_and_submit_many(key, &chain_id, DEAL_FEE, msgs);
     for (i, h) in owners.into_iter().zip(submitted) {
         match (&mut hashes[i], h) {
             (Ok(list), Ok(h)) => list.push(h),
@@ -366,7 +351,7 @@ pub fn put_contents(
     let finish = |(path, unchanged): (&Path, bool), submitted: anyhow::Result<(Manifest, Vec<Hash32>)>, endpoints: &mut BTreeMap<Address, String>, progress: &mut dyn FnMut(&str, u64, u64)| {
         let (manifest, hashes) = submitted?;
         let deals = hashes.iter().map(|h| deal_of(client, h)).collect::<anyhow::Result<Vec<_>>>()?;
-        let _turn = shared.uploads.map(UploadGate::enter);
+        let _turn = uploads.map(UploadGate::enter);
         let missed = upload_pieces(client, path, &manifest, &deals, endpoints, unchanged, progress)?;
         Ok(PutResult { cid: manifest.cid(), bytes: manifest.total_len, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })
     };

@@ -424,7 +424,6 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
 pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
     let state = Arc::new(Mutex::new(Schedule::default()));
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-    let submit_lock = Arc::new(Mutex::new(()));
     let uploads = Arc::new(tessera_client::storage::UploadGate::new(UPLOADS_AT_ONCE));
     while !stop.load(Ordering::Relaxed) {
         let wake = gateway.staging.wake.notified();
@@ -488,9 +487,9 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             continue;
         }
         state.lock().expect("placer lock").in_flight.extend(batch.iter().map(|p| (p.owner.clone(), p.cid)));
-        let (gateway, state, submit_lock, uploads) = (gateway.clone(), state.clone(), submit_lock.clone(), uploads.clone());
+        let (gateway, state, uploads) = (gateway.clone(), state.clone(), uploads.clone());
         tokio::spawn(async move {
-            let results = place(&gateway, &owner, &batch, submit_lock, uploads).await;
+            let results = place(&gateway, &owner, &batch, uploads).await;
             let placed: Vec<&Pending> = batch.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(p, _)| p).collect();
             if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &placed)) {
                 eprintln!("s3: {e:#}");
@@ -648,7 +647,6 @@ async fn place(
     gateway: &Gateway,
     owner: &str,
     batch: &[Pending],
-    submit_lock: Arc<Mutex<()>>,
     uploads: Arc<tessera_client::storage::UploadGate>,
 ) -> Vec<anyhow::Result<()>> {
     let key = match gateway.keyring.get(owner) {
@@ -705,8 +703,7 @@ async fn place(
                 })
             })
             .collect();
-        let shared = tessera_client::storage::Shared { submit_lock: Some(&submit_lock), uploads: Some(&uploads) };
-        let mut stored = tessera_client::storage::put_contents(&node, &key, &ready, &opts, shared, &mut |_, _, _| {}).into_iter();
+        let mut stored = tessera_client::storage::put_contents(&node, &key, &ready, &opts, Some(&uploads), &mut |_, _, _| {}).into_iter();
         let out: Vec<anyhow::Result<(tessera_client::storage::PutResult, Vec<PackMember>)>> = prepared
             .into_iter()
             .map(|members| {

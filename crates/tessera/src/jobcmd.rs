@@ -264,7 +264,7 @@ fn store_results(client: &Client, key: &tessera_crypto::KeyPair, files: &[(tesse
     let files: Vec<&(tessera_client::jobs::ResultFile, PathBuf)> = files.iter().filter(|(f, _)| f.size > 0).collect();
     let paths: Vec<&std::path::Path> = files.iter().map(|(_, p)| p.as_path()).collect();
     let opts = job_put_options(100_000);
-    let results = tessera_client::storage::put_many(client, key, &paths, &opts, None, &mut |_, _, _| {});
+    let results = tessera_client::storage::put_many(client, key, &paths, &opts, &mut |_, _, _| {});
     files
         .iter()
         .zip(results)

@@ -77,6 +77,29 @@ fn devnet_cli_flows_and_bad_input() {
     assert!(net.fails(&["query", "tx", &"00".repeat(32)]).contains("not in a committed block"));
     assert_eq!(micro(&net.json(&["query", "balance", "alice"])["balance"]), 25_500_000);
 
+    // Threads of one process paying with one key at once (an S3 endpoint's
+    // PUTs do): each transaction gets a nonce of its own, none is refused.
+    let dev = tessera_client::Keyring::new(net.home.join("keys")).get("dev").unwrap();
+    let client = net.client();
+    let chain_id = client.status().unwrap().chain_id;
+    let to: tessera_types::Address = alice.parse().unwrap();
+    let hashes: Vec<_> = std::thread::scope(|scope| {
+        let sends: Vec<_> = (0..24)
+            .map(|_| {
+                let (client, dev, chain_id) = (client.clone(), &dev, &chain_id);
+                scope.spawn(move || {
+                    let msg = tessera_ledger::Msg::Bank(tessera_ledger::bank::BankMsg::Transfer { to, amount: tessera_types::Amount::from_micro(1) });
+                    client.sign_and_submit(dev, chain_id, tessera_types::Amount::from_micro(1_000), msg)
+                })
+            })
+            .collect();
+        sends.into_iter().map(|s| s.join().unwrap().expect("a concurrent submission was refused")).collect()
+    });
+    for hash in &hashes {
+        assert_eq!(client.wait_for_tx(hash, std::time::Duration::from_secs(30)).unwrap().code, 0);
+    }
+    assert_eq!(micro(&net.json(&["query", "balance", "alice"])["balance"]), 25_500_024);
+
     // Raw RPC: malformed and oversized bodies.
     let url = format!("http://{}/txs", net.rpc);
     let resp = ureq::post(&url).send_json(serde_json::json!({ "tx": "01ffff" }));
@@ -111,7 +134,7 @@ fn devnet_cli_flows_and_bad_input() {
         Err(ureq::Error::Status(404, r)) => assert!(r.into_string().unwrap().contains("not in a committed block")),
         other => panic!("expected 404, got {other:?}"),
     }
-    assert_eq!(micro(&net.json(&["query", "balance", "alice"])["balance"]), 26_500_000);
+    assert_eq!(micro(&net.json(&["query", "balance", "alice"])["balance"]), 26_500_024);
 
     // Staking.
     let validators = net.json(&["query", "validators"]);
