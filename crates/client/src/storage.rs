@@ -314,9 +314,20 @@ pub fn put_contents(
     uploads: Option<&UploadGate>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
+    let submitted = submit_contents(client, key, contents, opts, progress);
+    upload_contents(client, contents, submitted, uploads, progress)
+}
+
+/// Deals submitted for contents, not yet on the ledger: per content, its
+/// manifest and its deals' transactions (or why it has none).
+pub struct Submitted(Vec<anyhow::Result<(Manifest, Vec<Hash32>)>>);
+
+/// The first half of [`put_contents`]: each content's manifest (pass 1,
+/// unless known), then all their deals' transactions, submitted at once.
+pub fn submit_contents(client: &Client, key: &KeyPair, contents: &[Content], opts: &PutOptions, progress: &mut dyn FnMut(&str, u64, u64)) -> Submitted {
     let chain_id = match client.status() {
         Ok(s) => s.chain_id,
-        Err(e) => return contents.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
+        Err(e) => return Submitted(contents.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect()),
     };
     // Pass 1 for every file, then all their deals' transactions.
     let mut manifests: Vec<anyhow::Result<Manifest>> = contents
@@ -345,7 +356,19 @@ pub fn put_contents(
             (Err(_), _) => {}
         }
     }
-    let submitted: Vec<anyhow::Result<(Manifest, Vec<Hash32>)>> = manifests.into_iter().zip(hashes).map(|(m, h)| Ok((m?, h?))).collect();
+    Submitted(manifests.into_iter().zip(hashes).map(|(m, h)| Ok((m?, h?))).collect())
+}
+
+/// The second half of [`put_contents`]: once each content's deals are on
+/// the ledger, its pieces go to the providers they name (pass 2).
+pub fn upload_contents(
+    client: &Client,
+    contents: &[Content],
+    submitted: Submitted,
+    uploads: Option<&UploadGate>,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Vec<anyhow::Result<PutResult>> {
+    let submitted = submitted.0;
     // Pass 2 once each file's deals are on the ledger.
     let mut endpoints = BTreeMap::new();
     let finish = |(path, unchanged): (&Path, bool), submitted: anyhow::Result<(Manifest, Vec<Hash32>)>, endpoints: &mut BTreeMap<Address, String>, progress: &mut dyn FnMut(&str, u64, u64)| {

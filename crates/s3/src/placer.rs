@@ -545,20 +545,21 @@ pub(crate) fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Runs `f` on a thread of its own at a lower CPU priority (nice 10 on
-/// Linux; the upload threads it starts inherit it), so that placing what
-/// was acknowledged yields the CPU to the requests being answered.
+/// Runs `f`, which blocks, on a thread of its own (which `f` may give a
+/// lower CPU priority with `lower_own_priority`).
 async fn in_background<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> anyhow::Result<R> {
     let (done, answer) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("s3-place".into()).spawn(move || {
-        lower_own_priority();
         let _ = done.send(f());
     })?;
     answer.await.map_err(|_| anyhow::anyhow!("the placement thread ended without an answer"))
 }
 
-/// Lowers the calling thread's CPU priority (it cannot be raised again
-/// without privileges, so only threads that end after their work call it).
+/// Lowers the calling thread's CPU priority to nice 10 on Linux (the
+/// threads it starts afterwards inherit it), so that placing what was
+/// acknowledged yields the CPU to the requests being answered. It cannot be
+/// raised again without privileges, so only threads that end after their
+/// work call it.
 fn lower_own_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority on this thread's own id changes only its nice value.
@@ -703,7 +704,12 @@ async fn place(
                 })
             })
             .collect();
-        let mut stored = tessera_client::storage::put_contents(&node, &key, &ready, &opts, Some(&uploads), &mut |_, _, _| {}).into_iter();
+        // The deals go out at once, at the priority of the requests (a
+        // placement thread starved by them would miss the next block);
+        // the uploads, most of the work, then yield to the requests.
+        let submitted = tessera_client::storage::submit_contents(&node, &key, &ready, &opts, &mut |_, _, _| {});
+        lower_own_priority();
+        let mut stored = tessera_client::storage::upload_contents(&node, &ready, submitted, Some(&uploads), &mut |_, _, _| {}).into_iter();
         let out: Vec<anyhow::Result<(tessera_client::storage::PutResult, Vec<PackMember>)>> = prepared
             .into_iter()
             .map(|members| {
