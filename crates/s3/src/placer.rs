@@ -37,7 +37,7 @@ const UPLOADS_AT_ONCE: usize = 8;
 /// its size, so a sustained stream of small PUTs goes into packs of up to a
 /// second's worth (not 200 ms', five times the proofs); the end of a stream
 /// waits only `QUIET`.
-const GATHER: Duration = Duration::from_secs(2);
+const GATHER: Duration = Duration::from_secs(1);
 /// A stream of PUTs that has sent nothing for this long has paused: what it
 /// sent is placed without waiting out `GATHER`.
 const QUIET: Duration = Duration::from_millis(50);
