@@ -109,6 +109,7 @@ fn side_by_side<'a, const N: usize>(
         }
         let inputs: Vec<&[u8; N]> = heads[..n].iter().collect();
         platform.hash_many(&inputs, &IV, 0, IncrementCounter::No, 0, CHUNK_START, 0, &mut cvs[..32 * n]);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut j = 0;
         #[cfg(target_arch = "x86_64")]
         if wide {
