@@ -122,8 +122,9 @@ impl Client {
     /// paying with one key (an S3 endpoint's PUTs) then never read the same
     /// next nonce, and only another process can take one first.
     fn submit_turn(&self, address: &Address) -> std::sync::Arc<std::sync::Mutex<()>> {
-        static TURNS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, Address), std::sync::Arc<std::sync::Mutex<()>>>>> =
-            std::sync::LazyLock::new(Default::default);
+        /// (node URL, address) -> that key's turn.
+        type Turns = std::collections::HashMap<(String, Address), std::sync::Arc<std::sync::Mutex<()>>>;
+        static TURNS: std::sync::LazyLock<std::sync::Mutex<Turns>> = std::sync::LazyLock::new(Default::default);
         let mut turns = TURNS.lock().unwrap_or_else(|p| p.into_inner());
         turns.entry((self.base.clone(), *address)).or_default().clone()
     }

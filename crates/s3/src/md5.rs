@@ -347,19 +347,16 @@ impl Job {
         }
     }
 
-    /// Hashes every whole block left, one at a time, and carries the rest.
+    /// Hashes what is left, one block at a time straight from the chunks
+    /// (`Md5::update`), and carries the rest.
     fn catch_up(&mut self) {
-        let mut block = [0u8; 64];
-        while self.blocks() > 0 {
-            self.next_block(&mut block);
-            compress(&mut self.hash.state, &block);
-        }
+        // `take` counted these bytes already.
+        let len = self.hash.len;
         for chunk in self.chunks.drain(..) {
-            let rest = &chunk[self.at..];
-            self.hash.carry[self.hash.carried..self.hash.carried + rest.len()].copy_from_slice(rest);
-            self.hash.carried += rest.len();
+            self.hash.update(&chunk[self.at..]);
             self.at = 0;
         }
+        self.hash.len = len;
         self.left = 0;
     }
 }

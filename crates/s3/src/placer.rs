@@ -417,7 +417,8 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
 }
 
 /// Places pending content until `stop` is set: batches of one owner's
-/// entries through `storage::put_many`, up to `BATCHES_IN_FLIGHT` at once
+/// entries through `storage::submit_contents` and `upload_contents`, up to
+/// `BATCHES_IN_FLIGHT` at once
 /// (one batch's uploads overlap the next one's block wait; their deals are
 /// submitted one batch at a time). A failed entry is retried with backoff
 /// (4 s doubling to 5 min), its body kept.
