@@ -243,7 +243,6 @@ pub struct DealPieceDto {
     pub segment: u32,
     pub index: u16,
     pub hash: Hash32,
-    pub merkle_root: Hash32,
     pub len: u64,
     pub provider: Address,
     pub faults: u32,

@@ -238,7 +238,7 @@ pub fn fetch_piece(endpoint: &str, hash: &Hash32) -> Result<Vec<u8>, ClientError
     if bytes.len() as u64 > MAX_PIECE_BODY {
         return Err(ClientError::Protocol(format!("piece {hash} from {endpoint} is over the size limit")));
     }
-    if Hash32::blake3(&bytes) != *hash {
+    if tessera_storage::piece_hash(&bytes) != *hash {
         return Err(ClientError::Protocol(format!("piece {hash} from {endpoint} failed its hash check")));
     }
     Ok(bytes)

@@ -146,7 +146,7 @@ fn segment_pieces(segs: &[SegmentEntry], first: usize) -> Vec<SegmentPieces> {
             segment: (first + i) as u32,
             len: s.len,
             hash: s.hash,
-            pieces: s.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
+            pieces: s.pieces.iter().map(|p| PieceMeta { hash: p.hash, len: p.len }).collect(),
         })
         .collect()
 }
@@ -441,7 +441,7 @@ pub fn manifest_from(cid: &Cid, deals: Vec<DealDto>) -> anyhow::Result<(Manifest
         for (n, len, hash) in &d.segments {
             let mut pieces: Vec<&crate::api::DealPieceDto> = d.pieces.iter().filter(|p| p.segment == *n).collect();
             pieces.sort_by_key(|p| p.index);
-            let pieces = pieces.iter().map(|p| PieceEntry { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect();
+            let pieces = pieces.iter().map(|p| PieceEntry { hash: p.hash, len: p.len }).collect();
             segments.insert(*n, SegmentEntry { len: *len, hash: *hash, pieces });
         }
     }

@@ -8,8 +8,9 @@ use tessera_types::{decode_versioned, encode_versioned, Address, Amount, DecodeE
 use crate::error::{invalid, TxError};
 use crate::{bank, jobs, market, registry, staking, storage};
 
-/// Encoding version of [`SignedTx`].
-pub const TX_VERSION: u8 = 1;
+/// Encoding version of [`SignedTx`]. 2: a storage deal's pieces carry one
+/// hash, their Merkle root (1 also had a flat blake3).
+pub const TX_VERSION: u8 = 2;
 /// Largest encoded transaction a node accepts.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
 /// A transaction's signature covers this domain and the blake3 hash of its

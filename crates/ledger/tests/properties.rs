@@ -70,7 +70,7 @@ fn to_msg(c: &Chain, a: &Action) -> Option<(usize, Msg)> {
 /// A one-segment 1+1 deal (placement needs two storage providers).
 fn store_deal(duration: u64) -> Msg {
     use tessera_ledger::storage::{PieceMeta, SegmentPieces, StorageMsg};
-    let piece = PieceMeta { hash: tessera_types::Hash32::blake3(b"p"), merkle_root: tessera_types::Hash32::blake3(b"r"), len: 4096 };
+    let piece = PieceMeta { hash: tessera_types::Hash32::blake3(b"p"), len: 4096 };
     Msg::Storage(StorageMsg::CreateDeal(storage::DealTerms {
         cid: tessera_types::Hash32::blake3(b"cid"),
         scheme: tessera_storage::ErasureScheme { data: 1, parity: 1 },

@@ -40,7 +40,7 @@ fn file(len: usize) -> File {
             segment: s.index as u32,
             len: s.entry.len,
             hash: s.entry.hash,
-            pieces: s.entry.pieces.iter().map(|p| PieceMeta { hash: p.hash, merkle_root: p.merkle_root, len: p.len }).collect(),
+            pieces: s.entry.pieces.iter().map(|p| PieceMeta { hash: p.hash, len: p.len }).collect(),
         })
         .collect();
     File { cid: manifest.cid().0, segments, pieces: encoded.iter().flat_map(|s| s.pieces().map(<[u8]>::to_vec)).collect() }

@@ -195,7 +195,6 @@ pub fn deal_dto(d: &tessera_ledger::storage::Deal, packed: usize, members: Vec<t
                 segment: p.segment,
                 index: p.index,
                 hash: p.hash,
-                merkle_root: p.merkle_root,
                 len: p.len,
                 provider: p.provider,
                 faults: p.faults,

@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use tessera_storage::{MerkleProof, PieceTree, UpperTree, LEAF_BYTES};
+use tessera_storage::{piece_hash, MerkleProof, PieceTree, UpperTree, LEAF_BYTES};
 use tessera_client::keyring::rename_durably;
 use tessera_types::Hash32;
 
@@ -90,8 +90,7 @@ impl PieceStore {
         if !full && let Some(answer) = self.prove_from_tree(hash, leaves)? {
             return Ok(answer);
         }
-        let bytes = self.get(hash)?;
-        let tree = PieceTree::build(&bytes);
+        let (bytes, tree) = self.read_checked(hash)?;
         self.keep_tree(hash, &tree.upper());
         let mut answer: Answer = (Vec::with_capacity(leaves.len()), Vec::with_capacity(leaves.len()));
         for &i in leaves {
@@ -103,7 +102,9 @@ impl PieceStore {
 
     /// `None` when the whole piece must be read instead.
     fn prove_from_tree(&self, hash: &Hash32, leaves: &[u64]) -> Result<Option<Answer>, PieceError> {
-        let Some(tree) = std::fs::read(self.tree_path(hash)).ok().and_then(|b| UpperTree::decode(&b)) else {
+        // A kept tree is the piece's own only if its root is the piece's hash.
+        let kept = std::fs::read(self.tree_path(hash)).ok().and_then(|b| UpperTree::decode(&b));
+        let Some(tree) = kept.filter(|t| t.root() == *hash) else {
             return Ok(None);
         };
         let file = match std::fs::File::open(self.path(hash)) {
@@ -170,7 +171,7 @@ impl PieceStore {
         if bytes.len() as u64 > limit {
             return Err(PieceError::TooLarge { len: bytes.len(), limit });
         }
-        let actual = Hash32::blake3(bytes);
+        let actual = piece_hash(bytes);
         if actual != *hash {
             return Err(PieceError::Corrupted { expected: *hash, actual });
         }
@@ -226,13 +227,20 @@ impl PieceStore {
 
     /// The piece's bytes, checked against its hash.
     pub fn get(&self, hash: &Hash32) -> Result<Vec<u8>, PieceError> {
+        self.read_checked(hash).map(|(bytes, _)| bytes)
+    }
+
+    /// The piece's bytes and its tree, whose root is checked against its
+    /// hash; a piece that fails is quarantined.
+    fn read_checked(&self, hash: &Hash32) -> Result<(Vec<u8>, PieceTree), PieceError> {
         let path = self.path(hash);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(PieceError::Missing(*hash)),
             Err(e) => return Err(e.into()),
         };
-        let actual = Hash32::blake3(&bytes);
+        let tree = PieceTree::build(&bytes);
+        let actual = tree.root();
         if actual != *hash {
             if std::fs::rename(&path, self.dir.join("corrupted").join(hash.to_string())).is_ok() {
                 let mut used = self.used.lock().expect("piece store lock");
@@ -240,7 +248,7 @@ impl PieceStore {
             }
             return Err(PieceError::Corrupted { expected: *hash, actual });
         }
-        Ok(bytes)
+        Ok((bytes, tree))
     }
 
     pub fn remove(&self, hash: &Hash32) -> Result<(), PieceError> {
@@ -268,7 +276,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PieceStore::open(dir.path(), 1 << 20).unwrap();
         let data = b"piece bytes".to_vec();
-        let hash = Hash32::blake3(&data);
+        let hash = piece_hash(&data);
         assert!(matches!(store.put(&hash, b"other"), Err(PieceError::Corrupted { .. })));
         store.put(&hash, &data).unwrap();
         assert_eq!(store.get(&hash).unwrap(), data);
@@ -276,7 +284,7 @@ mod tests {
         assert!(matches!(store.get(&hash), Err(PieceError::Corrupted { .. })));
         assert!(matches!(store.get(&hash), Err(PieceError::Missing(_))), "corrupted piece is never served");
         let big = vec![0u8; 2 << 20];
-        assert!(matches!(store.put(&Hash32::blake3(&big), &big), Err(PieceError::Full { .. })));
+        assert!(matches!(store.put(&piece_hash(&big), &big), Err(PieceError::Full { .. })));
     }
 
     #[test]
@@ -290,12 +298,12 @@ mod tests {
             let handles: Vec<_> = (0..32)
                 .map(|t| {
                     let (store, piece) = (store.clone(), pieces[t % 4].clone());
-                    scope.spawn(move || (t % 4, store.put(&Hash32::blake3(&piece), &piece).is_ok()))
+                    scope.spawn(move || (t % 4, store.put(&piece_hash(&piece), &piece).is_ok()))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let stored: Vec<usize> = (0..4).filter(|&i| store.contains(&Hash32::blake3(&pieces[i]))).collect();
+        let stored: Vec<usize> = (0..4).filter(|&i| store.contains(&piece_hash(&pieces[i]))).collect();
         assert_eq!(stored.len(), 3, "capacity holds three pieces");
         assert_eq!(store.used_bytes(), 3000, "each stored piece counted once");
         for (i, ok) in outcomes {
@@ -315,7 +323,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PieceStore::open(dir.path(), 1 << 20).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 253) as u8).collect();
-        let hash = Hash32::blake3(&data);
+        let hash = piece_hash(&data);
         store.put(&hash, &data).unwrap();
         let tree = PieceTree::build(&data);
         let leaves = [0, 7, 100, tree.leaf_count() - 1];

@@ -4,7 +4,6 @@
 use tessera_client::api::{DealDto, ProviderDto};
 use tessera_client::{fetch_piece, Client};
 use tessera_storage::{ErasureScheme, SegmentCodec};
-use tessera_types::Hash32;
 
 
 /// First endpoint of a provider, from the registry.
@@ -35,6 +34,6 @@ pub fn rebuild_piece(client: &Client, deal: &DealDto, piece: usize) -> anyhow::R
     let segment = codec.decode(padded_len, &refs)?;
     let shards = codec.encode(&segment)?;
     let bytes = shards.get(target.index as usize).ok_or_else(|| anyhow::anyhow!("no shard {}", target.index))?.to_vec();
-    anyhow::ensure!(Hash32::blake3(&bytes) == target.hash, "rebuilt piece does not match its hash");
+    anyhow::ensure!(tessera_storage::piece_hash(&bytes) == target.hash, "rebuilt piece does not match its hash");
     Ok(bytes)
 }

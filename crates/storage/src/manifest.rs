@@ -1,6 +1,7 @@
 //! Content addressing: a file is cut into segments, each segment erasure-coded
 //! into pieces; the manifest lists every segment's plain hash and every piece's
-//! hash and Merkle root, and the content id is the hash of the manifest.
+//! hash (the root of its Merkle tree), and the content id is the hash of the
+//! manifest.
 //! [`SegmentReader`] does this over any `Read` in bounded memory: one segment
 //! and its pieces at a time.
 
@@ -11,16 +12,17 @@ use std::str::FromStr;
 use tessera_types::{encode_versioned, Hash32};
 
 use crate::erasure::{ErasureScheme, SegmentCodec};
-use crate::merkle::PieceTree;
+use crate::merkle::piece_hash;
 
-pub const MANIFEST_VERSION: u8 = 1;
+/// 2: a piece's hash is its Merkle root (1 had a flat blake3 beside the root).
+pub const MANIFEST_VERSION: u8 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct PieceEntry {
-    /// blake3 of the piece bytes: the piece's address in a provider's store.
+    /// The root of the piece's Merkle tree ([`crate::piece_hash`]): its
+    /// address in a provider's store, and what its storage deal checks its
+    /// proofs against. One pass over the bytes gives both.
     pub hash: Hash32,
-    /// Root of the piece's Merkle tree, recorded in the storage deal.
-    pub merkle_root: Hash32,
     pub len: u64,
 }
 
@@ -251,7 +253,7 @@ impl<R: Read> SegmentReader<R> {
 }
 
 fn piece_entry(piece: &[u8]) -> PieceEntry {
-    PieceEntry { hash: Hash32::blake3(piece), merkle_root: PieceTree::build(piece).root(), len: piece.len() as u64 }
+    PieceEntry { hash: piece_hash(piece), len: piece.len() as u64 }
 }
 
 impl<R: Read> Iterator for SegmentReader<R> {
@@ -296,7 +298,7 @@ mod tests {
             // Lose two pieces (M = 2): data piece 0 and parity piece 5.
             let kept: Vec<(usize, &[u8])> = s.pieces().enumerate().filter(|(i, _)| *i != 0 && *i != 5).collect();
             for (i, p) in &kept {
-                assert_eq!(Hash32::blake3(p), s.entry.pieces[*i].hash);
+                assert_eq!(piece_hash(p), s.entry.pieces[*i].hash);
             }
             let plain = codec.decode(s.entry.len as usize, &kept).unwrap();
             assert_eq!(Hash32::blake3(&plain), s.entry.hash);
@@ -318,7 +320,7 @@ mod tests {
             SegmentReader::again_unchanged(&data[..], &manifest).unwrap().collect::<Result<_, _>>().unwrap();
         assert!(unchecked.iter().zip(&segments).all(|(a, s)| a.pieces().eq(s.pieces()) && a.entry == s.entry));
         let bad = SegmentReader::again_unchanged(&changed[..], &manifest).unwrap().nth(2).unwrap().unwrap();
-        assert!(bad.pieces().zip(&bad.entry.pieces).any(|(p, e)| Hash32::blake3(p) != e.hash));
+        assert!(bad.pieces().zip(&bad.entry.pieces).any(|(p, e)| piece_hash(p) != e.hash));
         assert!(SegmentReader::again_unchanged(&data[..50_000], &manifest).unwrap().any(|s| s.is_err()));
     }
 

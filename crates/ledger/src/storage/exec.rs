@@ -117,7 +117,7 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
                 return Err(invalid(format!("expected {} challenged leaves, got {}", indices.len(), proofs.len())));
             }
             for (n, ((want, proof), leaf)) in indices.iter().zip(proofs).zip(leaves).enumerate() {
-                if proof.index != *want || !proof.verify(&p.merkle_root, leaves_total, leaf) {
+                if proof.index != *want || !proof.verify(&p.hash, leaves_total, leaf) {
                     return Err(invalid(format!("proof of storage does not verify at challenge {n} (leaf {want})")));
                 }
             }
@@ -194,7 +194,6 @@ fn open_deal(st: &mut Overlay, ctx: &TxContext, params: &Params, terms: &super::
                 segment: s.segment,
                 index: i as u16,
                 hash: meta.hash,
-                merkle_root: meta.merkle_root,
                 len: meta.len,
                 provider,
                 faults: 0,

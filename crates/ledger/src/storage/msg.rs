@@ -28,8 +28,9 @@ pub struct PackMember {
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize, serde::Deserialize)]
 pub struct PieceMeta {
+    /// The root of the piece's Merkle tree (`tessera_storage::piece_hash`):
+    /// its address, and what its proofs of storage are checked against.
     pub hash: Hash32,
-    pub merkle_root: Hash32,
     pub len: u64,
 }
 

@@ -18,8 +18,8 @@ pub struct Piece {
     pub segment: u32,
     /// Position in the segment: 0..K data, K.. parity.
     pub index: u16,
+    /// The root of the piece's Merkle tree, its address.
     pub hash: Hash32,
-    pub merkle_root: Hash32,
     pub len: u64,
     pub provider: Address,
     /// Consecutive missed or wrong answers.
