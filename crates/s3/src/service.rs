@@ -11,7 +11,7 @@ use tessera_client::keyring::{rename_durably, sync_dir, write_private_atomic};
 use tessera_client::{Client, Keyring};
 use tessera_storage::{Cid, ErasureScheme};
 use tessera_types::{Amount, Hash32};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::cache::ContentCache;
 use crate::md5::{LaneBody, Lanes, Md5};
@@ -96,6 +96,60 @@ fn valid_bucket_name(name: &str) -> bool {
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
+/// A request body on its way to a spool file: chunks are kept as they came
+/// (shared, not copied) until `SPOOL_WRITE_BYTES` have gathered, then written
+/// by one blocking call, so a large body costs a few thread hand-offs and no
+/// copy in this process; `finish` writes the rest and syncs in the same call.
+struct SpoolFile {
+    file: Option<std::fs::File>,
+    gathered: Vec<bytes::Bytes>,
+    bytes: usize,
+}
+
+/// Bytes of a body gathered before they are written out.
+const SPOOL_WRITE_BYTES: usize = 1 << 20;
+
+impl SpoolFile {
+    async fn create(path: &Path) -> std::io::Result<SpoolFile> {
+        let path = path.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || std::fs::File::create(path)).await.map_err(std::io::Error::other)??;
+        Ok(SpoolFile { file: Some(file), gathered: Vec::new(), bytes: 0 })
+    }
+
+    async fn push(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
+        self.bytes += chunk.len();
+        self.gathered.push(chunk);
+        if self.bytes >= SPOOL_WRITE_BYTES {
+            self.write(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is gathered and syncs the file.
+    async fn finish(&mut self) -> std::io::Result<()> {
+        self.write(true).await
+    }
+
+    async fn write(&mut self, sync: bool) -> std::io::Result<()> {
+        let mut file = self.file.take().ok_or_else(|| std::io::Error::other("an earlier write to the spool file failed"))?;
+        let gathered = std::mem::take(&mut self.gathered);
+        self.bytes = 0;
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            for chunk in &gathered {
+                std::io::Write::write_all(&mut file, chunk)?;
+            }
+            if sync {
+                file.sync_all()?;
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
 /// A request body's MD5 as it arrives: in the request, then, once the body
 /// outgrows `md5::HAND_OVER`, on the thread that hashes large bodies.
 enum BodyMd5 {
@@ -173,10 +227,10 @@ impl Gateway {
         let mut md5 = BodyMd5::Here(Md5::new());
         let mut size = 0u64;
         let mut held = Vec::new();
-        let mut file: Option<tokio::fs::File> = None;
+        let mut file: Option<SpoolFile> = None;
         let received: S3Result<()> = async {
             if sync {
-                file = Some(tokio::fs::File::create(&path).await.map_err(internal)?);
+                file = Some(SpoolFile::create(&path).await.map_err(internal)?);
             }
             if let Some(mut body) = body {
                 while let Some(chunk) = body.next().await {
@@ -188,17 +242,17 @@ impl Gateway {
                     md5.update(&chunk, size, self.md5.as_ref()).await;
                     if file.is_none() && size > crate::placer::INLINE_BODY_MAX {
                         // Too large to hold: on to the file, with what was held.
-                        let f = file.insert(tokio::fs::File::create(&path).await.map_err(internal)?);
-                        f.write_all(&std::mem::take(&mut held)).await.map_err(internal)?;
+                        let f = file.insert(SpoolFile::create(&path).await.map_err(internal)?);
+                        f.push(bytes::Bytes::from(std::mem::take(&mut held))).await.map_err(internal)?;
                     }
                     match file.as_mut() {
-                        Some(f) => f.write_all(&chunk).await.map_err(internal)?,
+                        Some(f) => f.push(chunk).await.map_err(internal)?,
                         None => held.extend_from_slice(&chunk),
                     }
                 }
             }
             if let Some(f) = file.as_mut() {
-                f.sync_all().await.map_err(internal)?;
+                f.finish().await.map_err(internal)?;
             }
             Ok(())
         }
