@@ -110,7 +110,7 @@ fn open_file(path: &Path) -> anyhow::Result<std::fs::File> {
 pub fn manifest_of_file(path: &Path, opts: &PutOptions, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<Manifest> {
     let total = open_file(path)?.metadata()?.len();
     anyhow::ensure!(total > 0, "{} is empty; there is nothing to store", path.display());
-    let mut reader = SegmentReader::new(std::io::BufReader::new(open_file(path)?), opts.scheme, opts.segment_bytes)?;
+    let mut reader = SegmentReader::new(std::io::BufReader::new(open_file(path)?), opts.scheme, opts.segment_bytes)?.expecting(total);
     let mut done = 0;
     while let Some(entry) = reader.skim() {
         done += entry?.len;
@@ -123,7 +123,7 @@ pub fn manifest_of_file(path: &Path, opts: &PutOptions, progress: &mut dyn FnMut
 /// `manifest_of_file` would compute it for a file holding them.
 pub fn manifest_of_bytes(bytes: &[u8], opts: &PutOptions) -> anyhow::Result<Manifest> {
     anyhow::ensure!(!bytes.is_empty(), "the body is empty; there is nothing to store");
-    let mut reader = SegmentReader::new(bytes, opts.scheme, opts.segment_bytes)?;
+    let mut reader = SegmentReader::new(bytes, opts.scheme, opts.segment_bytes)?.expecting(bytes.len() as u64);
     while let Some(entry) = reader.skim() {
         entry?;
     }

@@ -152,6 +152,14 @@ impl<R: Read> SegmentReader<R> {
         Ok(r)
     }
 
+    /// Sizes the buffer `skim` reads into for an input of `total` bytes, so
+    /// that a segment is read in place instead of into a buffer that
+    /// doubles (and is copied) as it fills.
+    pub fn expecting(mut self, total: u64) -> Self {
+        self.buf.reserve_exact(total.min(self.segment_bytes as u64) as usize);
+        self
+    }
+
     /// The manifest of everything read; call after the iterator (or `skim`)
     /// is exhausted.
     pub fn manifest(&self) -> Manifest {
