@@ -2,14 +2,18 @@
 # S3 throughput of the devnet's endpoint (4+2 erasure coding on) side by side
 # with SeaweedFS on the same machine, both driven by the same boto3 load run
 # (bench/s3_load.py, sequential boto3 and then s5cmd with 16 requests in
-# flight). Prints each figure, Tessera/SeaweedFS ratios and the
-# servers' peak memory. Everything listens on loopback and stops by itself.
+# flight). ROUNDS rounds alternate a fresh devnet and a fresh SeaweedFS, so
+# that both meet the same drift of a shared machine; prints each figure's
+# median over the rounds, Tessera/SeaweedFS ratios of the medians with the
+# range of the rounds' own ratios, and the servers' peak memory. Everything
+# listens on loopback and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LARGE=${LARGE:-64}
 SMALL=${SMALL:-2000}
 COLD_LARGE=${COLD_LARGE:-8}
 COLD_SMALL=${COLD_SMALL:-50}
+ROUNDS=${ROUNDS:-3}
 # Seconds the first devnet idles after its load, holding the data, before it
 # stops (0: none): prints the CPU its processes use meanwhile (proofs of
 # storage), how its state.redb grows, and its pieces' faults and proofs.
@@ -88,47 +92,77 @@ run_tessera() {
     wait "$devnet" 2>/dev/null || true
 }
 
+# SeaweedFS: master, volume, filer and S3 in one process; default
+# replication. A fresh one per round, on ports of its own (BASE..BASE+3);
+# prints the load's JSON and sets WEED_RSS (KiB).
+run_weed() {
+    local base=$1 large=$2 small=$3
+    local dir="$WORK/weed-$base"
+    mkdir -p "$dir"
+    weed server -dir="$dir" -ip=127.0.0.1 -master.port=$base -volume.port=$((base + 1)) -filer -filer.port=$((base + 2)) \
+        -s3 -s3.port=$((base + 3)) > "$dir.log" 2>&1 &
+    local weed=$!
+    PIDS+=($weed)
+    for _ in $(seq 1 100); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $((base + 3))), 1)" 2>/dev/null && break
+        sleep 0.3
+    done
+    sleep 2
+    echo "seaweedfs: running the load..." >&2
+    python3 bench/s3_load.py http://127.0.0.1:$((base + 3)) any any bench "$large" "$small"
+    WEED_RSS=$(peak_kib "$weed")
+    kill "$weed" 2>/dev/null || true
+    wait "$weed" 2>/dev/null || true
+}
+
 # The devnet's defaults: a PUT is acknowledged once its body is durable on the
 # endpoint and placed on the storage network in the background (the placed_*
 # rows: first PUT to last object on the network); GETs of objects just written
-# hit the read cache. A second run with staging and cache off: every PUT
-# waits for its deals and pieces, every GET reads through the storage network
-# (any 4 of 6 pieces, every segment verified).
-run_tessera 17700 512 1024 "$LARGE" "$SMALL" > "$WORK/tessera.json"
-RSS_CACHED=$TESSERA_RSS
-run_tessera 17710 0 0 "$COLD_LARGE" "$COLD_SMALL" > "$WORK/tessera-cold.json"
+# hit the read cache. Each round runs Tessera and then SeaweedFS, the order
+# alternating from round to round. A last devnet with staging and cache off:
+# every PUT waits for its deals and pieces, every GET reads through the
+# storage network (any 4 of 6 pieces, every segment verified).
+RSS_CACHED=0
+WEED_PEAK=0
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round of $ROUNDS" >&2
+    tessera_round() {
+        run_tessera $((17700 + 20 * round)) 512 1024 "$LARGE" "$SMALL" > "$WORK/tessera-$round.json"
+        RSS_CACHED=$((TESSERA_RSS > RSS_CACHED ? TESSERA_RSS : RSS_CACHED))
+    }
+    weed_round() {
+        run_weed $((19300 + 10 * round)) "$LARGE" "$SMALL" > "$WORK/weed-$round.json"
+        WEED_PEAK=$((WEED_RSS > WEED_PEAK ? WEED_RSS : WEED_PEAK))
+    }
+    if [ $((round % 2)) = 1 ]; then tessera_round; weed_round; else weed_round; tessera_round; fi
+done
+run_tessera 17690 0 0 "$COLD_LARGE" "$COLD_SMALL" > "$WORK/tessera-cold.json"
 TESSERA_RSS=$RSS_CACHED
-TESSERA=$(cat "$WORK/tessera.json")
+WEED_RSS=$WEED_PEAK
+TESSERA=$(python3 -c 'import json, sys; print(json.dumps([json.load(open(f)) for f in sys.argv[1:]]))' "$WORK"/tessera-[0-9]*.json)
+WEEDFIG=$(python3 -c 'import json, sys; print(json.dumps([json.load(open(f)) for f in sys.argv[1:]]))' "$WORK"/weed-[0-9]*.json)
 TESSERA_COLD=$(cat "$WORK/tessera-cold.json")
 
-# SeaweedFS: master, volume, filer and S3 in one process; default replication.
-mkdir -p "$WORK/weed"
-weed server -dir="$WORK/weed" -ip=127.0.0.1 -master.port=19333 -volume.port=18080 -filer -filer.port=18888 \
-    -s3 -s3.port=18333 > "$WORK/weed.log" 2>&1 &
-WEED=$!
-PIDS+=($WEED)
-for _ in $(seq 1 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', 18333), 1)" 2>/dev/null && break
-    sleep 0.3
-done
-sleep 2
-echo "seaweedfs: running the load..." >&2
-WEEDFIG=$(python3 bench/s3_load.py http://127.0.0.1:18333 any any bench "$LARGE" "$SMALL")
-WEED_RSS=$(peak_kib "$WEED")
-
 python3 - "$TESSERA" "$WEEDFIG" "$TESSERA_RSS" "$WEED_RSS" "$TESSERA_COLD" <<'PY'
-import json, sys
-t, w, c = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[5])
-peer = lambda k: w.get(k.replace("placed_", "put_"))
+import json, statistics, sys
+ts, ws, c = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[5])
+peer_key = lambda k: k.replace("placed_", "put_")
+med = lambda runs, k: statistics.median(r[k] for r in runs)
+t = {k: med(ts, k) for k in ts[0]}
+w = {k: med(ws, k) for k in ws[0]}
 fmt = lambda v, p: f"{v:>12.2f}{(v / p if p else float('nan')):>8.3f}"
-print(f"{'metric':<22}{'tessera':>12}{'seaweedfs':>12}{'ratio':>8}{'sync, cold':>12}{'ratio':>8}")
+print(f"medians of {len(ts)} rounds (range: the rounds' own ratios)")
+print(f"{'metric':<22}{'tessera':>12}{'seaweedfs':>12}{'ratio':>8}{'range':>14}{'sync, cold':>12}{'ratio':>8}")
 tails = {k: v for k, v in t.items() if k.startswith("tail_")}
 for k in t:
     if k in tails:
         continue
-    cold = fmt(c[k], peer(k)) if k in c else ""
-    print(f"{k:<22}{t[k]:>12.2f}{peer(k):>12.2f}{(t[k] / peer(k) if peer(k) else float('nan')):>8.3f}{cold}")
-print(f"peak RSS: tessera (devnet, providers, S3) {int(sys.argv[3]) / 1024:.1f} MiB, seaweedfs {int(sys.argv[4]) / 1024:.1f} MiB")
+    p = w[peer_key(k)]
+    rounds = [a[k] / b[peer_key(k)] for a, b in zip(ts, ws) if b[peer_key(k)]]
+    spread = f"{min(rounds):.2f}-{max(rounds):.2f}" if rounds else ""
+    cold = fmt(c[k], p) if k in c else ""
+    print(f"{k:<22}{t[k]:>12.2f}{p:>12.2f}{(t[k] / p if p else float('nan')):>8.3f}{spread:>14}{cold}")
+print(f"peak RSS (most of any round): tessera (devnet, providers, S3) {int(sys.argv[3]) / 1024:.1f} MiB, seaweedfs {int(sys.argv[4]) / 1024:.1f} MiB")
 print("ratio > 1 is better for tessera on throughput rows, worse on latency rows;")
 print("placed_*: first PUT to last object on the storage network, against the peer's PUT figure;")
 print("  of which the tail, last PUT acknowledged to last object placed (s): "
