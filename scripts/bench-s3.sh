@@ -124,17 +124,23 @@ run_weed() {
 # storage network (any 4 of 6 pieces, every segment verified).
 RSS_CACHED=0
 WEED_PEAK=0
+tessera_round() {
+    run_tessera $((17700 + 20 * $1)) 512 1024 "$LARGE" "$SMALL" > "$WORK/tessera-$1.json"
+    RSS_CACHED=$((TESSERA_RSS > RSS_CACHED ? TESSERA_RSS : RSS_CACHED))
+}
+weed_round() {
+    run_weed $((19300 + 10 * $1)) "$LARGE" "$SMALL" > "$WORK/weed-$1.json"
+    WEED_PEAK=$((WEED_RSS > WEED_PEAK ? WEED_RSS : WEED_PEAK))
+}
 for round in $(seq 1 "$ROUNDS"); do
     echo "round $round of $ROUNDS" >&2
-    tessera_round() {
-        run_tessera $((17700 + 20 * round)) 512 1024 "$LARGE" "$SMALL" > "$WORK/tessera-$round.json"
-        RSS_CACHED=$((TESSERA_RSS > RSS_CACHED ? TESSERA_RSS : RSS_CACHED))
-    }
-    weed_round() {
-        run_weed $((19300 + 10 * round)) "$LARGE" "$SMALL" > "$WORK/weed-$round.json"
-        WEED_PEAK=$((WEED_RSS > WEED_PEAK ? WEED_RSS : WEED_PEAK))
-    }
-    if [ $((round % 2)) = 1 ]; then tessera_round; weed_round; else weed_round; tessera_round; fi
+    if [ $((round % 2)) = 1 ]; then
+        tessera_round "$round"
+        weed_round "$round"
+    else
+        weed_round "$round"
+        tessera_round "$round"
+    fi
 done
 run_tessera 17690 0 0 "$COLD_LARGE" "$COLD_SMALL" > "$WORK/tessera-cold.json"
 TESSERA_RSS=$RSS_CACHED
