@@ -108,9 +108,10 @@ fn open_file(path: &Path) -> anyhow::Result<std::fs::File> {
 
 /// Pass 1, without the network: the manifest of a file, and so its content id.
 pub fn manifest_of_file(path: &Path, opts: &PutOptions, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<Manifest> {
-    let total = open_file(path)?.metadata()?.len();
+    let file = open_file(path)?;
+    let total = file.metadata()?.len();
     anyhow::ensure!(total > 0, "{} is empty; there is nothing to store", path.display());
-    let mut reader = SegmentReader::new(std::io::BufReader::new(open_file(path)?), opts.scheme, opts.segment_bytes)?.expecting(total);
+    let mut reader = SegmentReader::new(std::io::BufReader::new(file), opts.scheme, opts.segment_bytes)?.expecting(total);
     let mut done = 0;
     while let Some(entry) = reader.skim() {
         done += entry?.len;
