@@ -66,22 +66,26 @@ def pending_contents():
 
 def wait_placed(keys, started):
     """Seconds from `started` until no key is pending any more; None when the
-    endpoint does not report placement. Every phase waits for this, so the
-    account's pending count reaching 0 means this phase's keys are placed:
-    one bucket HEAD per poll. Without that count, the newest key is watched
-    alone (the endpoint places oldest first); once it is stored, one pass
-    checks the rest and the time taken is that of the last key seen stored.
-    (Timing a HEAD of every key would time the load client: about 5 s per
-    pass over 2,000 keys; and batches placed side by side can finish out of
-    order, which sends that pass round again.)"""
-    if not keys:
-        return None
+    endpoint does not report placement. `keys` gives the phase's keys, in
+    the order the endpoint places them (oldest acknowledgement first); it is
+    called only when the endpoint has no pending count. Every phase waits
+    for this, so the account's pending count reaching 0 means this phase's
+    keys are placed: one bucket HEAD per poll, from the moment the phase's
+    last PUT returns (listing the keys first would time the client's
+    listing). Without that count, the newest key is watched alone; once it
+    is stored, one pass checks the rest and the time taken is that of the
+    last key seen stored. (Timing a HEAD of every key would time the load
+    client: about 5 s per pass over 2,000 keys; and batches placed side by
+    side can finish out of order, which sends that pass round again.)"""
     deadline = time.perf_counter() + 600
     if pending_contents() is not None:
         while pending_contents():
             assert time.perf_counter() < deadline, "objects still pending after 600 s"
             time.sleep(0.005)
         return time.perf_counter() - started
+    keys = keys()
+    if not keys:
+        return None
     state = lambda k: s3.head_object(Bucket=bucket, Key=k).get("Metadata", {}).get("tessera-state")
     if state(keys[-1]) is None:
         return None
@@ -100,7 +104,7 @@ result = {}
 started = time.perf_counter()
 put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"large/{i}", Body=large(i))) for i in range(large_count)]
 acked = time.perf_counter() - started
-placed = wait_placed([f"large/{i}" for i in range(large_count)], started)
+placed = wait_placed(lambda: [f"large/{i}" for i in range(large_count)], started) if large_count else None
 get = [timed(lambda i=i: s3.get_object(Bucket=bucket, Key=f"large/{i}")["Body"].read()) for i in range(large_count)]
 if large_count:
     result["put_4mib_mib_s"] = 4 * large_count / sum(put)
@@ -111,7 +115,7 @@ if large_count:
 started = time.perf_counter()
 put = [timed(lambda i=i: s3.put_object(Bucket=bucket, Key=f"small/{i}", Body=small(i))) for i in range(small_count)]
 acked = time.perf_counter() - started
-placed = wait_placed([f"small/{i}" for i in range(small_count)], started)
+placed = wait_placed(lambda: [f"small/{i}" for i in range(small_count)], started) if small_count else None
 if placed:
     result["placed_4kib_ops_s"] = small_count / placed
     result["tail_4kib_s"] = placed - acked
@@ -139,11 +143,11 @@ def concurrent(name, count, body, unit):
         started = time.perf_counter()
         subprocess.run(cmd + ["cp", f"{up}/*", f"s3://{bucket}/{name}/"], check=True, env=env)
         put = time.perf_counter() - started
-        # Watched in the order the endpoint places them (oldest acknowledgement first).
-        listed = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{name}/")
-                  for o in page.get("Contents", [])]
+        listing = lambda: [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{name}/")
+                           for o in page.get("Contents", [])]
+        placed = wait_placed(lambda: [o["Key"] for o in sorted(listing(), key=lambda o: o["LastModified"])], started)
+        listed = listing()
         assert len(listed) == count, f"{len(listed)} of {count} objects listed after the upload"
-        placed = wait_placed([o["Key"] for o in sorted(listed, key=lambda o: o["LastModified"])], started)
         started = time.perf_counter()
         subprocess.run(cmd + ["cp", f"s3://{bucket}/{name}/*", f"{down}/"], check=True, env=env)
         get = time.perf_counter() - started
