@@ -269,8 +269,9 @@ pub struct DealDto {
     /// Objects a pack's deal holds (0 for a deal over one content id).
     #[serde(default)]
     pub packed: usize,
-    /// The pack's members: all of them from `/deals/{id}`, the one asked
-    /// for from `/deals?cid=`, none from other lists.
+    /// The pack's members: all of them from `/deals/{id}` (none with
+    /// `?members=false`), the one asked for from `/deals?cid=`, none from
+    /// other lists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<tessera_ledger::storage::PackMember>,
 }

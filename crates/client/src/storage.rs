@@ -187,7 +187,7 @@ fn deal_of(client: &Client, hash: &Hash32) -> anyhow::Result<DealDto> {
     let r = client.wait_for_tx(hash, Duration::from_secs(60))?;
     anyhow::ensure!(r.code == 0, "storage deal refused: {}", r.log);
     let id = r.event_id("storage.deal_created", "deal").ok_or_else(|| anyhow::anyhow!("deal created without an id event"))?;
-    Ok(client.get(&format!("/deals/{id}"))?)
+    Ok(client.get(&format!("/deals/{id}?members=false"))?)
 }
 
 /// Pass 2: the pieces, to the providers the deals name; returns the pieces

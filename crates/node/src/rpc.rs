@@ -451,13 +451,23 @@ struct DealsQuery {
     provider: Option<String>,
 }
 
-async fn deal(State(s): Shared, Path(id): Path<String>) -> ApiResult<DealDto> {
+#[derive(serde::Deserialize)]
+struct DealQuery {
+    /// `false`: leave a pack's member list out (its count stays), for callers
+    /// that only look at the pieces: the providers checking an upload and
+    /// the uploader, once per deal each, where a pack of a thousand objects
+    /// would otherwise cost every one of them a hundred kilobytes of JSON.
+    members: Option<bool>,
+}
+
+async fn deal(State(s): Shared, Path(id): Path<String>, Query(q): Query<DealQuery>) -> ApiResult<DealDto> {
     let id = parse_id(&id, "deal")?;
     let (snap, _) = snapshot(&s)?;
     let st = Overlay::new(&snap);
     let d = storage::deal(&st, id).ok_or_else(|| not_found(format!("no deal {id}")))?;
     let members = storage::pack_members(&st, id);
-    Ok(Json(deal_dto(&d, members.len(), members)))
+    let packed = members.len();
+    Ok(Json(deal_dto(&d, packed, if q.members.unwrap_or(true) { members } else { Vec::new() })))
 }
 
 /// Open storage challenges with the leaves each one asks for.

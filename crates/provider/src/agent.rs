@@ -328,7 +328,7 @@ fn control_loop(
                 Err(PieceError::Missing(_) | PieceError::Corrupted { .. }) => {
                     // Lost or damaged here: rebuild it from the rest of its segment.
                     let rebuilt = client
-                        .get::<DealDto>(&format!("/deals/{}", c.deal))
+                        .get::<DealDto>(&format!("/deals/{}?members=false", c.deal))
                         .map_err(anyhow::Error::from)
                         .and_then(|d| crate::repair::rebuild_piece(&client, &d, c.piece as usize))
                         .and_then(|bytes| store.put(&c.piece_hash, &bytes).map_err(anyhow::Error::from));

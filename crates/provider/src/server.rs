@@ -57,7 +57,7 @@ async fn get_piece(State(s): State<Arc<ServerState>>, Path(hash): Path<String>) 
 /// piece with this hash to `me`.
 pub fn assigned(client: &Client, me: &Address, hash: &Hash32, deal: Option<u64>) -> Result<bool, String> {
     let deals: Vec<DealDto> = match deal {
-        Some(id) => match client.get::<DealDto>(&format!("/deals/{id}")) {
+        Some(id) => match client.get::<DealDto>(&format!("/deals/{id}?members=false")) {
             Ok(d) => vec![d],
             Err(tessera_client::ClientError::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e.to_string()),

@@ -27,8 +27,11 @@ pub const DEFAULT_STAGING_BYTES: u64 = 1 << 30;
 const BATCH_OBJECTS: usize = tessera_ledger::storage::MAX_PACK_MEMBERS;
 const BATCH_BYTES: u64 = 256 << 20;
 /// Batches placed at once: most of them wait for their deals' block side
-/// by side, while `UPLOADS_AT_ONCE` bounds their uploads.
-const BATCHES_IN_FLIGHT: usize = 16;
+/// by side, while `UPLOADS_AT_ONCE` bounds their uploads. Large objects
+/// come one or two to a batch, so a stream of them at 16 in flight fills
+/// 16 batches within a block; with no batch free, what is acknowledged
+/// next misses that block and waits for the one after.
+const BATCHES_IN_FLIGHT: usize = 64;
 /// Files (objects or packs) uploading to providers at once, each holding
 /// one erasure-coded segment in memory.
 const UPLOADS_AT_ONCE: usize = 8;

@@ -170,6 +170,11 @@ fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Pa
     }
     let status = net.ok(&["storage", "status", &cids[0]]);
     assert!(status.contains(&format!("deal {pack_id}")) && status.contains("packed with 3 other"), "status of a packed object: {status}");
+    // The pack's deal lists its members, unless asked to leave them out.
+    let full = client.get::<tessera_client::api::DealDto>(&format!("/deals/{pack_id}")).unwrap();
+    let bare = client.get::<tessera_client::api::DealDto>(&format!("/deals/{pack_id}?members=false")).unwrap();
+    assert_eq!((full.packed, full.members.len()), (4, 4), "the pack's deal lists its 4 objects");
+    assert!(bare.members.is_empty() && bare.packed == 4 && bare.pieces.len() == full.pieces.len(), "members=false leaves the list out: {bare:?}");
     // Removing one packed object alone is refused (the first endpoint may
     // have given some objects deals of their own before it was killed).
     let only_packed: Vec<&String> =
