@@ -281,6 +281,8 @@ fn a_pack_is_one_deal_found_by_each_members_content_id() {
     let id = c.view(|st| storage::deals_of_cid(st, &f.cid)).iter().map(|d| d.id).collect::<Vec<_>>();
     assert_eq!(id.len(), 1);
     assert_eq!(c.view(|st| storage::pack_members(st, id[0])), members);
+    assert_eq!(c.view(|st| storage::pack_member_count(st, id[0])), members.len());
+    assert_eq!(c.view(|st| storage::pack_member_count(st, id[0] + 1_000)), 0, "no pack, no members");
     for m in &members {
         assert_eq!(c.view(|st| storage::deals_of_cid(st, &m.cid)).iter().map(|d| d.id).collect::<Vec<_>>(), id, "member found by its content id");
     }

@@ -434,10 +434,9 @@ async fn deals(State(s): Shared, Query(q): Query<DealsQuery>) -> ApiResult<Vec<D
     };
     let on_provider = |d: &&storage::Deal| provider.is_none_or(|p| d.pieces.iter().any(|piece| piece.provider == p));
     let dto = |d: &storage::Deal| {
-        let members = storage::pack_members(&st, d.id);
-        let packed = members.len();
+        let packed = storage::pack_member_count(&st, d.id);
         let shown = match cid {
-            Some(cid) if d.cid != cid => members.into_iter().filter(|m| m.cid == cid).collect(),
+            Some(cid) if d.cid != cid && packed > 0 => storage::pack_members(&st, d.id).into_iter().filter(|m| m.cid == cid).collect(),
             _ => Vec::new(),
         };
         deal_dto(d, packed, shown)
@@ -465,9 +464,11 @@ async fn deal(State(s): Shared, Path(id): Path<String>, Query(q): Query<DealQuer
     let (snap, _) = snapshot(&s)?;
     let st = Overlay::new(&snap);
     let d = storage::deal(&st, id).ok_or_else(|| not_found(format!("no deal {id}")))?;
+    if q.members == Some(false) {
+        return Ok(Json(deal_dto(&d, storage::pack_member_count(&st, id), Vec::new())));
+    }
     let members = storage::pack_members(&st, id);
-    let packed = members.len();
-    Ok(Json(deal_dto(&d, packed, if q.members.unwrap_or(true) { members } else { Vec::new() })))
+    Ok(Json(deal_dto(&d, members.len(), members)))
 }
 
 /// Open storage challenges with the leaves each one asks for.

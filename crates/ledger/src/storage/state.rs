@@ -153,6 +153,22 @@ pub fn pack_members(st: &Overlay, id: u64) -> Vec<crate::storage::PackMember> {
     st.get_obj(&key(MEMBERS_PREFIX, &[&id.to_be_bytes()])).unwrap_or_default()
 }
 
+/// How many members deal `id` holds (0 unless it holds a pack), read from
+/// the list's length without decoding the list: deal listings count every
+/// pack's members, and a pack holds up to `MAX_PACK_MEMBERS`.
+pub fn pack_member_count(st: &Overlay, id: u64) -> usize {
+    st.get(&key(MEMBERS_PREFIX, &[&id.to_be_bytes()]))
+        .map(|bytes| {
+            // Borsh writes a list as its length (u32, little-endian), then the items.
+            let len: [u8; 4] = bytes
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_else(|| panic!("state corrupted: the members of deal {id} do not decode"));
+            u32::from_le_bytes(len) as usize
+        })
+        .unwrap_or(0)
+}
+
 pub fn all_deals(st: &Overlay) -> Vec<Deal> {
     st.scan_objs::<Deal>(DEAL_PREFIX.as_bytes()).into_iter().map(|(_, d)| d).collect()
 }
