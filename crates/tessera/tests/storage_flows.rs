@@ -59,7 +59,16 @@ fn put_get_and_survive_wipe_corruption_and_a_dead_provider() {
         let name = keys.list().unwrap().into_iter().find(|(_, a)| a == addr).unwrap().0;
         dir.path().join("devnet").join("providers").join(name).join("pieces")
     };
-    std::fs::remove_dir_all(provider_dir(&holders[0])).unwrap();
+    // The provider keeps running, and may be writing a file in there (a
+    // piece, a repair) while it goes: removing then fails with "directory
+    // not empty", so try again.
+    let wiped = provider_dir(&holders[0]);
+    let mut tries = 0;
+    while let Err(e) = std::fs::remove_dir_all(&wiped) {
+        tries += 1;
+        assert!(tries < 20, "cannot wipe {}: {e}", wiped.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let victim_piece = d.pieces.iter().find(|p| p.segment == 0 && p.provider == holders[1]).unwrap();
     let hex = victim_piece.hash.to_string();
     let path = provider_dir(&holders[1]).join(&hex[..2]).join(&hex);
