@@ -646,6 +646,27 @@ fn write_pack(staging: &Staging, index: &Index, sources: &[Source], path: &Path)
     Ok(placed)
 }
 
+/// The manifest of an object placed in deals of its own, from its staged
+/// file `path`, in the segments content of its size is stored in; checked
+/// against its content id `cid` before any deal is opened for it. (Content
+/// staged before large objects got larger segments when staged is found
+/// under the endpoint's own segment size.)
+fn own_manifest(path: &Path, cid: [u8; 32], size: u64, opts: &tessera_client::storage::PutOptions) -> anyhow::Result<tessera_storage::Manifest> {
+    let name = tessera_storage::Cid(tessera_types::Hash32(cid));
+    let sized = crate::service::opts_for_size(opts, size);
+    let manifest = tessera_client::storage::manifest_of_file(path, &sized, &mut |_, _, _| {})?;
+    if manifest.cid().0 .0 == cid {
+        return Ok(manifest);
+    }
+    if sized.segment_bytes != opts.segment_bytes {
+        let manifest = tessera_client::storage::manifest_of_file(path, opts, &mut |_, _, _| {})?;
+        if manifest.cid().0 .0 == cid {
+            return Ok(manifest);
+        }
+    }
+    anyhow::bail!("the staged body of {name} no longer matches its content id")
+}
+
 /// Stores a batch of one owner's staged bodies; one result per entry. Small
 /// bodies go into packs, recorded in the index once their deal is open.
 async fn place(
@@ -663,8 +684,9 @@ async fn place(
     let groups = plan(batch, opts.segment_bytes as u64);
     // Each group: the file to store; the bodies to write into it first (a
     // pack's, or a held body's); for an object of its own the manifest
-    // computed when it was staged; whether it is a pack.
-    type Work = (PathBuf, Vec<Source>, Option<tessera_storage::Manifest>, bool);
+    // computed when it was staged, or else its content id and size (its
+    // manifest is then computed here); whether it is a pack.
+    type Work = (PathBuf, Vec<Source>, Option<tessera_storage::Manifest>, Option<Source>, bool);
     let work: Vec<Work> = groups
         .iter()
         .enumerate()
@@ -672,31 +694,41 @@ async fn place(
             Group::Own(i) => {
                 let p = &batch[*i];
                 let known = gateway.manifests.lock().expect("manifests lock").remove(&p.cid);
-                let known = known.filter(|m| m.segment_bytes == opts.segment_bytes as u64);
+                let wanted = crate::service::opts_for_size(&opts, p.size).segment_bytes as u64;
+                let known = known.filter(|m| m.segment_bytes == wanted);
+                let own = Some((p.cid, p.size));
                 match gateway.staging.path(&p.cid) {
-                    staged if staged.exists() => (staged, Vec::new(), known, false),
+                    staged if staged.exists() => (staged, Vec::new(), known, own, false),
                     // Held in the index: written out for its upload (and then the read cache).
-                    _ => (gateway.staging.dir.join(format!(".own-{}", hex::encode(p.cid))), vec![(p.cid, p.size)], known, false),
+                    _ => (gateway.staging.dir.join(format!(".own-{}", hex::encode(p.cid))), vec![(p.cid, p.size)], known, own, false),
                 }
             }
             Group::Pack(members) => (
                 gateway.staging.dir.join(format!(".pack-{}-{n}", hex::encode(&batch[members[0]].cid[..8]))),
                 members.iter().map(|&i| (batch[i].cid, batch[i].size)).collect(),
                 None,
+                None,
                 true,
             ),
         })
         .collect();
-    let (staging, index) = (gateway.staging.clone(), gateway.index.clone());
+    let (staging, index, base_opts) = (gateway.staging.clone(), gateway.index.clone(), crate::service::clone_opts(&opts));
     let joined = in_background(move || {
+        let mut work = work;
         let prepared: Vec<anyhow::Result<Vec<PackMember>>> = work
-            .iter()
-            .map(|(path, sources, _, _)| if sources.is_empty() { Ok(Vec::new()) } else { write_pack(&staging, &index, sources, path) })
+            .iter_mut()
+            .map(|(path, sources, known, own, _)| {
+                let members = if sources.is_empty() { Vec::new() } else { write_pack(&staging, &index, sources, path)? };
+                if let (None, Some((cid, size))) = (&*known, *own) {
+                    *known = Some(own_manifest(path, cid, size, &base_opts)?);
+                }
+                Ok(members)
+            })
             .collect();
         let ready: Vec<tessera_client::storage::Content> = work
             .iter()
             .zip(&prepared)
-            .filter_map(|((path, _, known, pack), members)| {
+            .filter_map(|((path, _, known, _, pack), members)| {
                 let members = members.as_ref().ok()?;
                 // A known manifest was computed from this staged file, which
                 // is named by its content id and never changes.
@@ -729,7 +761,7 @@ async fn place(
         Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("placement task failed: {e}"))).collect(),
     };
     let mut results: Vec<anyhow::Result<()>> = batch.iter().map(|_| Ok(())).collect();
-    for ((group, stored), (path, sources, _, _)) in groups.iter().zip(stored).zip(work) {
+    for ((group, stored), (path, sources, _, _, _)) in groups.iter().zip(stored).zip(work) {
         let outcome: anyhow::Result<()> = (|| {
             let (r, members) = stored?;
             match group {
@@ -980,5 +1012,35 @@ mod tests {
         assert_eq!(err.code(), &s3s::S3ErrorCode::SlowDown);
         assert!(!f.exists(), "the refused body is not kept");
         assert_eq!(index.object("bkt", "b").unwrap(), None);
+    }
+
+    #[test]
+    fn an_own_object_is_placed_in_the_segments_its_content_id_was_made_with() {
+        let work = tempfile::tempdir().unwrap();
+        let path = work.path().join("body");
+        std::fs::write(&path, (0..3u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+        let size = 3 << 20;
+        // An endpoint set to 1 MiB segments stores a 3 MiB object in one
+        // 4 MiB segment (the floor for objects of their own); the same body
+        // staged under the plain 1 MiB rule is still found.
+        let mut opts = crate::service::default_put_options();
+        opts.segment_bytes = 1 << 20;
+        let of = |segment_bytes: usize| {
+            let mut o = crate::service::clone_opts(&opts);
+            o.segment_bytes = segment_bytes;
+            tessera_client::storage::manifest_of_file(&path, &o, &mut |_, _, _| {}).unwrap()
+        };
+        assert_eq!(crate::service::opts_for_size(&opts, size).segment_bytes, 4 << 20);
+        for segment_bytes in [4 << 20, 1 << 20] {
+            let cid = of(segment_bytes).cid().0 .0;
+            let m = own_manifest(&path, cid, size, &opts).unwrap();
+            assert_eq!((m.segment_bytes, m.cid().0 .0), (segment_bytes as u64, cid));
+        }
+        let e = own_manifest(&path, [9; 32], size, &opts).unwrap_err();
+        assert!(format!("{e:#}").contains("no longer matches its content id"), "{e:#}");
+        // Only objects past 256 default segments get larger ones.
+        let d = crate::service::default_put_options();
+        assert_eq!(crate::service::opts_for_size(&d, 1 << 30).segment_bytes, d.segment_bytes);
+        assert!(crate::service::opts_for_size(&d, 5 << 30).segment_bytes > d.segment_bytes);
     }
 }

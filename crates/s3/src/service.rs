@@ -292,9 +292,7 @@ impl Gateway {
         let key = self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?;
         let node = self.node.clone();
         let path = self.spooled_file(spooled).await?;
-        let mut opts = clone_opts(&self.put_options);
-        // A large object in larger segments: fewer pieces to prove each epoch.
-        opts.segment_bytes = opts.segment_bytes.max(tessera_client::storage::segment_bytes_for(spooled.size, opts.scheme));
+        let opts = opts_for_size(&self.put_options, spooled.size);
         let result = tokio::task::spawn_blocking(move || {
             tessera_client::storage::put(&node, &key, &path, &opts, &mut |_, _, _| {})
         })
@@ -409,7 +407,7 @@ impl Gateway {
             Some((address, _, _)) => address,
             None => self.keyring.get(owner).map_err(|e| s3_error!(AccessDenied, "{e}"))?.address(),
         };
-        let opts = clone_opts(&self.put_options);
+        let opts = opts_for_size(&self.put_options, spooled.size);
         let prepared = match (spooled.body.as_deref(), known) {
             // A small body and a payer whose balance is known: no blocking call, no thread hop.
             (Some(body), Some((_, balance, _))) => tessera_client::storage::manifest_of_bytes(body, &opts).map(|m| (m, balance)),
@@ -507,6 +505,16 @@ impl Gateway {
         }
         Ok(dir)
     }
+}
+
+/// The options content of `size` bytes is stored with: the endpoint's,
+/// with a large object in larger segments (fewer pieces to prove each
+/// epoch). Staging, placement and the synchronous path all use this, since
+/// the segment size is part of the content id.
+pub(crate) fn opts_for_size(o: &PutOptions, size: u64) -> PutOptions {
+    let mut opts = clone_opts(o);
+    opts.segment_bytes = opts.segment_bytes.max(tessera_client::storage::segment_bytes_for(size, opts.scheme));
+    opts
 }
 
 pub(crate) fn clone_opts(o: &PutOptions) -> PutOptions {
