@@ -647,10 +647,10 @@ fn write_pack(staging: &Staging, index: &Index, sources: &[Source], path: &Path)
 }
 
 /// The manifest of an object placed in deals of its own, from its staged
-/// file `path`, in the segments content of its size is stored in; checked
-/// against its content id `cid` before any deal is opened for it. (Content
-/// staged before large objects got larger segments when staged is found
-/// under the endpoint's own segment size.)
+/// file `path`, in the segments content of its size is stored in
+/// (`opts_for_size`), checked against its content id `cid` before any deal
+/// is opened for it. Content staged by an endpoint that gave every object
+/// its own segment size is found under that size.
 fn own_manifest(path: &Path, cid: [u8; 32], size: u64, opts: &tessera_client::storage::PutOptions) -> anyhow::Result<tessera_storage::Manifest> {
     let name = tessera_storage::Cid(tessera_types::Hash32(cid));
     let sized = crate::service::opts_for_size(opts, size);
