@@ -156,6 +156,11 @@ impl ContentCache {
         self.evict(&mut st);
     }
 
+    /// Whether a cached pack serves content `cid`.
+    pub fn in_pack(&self, cid: &[u8; 32]) -> bool {
+        self.state.lock().expect("cache lock").members.contains_key(cid)
+    }
+
     /// Moves `file` (holding exactly the content of `cid`, synced) into the
     /// cache, or deletes it when it does not fit.
     pub fn insert(&self, cid: &[u8; 32], file: &Path, size: u64) {
@@ -267,6 +272,7 @@ mod tests {
             Some(bytes)
         };
         assert_eq!(read(1).unwrap(), b"aa");
+        assert!(cache.in_pack(&[1; 32]) && !cache.in_pack(&[9; 32]) && !cache.in_pack(&[7; 32]));
         assert_eq!(read(2).unwrap(), b"bb");
         assert_eq!(read(3).unwrap(), b"cc");
         assert!(read(4).is_none(), "a member past the pack's end is not served");
@@ -275,7 +281,7 @@ mod tests {
         for i in 10..15u8 {
             cache.insert(&[i; 32], &file(work.path(), &format!("h{i}"), 240), 240);
         }
-        assert!(cache.open_slice(&[9; 32]).is_none() && read(2).is_none());
+        assert!(cache.open_slice(&[9; 32]).is_none() && read(2).is_none() && !cache.in_pack(&[2; 32]));
         assert!(cache.state.lock().unwrap().members.is_empty());
         // Content in two cached packs outlives the older one's eviction.
         let cache = ContentCache::open(&work.path().join("two"), 1000).unwrap();

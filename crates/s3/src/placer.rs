@@ -341,8 +341,8 @@ impl Staging {
 
     /// Ends pending entries (one index transaction for all of them): a staged
     /// body no other entry needs moves into the read cache (the content is
-    /// now on the network), and a held one is let go (its pack, cached by
-    /// `place`, serves it).
+    /// now on the network), unless a pack cached by `place` already serves
+    /// it, and a held one is let go (its pack serves it).
     fn finish(&self, gateway: &Gateway, done: &[&Pending]) -> anyhow::Result<()> {
         if done.is_empty() {
             return Ok(());
@@ -364,8 +364,13 @@ impl Staging {
                 let path = self.path(&p.cid);
                 if let Ok(m) = std::fs::metadata(&path) {
                     room.bytes = room.bytes.saturating_sub(m.len());
-                    // Small bodies' files were never synced: the cache drops them on a restart.
-                    gateway.cache.insert_as(&p.cid, &path, m.len(), p.size <= INLINE_BODY_MAX);
+                    if gateway.cache.in_pack(&p.cid) {
+                        // Its pack was cached when it was placed: no second copy.
+                        let _ = std::fs::remove_file(&path);
+                    } else {
+                        // Small bodies' files were never synced: the cache drops them on a restart.
+                        gateway.cache.insert_as(&p.cid, &path, m.len(), p.size <= INLINE_BODY_MAX);
+                    }
                     freed = true;
                 }
             }
