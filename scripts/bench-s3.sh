@@ -145,8 +145,10 @@ done
 run_tessera 17690 0 0 "$COLD_LARGE" "$COLD_SMALL" > "$WORK/tessera-cold.json"
 TESSERA_RSS=$RSS_CACHED
 WEED_RSS=$WEED_PEAK
-TESSERA=$(python3 -c 'import json, sys; print(json.dumps([json.load(open(f)) for f in sys.argv[1:]]))' "$WORK"/tessera-[0-9]*.json)
-WEEDFIG=$(python3 -c 'import json, sys; print(json.dumps([json.load(open(f)) for f in sys.argv[1:]]))' "$WORK"/weed-[0-9]*.json)
+# The rounds' JSON files as one JSON list.
+rounds_json() { python3 -c 'import json, sys; print(json.dumps([json.load(open(f)) for f in sys.argv[1:]]))' "$@"; }
+TESSERA=$(rounds_json "$WORK"/tessera-[0-9]*.json)
+WEEDFIG=$(rounds_json "$WORK"/weed-[0-9]*.json)
 TESSERA_COLD=$(cat "$WORK/tessera-cold.json")
 
 python3 - "$TESSERA" "$WEEDFIG" "$TESSERA_RSS" "$WEED_RSS" "$TESSERA_COLD" <<'PY'

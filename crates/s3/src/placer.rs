@@ -717,7 +717,7 @@ async fn place(
             ),
         })
         .collect();
-    let (staging, index, base_opts) = (gateway.staging.clone(), gateway.index.clone(), crate::service::clone_opts(&opts));
+    let (staging, index) = (gateway.staging.clone(), gateway.index.clone());
     let joined = in_background(move || {
         let mut work = work;
         let prepared: Vec<anyhow::Result<Vec<PackMember>>> = work
@@ -725,7 +725,7 @@ async fn place(
             .map(|(path, sources, known, own, _)| {
                 let members = if sources.is_empty() { Vec::new() } else { write_pack(&staging, &index, sources, path)? };
                 if let (None, Some((cid, size))) = (&*known, *own) {
-                    *known = Some(own_manifest(path, cid, size, &base_opts)?);
+                    *known = Some(own_manifest(path, cid, size, &opts)?);
                 }
                 Ok(members)
             })
