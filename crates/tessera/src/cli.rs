@@ -72,7 +72,7 @@ pub struct DevnetArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Milliseconds between blocks.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, default_value_t = tessera_node::devnet::DEVNET_BLOCK_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub block_time_ms: u64,
     #[arg(long, default_value = "tessera-devnet")]
     pub chain_id: String,
