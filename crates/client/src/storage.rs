@@ -375,7 +375,6 @@ pub fn upload_contents(
     let finish = |(path, unchanged): (&Path, bool), submitted: anyhow::Result<(Manifest, Vec<Hash32>)>, endpoints: &mut BTreeMap<Address, String>, progress: &mut dyn FnMut(&str, u64, u64)| {
         let (manifest, hashes) = submitted?;
         let deals = hashes.iter().map(|h| deal_of(client, h)).collect::<anyhow::Result<Vec<_>>>()?;
-        eprintln!("XT {} committed {}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(), manifest.total_len);
         let _turn = uploads.map(UploadGate::enter);
         let missed = upload_pieces(client, path, &manifest, &deals, endpoints, unchanged, progress)?;
         Ok(PutResult { cid: manifest.cid(), bytes: manifest.total_len, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })

@@ -189,7 +189,6 @@ impl NodeApp {
             let st = Overlay::new(&snap);
             self.shared.mempool.lock().expect("mempool lock").on_commit(&included, &st);
         }
-        eprintln!("XT {} block {height} txs={}", now_ms(), record.outcomes.len());
         let _ = self.shared.events.send(Arc::new(block_event_json(&record)));
         Ok(())
     }

@@ -503,7 +503,6 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &placed)) {
                 eprintln!("s3: {e:#}");
             }
-            eprintln!("XT {} finished n={}", crate::service::now_ms(), batch.len());
             for (p, result) in batch.iter().zip(results) {
                 let id = (p.owner.clone(), p.cid);
                 match result {
@@ -719,8 +718,6 @@ async fn place(
         })
         .collect();
     let (staging, index) = (gateway.staging.clone(), gateway.index.clone());
-    let nobj = batch.len();
-    eprintln!("XT {} start n={nobj}", crate::service::now_ms());
     let joined = in_background(move || {
         let mut work = work;
         let prepared: Vec<anyhow::Result<Vec<PackMember>>> = work
@@ -751,9 +748,7 @@ async fn place(
         // The deals go out at once, at the priority of the requests (a
         // placement thread starved by them would miss the next block);
         // the uploads, most of the work, then yield to the requests.
-        eprintln!("XT {} packed n={nobj}", crate::service::now_ms());
         let submitted = tessera_client::storage::submit_contents(&node, &key, &ready, &opts, &mut |_, _, _| {});
-        eprintln!("XT {} submitted n={nobj}", crate::service::now_ms());
         lower_own_priority();
         let mut stored = tessera_client::storage::upload_contents(&node, &ready, submitted, Some(&uploads), &mut |_, _, _| {}).into_iter();
         let out: Vec<anyhow::Result<(tessera_client::storage::PutResult, Vec<PackMember>)>> = prepared
@@ -763,7 +758,6 @@ async fn place(
                 Ok((stored.next().expect("one result per prepared content")?, members))
             })
             .collect();
-        eprintln!("XT {} uploaded n={nobj}", crate::service::now_ms());
         (out, work)
     })
     .await;
