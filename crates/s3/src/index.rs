@@ -348,11 +348,17 @@ impl Index {
         Ok(())
     }
 
-    /// Removes pending entries (placed, or no longer wanted) in one transaction.
-    pub fn pending_done(&self, done: &[&Pending]) -> anyhow::Result<()> {
+    /// Removes pending entries (placed, or no longer wanted) and records the
+    /// packs they were placed in, in one transaction (one fsync a placed
+    /// batch, and one wait for the write lock for the PUTs committing
+    /// meanwhile).
+    pub fn pending_done(&self, done: &[&Pending], packs: &[([u8; 32], PackRecord)]) -> anyhow::Result<()> {
         let w = self.db.begin_write()?;
         let mut removed = Vec::new();
         {
+            for (pack, record) in packs {
+                record_pack(&w, pack, record)?;
+            }
             let mut t = w.open_table(PENDING)?;
             let mut bodies = w.open_table(BODIES)?;
             for p in done {
@@ -431,19 +437,6 @@ impl Index {
     }
 
     /// Records a pack stored on the storage network.
-    pub fn put_pack(&self, pack: &[u8; 32], record: &PackRecord) -> anyhow::Result<()> {
-        let w = self.db.begin_write()?;
-        {
-            w.open_table(PACKS)?.insert(pack, borsh::to_vec(record)?.as_slice())?;
-            let mut t = w.open_table(PACKED_IN)?;
-            for m in &record.members {
-                t.insert(&packed_key(m, pack), ())?;
-            }
-        }
-        w.commit()?;
-        Ok(())
-    }
-
     pub fn pack(&self, pack: &[u8; 32]) -> anyhow::Result<Option<PackRecord>> {
         let r = self.db.begin_read()?;
         Ok(match r.open_table(PACKS)?.get(pack)? {
@@ -483,6 +476,16 @@ impl Index {
     }
 }
 
+/// Records pack `pack` and which content sits in it.
+fn record_pack(w: &redb::WriteTransaction, pack: &[u8; 32], record: &PackRecord) -> anyhow::Result<()> {
+    w.open_table(PACKS)?.insert(pack, borsh::to_vec(record)?.as_slice())?;
+    let mut t = w.open_table(PACKED_IN)?;
+    for m in &record.members {
+        t.insert(&packed_key(m, pack), ())?;
+    }
+    Ok(())
+}
+
 /// The value of the first entry keyed `<hex cid>/...` in `table` (pending
 /// entries and staged bodies are keyed by content id, then owner).
 fn first_of_cid(table: &redb::ReadOnlyTable<&str, &[u8]>, cid: &[u8; 32]) -> anyhow::Result<Option<Vec<u8>>> {
@@ -517,8 +520,8 @@ mod tests {
         assert_eq!(index.references(&[1; 32]).unwrap(), 0);
 
         let record = PackRecord { owner: "dev".into(), members: vec![[1; 32], [2; 32]] };
-        index.put_pack(&[9; 32], &record).unwrap();
-        index.put_pack(&[8; 32], &PackRecord { owner: "dev".into(), members: vec![[2; 32]] }).unwrap();
+        let other = PackRecord { owner: "dev".into(), members: vec![[2; 32]] };
+        index.pending_done(&[], &[([9; 32], record.clone()), ([8; 32], other)]).unwrap();
         assert_eq!(index.packs_of(&[1; 32]).unwrap(), vec![[9; 32]]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32], [9; 32]]);
         assert_eq!(index.pack(&[9; 32]).unwrap(), Some(record));
@@ -555,7 +558,7 @@ mod tests {
         assert_eq!(index.staged_body_sizes().unwrap(), vec![([1; 32], 9), ([3; 32], 1)]);
         assert_eq!(index.staged_body(&[1; 32]).unwrap().as_deref(), Some(&b"body of a"[..]));
         assert_eq!(index.staged_body(&[2; 32]).unwrap(), None, "held in a file, not in the index");
-        index.pending_done(&[&a, &a]).unwrap();
+        index.pending_done(&[&a, &a], &[]).unwrap();
         assert_eq!(index.staged_body_sizes().unwrap(), vec![([3; 32], 1)], "a body goes with its entry");
         assert_eq!(index.staged_body(&[1; 32]).unwrap(), None);
         assert_eq!((index.waiting_escrow("dev"), index.waiting_contents("dev")), (5, 1));

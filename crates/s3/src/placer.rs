@@ -343,14 +343,14 @@ impl Staging {
     /// body no other entry needs moves into the read cache (the content is
     /// now on the network), unless a pack cached by `place` already serves
     /// it, and a held one is let go (its pack serves it).
-    fn finish(&self, gateway: &Gateway, done: &[&Pending]) -> anyhow::Result<()> {
+    fn finish(&self, gateway: &Gateway, done: &[&Pending], packs: &[([u8; 32], PackRecord)]) -> anyhow::Result<()> {
         if done.is_empty() {
             return Ok(());
         }
         // Before the lock, so that PUTs do not wait for this commit: a
         // staging that reuses one of these bodies meanwhile records a
         // pending entry of its own, which the check below finds.
-        gateway.index.pending_done(done)?;
+        gateway.index.pending_done(done, packs)?;
         let mut room = self.room.lock().expect("staging lock");
         let mut freed = false;
         for p in done {
@@ -482,7 +482,7 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             }
             // Content every object stopped pointing at before it was placed: drop it.
             if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
-                if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &[&p])) {
+                if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &[&p], &[])) {
                     eprintln!("s3: {e:#}");
                 }
                 continue;
@@ -498,10 +498,14 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         state.lock().expect("placer lock").in_flight.extend(batch.iter().map(|p| (p.owner.clone(), p.cid)));
         let (gateway, state, uploads) = (gateway.clone(), state.clone(), uploads.clone());
         tokio::spawn(async move {
-            let results = place(&gateway, &owner, &batch, uploads).await;
+            let (mut results, packs) = place(&gateway, &owner, &batch, uploads).await;
             let placed: Vec<&Pending> = batch.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(p, _)| p).collect();
-            if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &placed)) {
-                eprintln!("s3: {e:#}");
+            if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &placed, &packs)) {
+                // Still pending: placed again after the backoff, like a failed upload.
+                let reason = format!("cannot record the placement: {e:#}");
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(anyhow::anyhow!("{reason}"));
+                }
             }
             for (p, result) in batch.iter().zip(results) {
                 let id = (p.owner.clone(), p.cid);
@@ -672,17 +676,18 @@ fn own_manifest(path: &Path, cid: [u8; 32], size: u64, opts: &tessera_client::st
     anyhow::bail!("the staged body of {name} no longer matches its content id")
 }
 
-/// Stores a batch of one owner's staged bodies; one result per entry. Small
-/// bodies go into packs, recorded in the index once their deal is open.
+/// Stores a batch of one owner's staged bodies; one result per entry, and
+/// the packs small bodies went into, for `Staging::finish` to record with
+/// the entries it ends.
 async fn place(
     gateway: &Gateway,
     owner: &str,
     batch: &[Pending],
     uploads: Arc<tessera_client::storage::UploadGate>,
-) -> Vec<anyhow::Result<()>> {
+) -> (Vec<anyhow::Result<()>>, Vec<([u8; 32], PackRecord)>) {
     let key = match gateway.keyring.get(owner) {
         Ok(k) => k,
-        Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
+        Err(e) => return (batch.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(), Vec::new()),
     };
     let node = gateway.node.clone();
     let opts = crate::service::clone_opts(&gateway.put_options);
@@ -763,17 +768,17 @@ async fn place(
     .await;
     let (stored, work) = match joined {
         Ok(r) => r,
-        Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("placement task failed: {e}"))).collect(),
+        Err(e) => return (batch.iter().map(|_| Err(anyhow::anyhow!("placement task failed: {e}"))).collect(), Vec::new()),
     };
     let mut results: Vec<anyhow::Result<()>> = batch.iter().map(|_| Ok(())).collect();
+    let mut packs = Vec::new();
     for ((group, stored), (path, sources, _, _, _)) in groups.iter().zip(stored).zip(work) {
         let outcome: anyhow::Result<()> = (|| {
             let (r, members) = stored?;
             match group {
                 Group::Own(i) => anyhow::ensure!(r.cid.0 .0 == batch[*i].cid, "the staged body no longer matches its content id"),
                 Group::Pack(_) => {
-                    let record = PackRecord { owner: owner.to_string(), members: members.iter().map(|m| m.cid.0).collect() };
-                    off_the_runtime(|| gateway.index.put_pack(&r.cid.0 .0, &record))?;
+                    packs.push((r.cid.0 .0, PackRecord { owner: owner.to_string(), members: members.iter().map(|m| m.cid.0).collect() }));
                 }
             }
             // A file written for this upload (never synced) becomes the read
@@ -801,7 +806,7 @@ async fn place(
             }
         }
     }
-    results
+    (results, packs)
 }
 
 #[cfg(test)]
