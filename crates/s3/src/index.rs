@@ -436,7 +436,7 @@ impl Index {
         Ok(r.open_table(REFS)?.get(cid)?.map(|v| v.value() as usize).unwrap_or(0))
     }
 
-    /// Records a pack stored on the storage network.
+    /// The record of pack `pack` (its owner and members), if it is known.
     pub fn pack(&self, pack: &[u8; 32]) -> anyhow::Result<Option<PackRecord>> {
         let r = self.db.begin_read()?;
         Ok(match r.open_table(PACKS)?.get(pack)? {
@@ -476,7 +476,7 @@ impl Index {
     }
 }
 
-/// Records pack `pack` and which content sits in it.
+/// Records a pack stored on the storage network and which content sits in it.
 fn record_pack(w: &redb::WriteTransaction, pack: &[u8; 32], record: &PackRecord) -> anyhow::Result<()> {
     w.open_table(PACKS)?.insert(pack, borsh::to_vec(record)?.as_slice())?;
     let mut t = w.open_table(PACKED_IN)?;
