@@ -153,6 +153,10 @@ pub const HAND_OVER: u64 = 64 << 10;
 /// Fewer bodies than this with a block to hash are hashed one at a time:
 /// the 16-lane step costs about 1.2 single-body steps.
 const MIN_LANES: usize = 2;
+/// Most lanes a step must fill while its bodies are still arriving (fewer
+/// when fewer bodies arrive); short of them, their bytes wait for more
+/// bodies' bytes, or fill the lanes of a body that has ended.
+const FULL_LANES: usize = 8;
 /// Queued bytes that wake the thread (sooner: a body that ends or is dropped).
 const WAKE_BYTES: usize = 256 << 10;
 /// Most bytes queued for the thread; a request waits for room beyond it.
@@ -409,15 +413,27 @@ fn run(shared: &Shared, kernel: Option<Kernel16>) {
             (inbox.bodies.len(), inbox.closed, freed)
         };
         let before: usize = jobs.values().map(|j| j.left).sum();
-        let steps = side_by_side(jobs.values_mut().filter(|j| j.blocks() > 0).collect(), kernel);
-        shared.side_by_side.fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
-        // What the lanes left waits for other bodies' next chunks, unless its
+        // Bodies still arriving share well-filled steps only: as many lanes
+        // as bodies arrive, up to `FULL_LANES`.
+        let fill = in_flight.clamp(MIN_LANES, FULL_LANES);
+        let mut steps = side_by_side(jobs.values_mut().filter(|j| j.blocks() > 0).collect(), kernel, fill, 0);
+        // What they leave waits for other bodies' next chunks, unless its
         // body has ended, too few bodies are arriving to share lanes, or the
-        // room would stay less than half free.
+        // room would stay less than half free: such a body is due now, and
+        // the lanes it leaves free take the others' bytes.
         let hashed = before - jobs.values().map(|j| j.left).sum::<usize>();
         let crowded = shared.room.available_permits() + hashed < ROOM_BYTES / 2;
+        let all_due = in_flight < MIN_LANES || crowded || closed;
+        let (mut due, rest): (Vec<&mut Job>, Vec<&mut Job>) =
+            jobs.values_mut().filter(|j| j.blocks() > 0).partition(|j| all_due || j.finish.is_some());
+        let due_count = due.len();
+        if due_count > 0 {
+            due.extend(rest);
+            steps += side_by_side(due, kernel, MIN_LANES, due_count);
+        }
+        shared.side_by_side.fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
         jobs.retain(|_, job| {
-            if job.finish.is_none() && in_flight >= MIN_LANES && !crowded && !closed {
+            if job.finish.is_none() && !all_due {
                 return true;
             }
             job.catch_up();
@@ -436,9 +452,10 @@ fn run(shared: &Shared, kernel: Option<Kernel16>) {
     }
 }
 
-/// Hashes `jobs` 16 at a time while at least `MIN_LANES` of them have a
-/// whole block left; returns the 16-lane steps taken.
-fn side_by_side(mut jobs: Vec<&mut Job>, kernel: Option<Kernel16>) -> u64 {
+/// Hashes `jobs` 16 at a time, in their order, while at least `min_lanes`
+/// of them have a whole block left and, when `due` is above 0, one of the
+/// first `due` jobs still has; returns the 16-lane steps taken.
+fn side_by_side(mut jobs: Vec<&mut Job>, kernel: Option<Kernel16>, min_lanes: usize, due: usize) -> u64 {
     let Some(kernel) = kernel else { return 0 };
     let mut steps = 0;
     let mut waiting: VecDeque<usize> = (0..jobs.len()).collect();
@@ -456,7 +473,8 @@ fn side_by_side(mut jobs: Vec<&mut Job>, kernel: Option<Kernel16>) -> u64 {
                 }
             }
         }
-        if lanes.iter().flatten().count() < MIN_LANES {
+        let due_left = lanes.iter().flatten().any(|&i| i < due) || waiting.front().is_some_and(|&i| i < due);
+        if lanes.iter().flatten().count() < min_lanes.max(1) || (due > 0 && !due_left) {
             break;
         }
         let mut mask = 0u16;
@@ -655,6 +673,29 @@ mod tests {
         assert!(lanes.shared.inbox.lock().unwrap().bodies.is_empty(), "every body is answered or forgotten");
         let steps = lanes.shared.side_by_side.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(steps > 0, kernel.is_some(), "{steps} 16-lane steps");
+    }
+
+    #[test]
+    fn a_due_body_is_hashed_to_its_end_with_the_others_filling_spare_lanes() {
+        let Some(kernel) = kernel16() else { return eprintln!("no AVX-512 here: the 16-lane thread is not used") };
+        let data: Vec<Vec<u8>> = [10 * 64 + 5, 100 * 64, 3 * 64].iter().enumerate().map(|(n, &len)| bytes(len, n as u64)).collect();
+        let mut jobs: Vec<Job> = data
+            .iter()
+            .map(|d| {
+                let mut job = Job::default();
+                job.take(vec![Bytes::copy_from_slice(d)], d.len());
+                job
+            })
+            .collect();
+        // Three bodies fill too few lanes for bodies still arriving.
+        assert_eq!(side_by_side(jobs.iter_mut().collect(), Some(kernel), 4, 0), 0);
+        // The first is due: hashed to its last whole block, the others beside it meanwhile.
+        assert_eq!(side_by_side(jobs.iter_mut().collect(), Some(kernel), MIN_LANES, 1), 10);
+        assert_eq!(jobs.iter().map(Job::blocks).collect::<Vec<_>>(), [0, 90, 0]);
+        for (job, d) in jobs.iter_mut().zip(&data) {
+            job.catch_up();
+            assert_eq!(std::mem::take(&mut job.hash).finalize(), reference(d));
+        }
     }
 
     #[tokio::test]
