@@ -79,6 +79,12 @@ impl Client {
         self.get("/status")
     }
 
+    /// The status once the chain is past `height`, or after `wait` (at
+    /// most 10 s) at the latest: one request a block for a follower.
+    pub fn status_after(&self, height: u64, wait: Duration) -> Result<StatusDto, ClientError> {
+        self.get(&format!("/status?after={height}&wait_ms={}", wait.as_millis()))
+    }
+
     pub fn account(&self, address: &Address) -> Result<AccountDto, ClientError> {
         self.get(&format!("/accounts/{address}"))
     }

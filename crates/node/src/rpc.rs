@@ -130,7 +130,33 @@ fn record_at(s: &NodeShared, snap: &Snapshot, height: u64) -> Result<Option<Arc<
     Ok(Some(record))
 }
 
-async fn status(State(s): Shared) -> ApiResult<StatusDto> {
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    /// Answer once the chain is past this height (or the wait is over).
+    after: Option<u64>,
+    /// Wait up to this long (at most `MAX_TX_WAIT_MS`) for a block past `after`.
+    wait_ms: Option<u64>,
+}
+
+/// The node's status. With `after` and `wait_ms`, a chain not yet past
+/// height `after` is answered when a block past it commits (woken by the
+/// block event stream) or once the wait is over, so that a follower of the
+/// chain asks once a block instead of polling.
+async fn status(State(s): Shared, Query(q): Query<StatusQuery>) -> ApiResult<StatusDto> {
+    if let Some(after) = q.after {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_TX_WAIT_MS));
+        loop {
+            // Subscribed before looking, so that a block committed in between still wakes this request.
+            let mut blocks = s.events.subscribe();
+            if snapshot(&s)?.1 > after {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, blocks.recv()).await {
+                Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+            }
+        }
+    }
     let (snap, height) = snapshot(&s)?;
     let app_hash = Hash32(snap.app_hash().map_err(internal)?.unwrap_or_default());
     let (latest_block_hash, latest_block_time_ms) = match record_at(&s, &snap, height)? {
@@ -203,7 +229,7 @@ struct TxQuery {
     wait_ms: Option<u64>,
 }
 
-/// Longest a `GET /txs/{hash}?wait_ms=` holds its request.
+/// Longest a `GET /txs/{hash}?wait_ms=` or `GET /status?after=` holds its request.
 pub const MAX_TX_WAIT_MS: u64 = 10_000;
 
 /// A committed transaction's result. With `wait_ms`, a transaction not yet

@@ -21,6 +21,9 @@ use crate::server::{router, ServerState};
 
 /// How often the heartbeat thread reads the chain's height.
 const HEARTBEAT_POLL: Duration = Duration::from_millis(500);
+/// Longest the control loop waits for the next block before it looks at
+/// its stop flag and parent process again.
+const BLOCK_WAIT: Duration = Duration::from_millis(500);
 
 pub struct AgentConfig {
     pub key: KeyPair,
@@ -306,13 +309,17 @@ fn control_loop(
     let mut answered: BTreeSet<(u64, u32, u64)> = BTreeSet::new();
     let mut listed = info.clone();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
         if let Some(pid) = cfg.parent_pid
             && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 println!("provider {me}: parent process {pid} is gone; stopping");
                 break;
             }
-        let Ok(status) = client.status() else { continue };
+        // Held by the node until the next block commits: challenges are
+        // answered at once, with one request a block.
+        let Ok(status) = client.status_after(last_height, BLOCK_WAIT) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
         if status.height == last_height {
             continue;
         }

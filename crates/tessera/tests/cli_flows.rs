@@ -135,6 +135,15 @@ fn devnet_cli_flows_and_bad_input() {
         other => panic!("expected 404, got {other:?}"),
     }
     assert_eq!(micro(&net.json(&["query", "balance", "alice"])["balance"]), 26_500_024);
+    // Following the chain: a status asked for past the current height comes
+    // with the next block; one past a height far ahead comes when the wait is over.
+    let status = |q: &str| -> serde_json::Value { ureq::get(&format!("http://{}/status{q}", net.rpc)).call().unwrap().into_json().unwrap() };
+    let now = status("")["height"].as_u64().unwrap();
+    assert!(status(&format!("?after={now}&wait_ms=10000"))["height"].as_u64().unwrap() > now);
+    let started = std::time::Instant::now();
+    let ahead = status(&format!("?after={}&wait_ms=600", now + 1_000_000));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600), "answered after {:?}", started.elapsed());
+    assert!(ahead["height"].as_u64().unwrap() < now + 1_000_000);
 
     // Staking.
     let validators = net.json(&["query", "validators"]);
