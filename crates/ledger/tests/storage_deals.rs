@@ -100,6 +100,12 @@ fn deal_places_pieces_on_distinct_providers_and_pays_for_proofs() {
     // The deal is found by its content id, and only by its own.
     assert_eq!(c.view(|st| storage::deals_of_cid(st, &f.cid)).iter().map(|d| d.id).collect::<Vec<_>>(), vec![1]);
     assert!(c.view(|st| storage::deals_of_cid(st, &tessera_types::Hash32([7; 32]))).is_empty());
+    // And under each provider it gives a piece to, and no other.
+    for u in 1..8 {
+        let listed = c.view(|st| storage::deals_of_provider(st, &c.addr(u))).iter().map(|d| d.id).collect::<Vec<_>>();
+        let holds = d.pieces.iter().any(|p| p.provider == c.addr(u));
+        assert_eq!(listed, if holds { vec![1] } else { vec![] }, "provider {u}");
+    }
     for s in &f.segments {
         let holders: std::collections::BTreeSet<_> =
             d.pieces.iter().filter(|p| p.segment == s.segment).map(|p| p.provider).collect();
@@ -203,6 +209,8 @@ fn wrong_proof_is_refused_and_silence_faults_then_moves_the_piece() {
     let moved_to = moved_to.expect("the piece was moved after repeated faults");
     assert_eq!(faults_seen, Params::default().storage.max_faults);
     assert_ne!(moved_to, victim.to_string());
+    let to: tessera_types::Address = moved_to.parse().unwrap();
+    assert_eq!(c.view(|st| storage::deals_of_provider(st, &to)).iter().map(|d| d.id).collect::<Vec<_>>(), vec![1], "listed under the provider the piece moved to");
     let d = c.view(|st| storage::deal(st, 1)).unwrap();
     let holders: std::collections::BTreeSet<_> = d.pieces.iter().map(|p| p.provider).collect();
     assert_eq!(holders.len(), 6, "still on six distinct providers");

@@ -450,9 +450,14 @@ async fn deals(State(s): Shared, Query(q): Query<DealsQuery>) -> ApiResult<Vec<D
     };
     let (snap, _) = snapshot(&s)?;
     let st = Overlay::new(&snap);
-    let deals = match cid {
-        None => storage::all_deals(&st),
-        Some(cid) => match storage::deals_of_cid(&st, &cid) {
+    let deals = match (cid, provider) {
+        (None, None) => storage::all_deals(&st),
+        (None, Some(p)) => match storage::deals_of_provider(&st, &p) {
+            // A chain begun before the index: look through every deal.
+            found if found.is_empty() => storage::all_deals(&st),
+            found => found,
+        },
+        (Some(cid), _) => match storage::deals_of_cid(&st, &cid) {
             // A chain begun before the index: look through every deal.
             found if found.is_empty() => storage::all_deals(&st).into_iter().filter(|d| d.cid == cid).collect(),
             found => found,

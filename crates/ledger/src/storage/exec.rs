@@ -237,6 +237,9 @@ fn open_deal(st: &mut Overlay, ctx: &TxContext, params: &Params, terms: &super::
         active: true,
     };
     index_deal_slots(st, &d, sp.epoch_blocks);
+    for provider in d.pieces.iter().map(|p| p.provider).collect::<BTreeSet<_>>() {
+        index_deal_provider(st, &provider, id);
+    }
     put_deal(st, &d);
     events.insert(
         0,
@@ -298,6 +301,7 @@ fn repair_segment(st: &mut Overlay, params: &Params, height: Height, d: &mut Dea
                 let from = d.pieces[i].provider;
                 add_used(st, &from, -(len as i128));
                 add_used(st, &to[0], len as i128);
+                index_deal_provider(st, &to[0], d.id);
                 let p = &mut d.pieces[i];
                 p.provider = to[0];
                 p.lost = false;

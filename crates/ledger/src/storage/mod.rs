@@ -9,4 +9,4 @@ mod state;
 pub use exec::{deal_escrow, end_block, execute, place_pieces, Placement};
 pub use msg::{DealTerms, PackMember, PieceMeta, SegmentPieces, StorageMsg, MAX_PACK_MEMBERS, MAX_PIECE_BYTES, MAX_SEGMENTS_PER_DEAL};
 pub use params::StorageParams;
-pub use state::{all_deals, beacon, challenge_slot, deal, deals_of_cid, pack_member_count, pack_members, pending_challenges, proof_load, used_bytes, Deal, Piece, PendingChallenge, STORAGE_POOL};
+pub use state::{all_deals, beacon, challenge_slot, deal, deals_of_cid, deals_of_provider, pack_member_count, pack_members, pending_challenges, proof_load, used_bytes, Deal, Piece, PendingChallenge, STORAGE_POOL};

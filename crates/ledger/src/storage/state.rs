@@ -67,6 +67,9 @@ const USED_PREFIX: &str = "storage/used/";
 const BY_CID_PREFIX: &str = "storage/bycid/";
 /// `<deal id>` -> the members of a pack's deal.
 const MEMBERS_PREFIX: &str = "storage/members/";
+/// `<provider><deal id>` -> (): the deals that assigned a piece to each
+/// provider (a piece moved away leaves its entry behind).
+const BY_PROVIDER_PREFIX: &str = "storage/byprovider/";
 /// Bytes of proofs the active deals' pieces put into the chain each epoch.
 const PROOF_LOAD_KEY: &str = "storage/proof_load";
 
@@ -135,6 +138,20 @@ pub fn index_deal_cid(st: &mut Overlay, cid: &Hash32, id: u64) {
 /// Every deal, active or ended, that holds content `cid`.
 pub fn deals_of_cid(st: &Overlay, cid: &Hash32) -> Vec<Deal> {
     st.scan_prefix(&key(BY_CID_PREFIX, &[&cid.0]))
+        .into_iter()
+        .filter_map(|(k, _)| deal(st, u64_at(&k[k.len() - 8..])))
+        .collect()
+}
+
+/// Lists deal `id` under `provider`, which a piece of it was assigned to.
+pub fn index_deal_provider(st: &mut Overlay, provider: &Address, id: u64) {
+    st.put(key(BY_PROVIDER_PREFIX, &[&provider.0, &id.to_be_bytes()]), Vec::new());
+}
+
+/// Every deal, active or ended, that ever assigned a piece to `provider`
+/// (the pieces say which still are), in order of id.
+pub fn deals_of_provider(st: &Overlay, provider: &Address) -> Vec<Deal> {
+    st.scan_prefix(&key(BY_PROVIDER_PREFIX, &[&provider.0]))
         .into_iter()
         .filter_map(|(k, _)| deal(st, u64_at(&k[k.len() - 8..])))
         .collect()
