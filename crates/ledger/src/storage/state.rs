@@ -137,10 +137,12 @@ pub fn index_deal_cid(st: &mut Overlay, cid: &Hash32, id: u64) {
 
 /// Every deal, active or ended, that holds content `cid`.
 pub fn deals_of_cid(st: &Overlay, cid: &Hash32) -> Vec<Deal> {
-    st.scan_prefix(&key(BY_CID_PREFIX, &[&cid.0]))
-        .into_iter()
-        .filter_map(|(k, _)| deal(st, u64_at(&k[k.len() - 8..])))
-        .collect()
+    listed_deals(st, &key(BY_CID_PREFIX, &[&cid.0]))
+}
+
+/// The deals an index lists under `prefix` (keys that end in a deal id).
+fn listed_deals(st: &Overlay, prefix: &[u8]) -> Vec<Deal> {
+    st.scan_prefix(prefix).into_iter().filter_map(|(k, _)| deal(st, u64_at(&k[k.len() - 8..]))).collect()
 }
 
 /// Lists deal `id` under `provider`, which a piece of it was assigned to.
@@ -151,10 +153,7 @@ pub fn index_deal_provider(st: &mut Overlay, provider: &Address, id: u64) {
 /// Every deal, active or ended, that ever assigned a piece to `provider`
 /// (the pieces say which still are), in order of id.
 pub fn deals_of_provider(st: &Overlay, provider: &Address) -> Vec<Deal> {
-    st.scan_prefix(&key(BY_PROVIDER_PREFIX, &[&provider.0]))
-        .into_iter()
-        .filter_map(|(k, _)| deal(st, u64_at(&k[k.len() - 8..])))
-        .collect()
+    listed_deals(st, &key(BY_PROVIDER_PREFIX, &[&provider.0]))
 }
 
 /// Records the members of pack deal `id` and lists the deal under each member's content id.
