@@ -143,21 +143,8 @@ struct StatusQuery {
 /// block event stream) or once the wait is over, so that a follower of the
 /// chain asks once a block instead of polling.
 async fn status(State(s): Shared, Query(q): Query<StatusQuery>) -> ApiResult<StatusDto> {
-    if let Some(after) = q.after {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_TX_WAIT_MS));
-        loop {
-            // Subscribed before looking, so that a block committed in between still wakes this request.
-            let mut blocks = s.events.subscribe();
-            if snapshot(&s)?.1 > after {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, blocks.recv()).await {
-                Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-                Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
-            }
-        }
-    }
-    let (snap, height) = snapshot(&s)?;
+    let past = |seen: &Result<(Snapshot, u64), ApiError>| q.after.is_none_or(|after| seen.as_ref().map_or(true, |(_, height)| *height > after));
+    let (snap, height) = look_until(&s, q.wait_ms, || snapshot(&s), past).await?;
     let app_hash = Hash32(snap.app_hash().map_err(internal)?.unwrap_or_default());
     let (latest_block_hash, latest_block_time_ms) = match record_at(&s, &snap, height)? {
         Some(r) => (r.block.header.hash(), r.block.header.time_ms),
@@ -238,20 +225,27 @@ pub const MAX_TX_WAIT_MS: u64 = 10_000;
 /// it at the commit instead of at its next poll.
 async fn tx_by_hash(State(s): Shared, Path(hash): Path<String>, Query(q): Query<TxQuery>) -> ApiResult<TxResultDto> {
     let hash: Hash32 = hash.parse().map_err(bad)?;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_TX_WAIT_MS));
+    let committed = |seen: &Result<TxResultDto, ApiError>| !matches!(seen, Err(e) if e.0 == StatusCode::NOT_FOUND);
+    look_until(&s, q.wait_ms, || committed_tx(&s, &hash), committed).await.map(Json)
+}
+
+/// Looks with `look` at once and again each time a block commits, until
+/// `done` accepts what it saw or `wait_ms` (at most `MAX_TX_WAIT_MS`) is
+/// over; returns the last look. Holds a request open without polling.
+async fn look_until<T>(s: &NodeShared, wait_ms: Option<u64>, mut look: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms.unwrap_or(0).min(MAX_TX_WAIT_MS));
     loop {
         // Subscribed before looking, so that a block committed in between still wakes this request.
         let mut blocks = s.events.subscribe();
-        match committed_tx(&s, &hash) {
-            Err(e) if e.0 == StatusCode::NOT_FOUND && tokio::time::Instant::now() < deadline => {
-                match tokio::time::timeout_at(deadline, blocks.recv()).await {
-                    // A block (or blocks missed while lagging): look again.
-                    Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-                    // The wait is over, or the node is stopping.
-                    Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return Err(e),
-                }
-            }
-            result => return result.map(Json),
+        let seen = look();
+        if done(&seen) {
+            return seen;
+        }
+        match tokio::time::timeout_at(deadline, blocks.recv()).await {
+            // A block (or blocks missed while lagging): look again.
+            Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            // The wait is over, or the node is stopping.
+            Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return seen,
         }
     }
 }
