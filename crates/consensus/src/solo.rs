@@ -4,8 +4,8 @@
 //!
 //! Blocks keep a schedule of one every `block_time`. A block with
 //! transactions waiting may commit up to `LEAD` of its block time ahead of
-//! its turn, once no transaction has arrived for `QUIET`: a transaction
-//! meets its block within a few milliseconds most of the time instead of
+//! its turn, once no transaction has arrived for `QUIET`: a lone transaction
+//! meets its block `QUIET` after it arrives most of the time instead of
 //! half a block time on average, while heights still advance at the
 //! schedule's rate, so windows counted in blocks (heartbeat timeouts, proof
 //! deadlines, bid windows) keep their length in wall-clock time.
@@ -24,11 +24,11 @@ use crate::{commit_sign_bytes, AppMsg, CommitCertificate, CommitSignature};
 pub const LEAD: (u32, u32) = (3, 4);
 /// Transactions that come one after another (a client submitting a list,
 /// providers answering the same challenge) share a block: an early block
-/// waits until none has arrived for this long. A steady stream of them
-/// (an S3 endpoint placing a stream of PUTs) thus keeps its blocks on their
-/// turns, and the block after the stream ends, 62 ms or more after the one
-/// before, comes forward; early blocks within the stream would space
-/// the blocks a whole block time apart, that last one too.
+/// waits until none has arrived for this long. A stream of them with no
+/// longer pause keeps its blocks on their turns, so that the block after
+/// the stream ends, which may come as soon as 62 ms after the one before,
+/// comes forward; a stream that pauses longer brings its blocks forward as
+/// it goes, and they, the last one too, then come a block time apart.
 pub const QUIET: Duration = Duration::from_millis(20);
 
 pub struct SoloEngine {
