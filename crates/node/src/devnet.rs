@@ -202,8 +202,8 @@ const DEFAULT_BLOCK_MS: u64 = 500;
 /// At 500 ms, waiting for the next block was most of the time between an S3
 /// PUT's acknowledgement and its object's deals on the ledger; 250 ms costs
 /// one more block record (and about 1.4% of a core) a second while idle.
-/// The solo engine also brings a block forward, up to 3/4 of this, once
-/// transactions wait (`tessera_consensus::solo`).
+/// On a chain idle for a block time, the solo engine brings a block forward,
+/// up to 3/4 of this, once transactions wait (`tessera_consensus::solo`).
 pub const DEVNET_BLOCK_MS: u64 = 250;
 
 /// The chain's default parameters, with every liveness window (provider
