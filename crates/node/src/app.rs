@@ -7,7 +7,7 @@ use tessera_consensus::{AppMsg, CommitCertificate, ProposedValue, StartInfo};
 use tessera_ledger::{execute_verified_block, verify_signatures, BlockContext, Changes, Events, Overlay, SignedTx, TxOutcome};
 use tessera_state::{CommitBatch, Snapshot, Store};
 use tessera_types::{Address, Hash32, Height, PublicKey};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::block::{tx_root, Block, BlockRecord, Header};
 use crate::mempool::{Mempool, MempoolLimits};
@@ -30,9 +30,6 @@ pub struct NodeShared {
     pub validator_key: PublicKey,
     pub proposer: Address,
     pub mempool: Mutex<Mempool>,
-    /// Counts the transactions the mempool admitted: the solo engine brings
-    /// a block forward while some wait.
-    pub arrivals: watch::Sender<u64>,
     /// JSON of each committed block's event message, for `/events`.
     pub events: broadcast::Sender<Arc<String>>,
     /// The last decoded blocks, newest last: RPC reads of recent blocks and
@@ -70,7 +67,6 @@ pub fn new_shared(store: Store, chain_id: String, validator_key: PublicKey, prop
         proposer,
         mempool: Mutex::new(Mempool::new(MempoolLimits { max_txs: 20_000, max_bytes: 64 * 1024 * 1024 })),
         events,
-        arrivals: watch::channel(0).0,
         recent_blocks: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_BLOCKS)),
     })
 }

@@ -194,16 +194,17 @@ fn key_or_create(ring: &Keyring, name: &str) -> anyhow::Result<KeyPair> {
     }
 }
 
+/// The genesis of a fresh devnet: `dev` and `testN` funded from the keyring, the
+/// validator bonded.
 /// Block time the default parameters' block counts are set for.
 const DEFAULT_BLOCK_MS: u64 = 500;
 
 /// A devnet's block time by default: half the time the parameters are set
-/// for (their liveness windows are stretched to match, `devnet_params`).
-/// At 500 ms, waiting for the next block was most of the time between an S3
-/// PUT's acknowledgement and its object's deals on the ledger; 250 ms costs
-/// one more block record (and about 1.4% of a core) a second while idle.
-/// On a chain idle for a block time, the solo engine brings a block forward,
-/// up to 3/4 of this, once transactions wait (`tessera_consensus::solo`).
+/// for (their liveness windows are stretched to match, `devnet_params`). A
+/// transaction waits half a block on average before it is included; at 500
+/// ms that wait was most of the time between an S3 PUT's acknowledgement
+/// and its object's deals on the ledger, for one more block record (and
+/// about 1.4% of a core) a second while idle.
 pub const DEVNET_BLOCK_MS: u64 = 250;
 
 /// The chain's default parameters, with every liveness window (provider
@@ -223,8 +224,6 @@ pub fn devnet_params(block_time: Duration, proof_epoch: Duration) -> Params {
     params
 }
 
-/// The genesis of a fresh devnet: `dev` and `testN` funded from the keyring, the
-/// validator bonded.
 pub fn devnet_genesis(cfg: &DevnetConfig, validator: &KeyPair) -> anyhow::Result<Genesis> {
     let mut accounts = vec![GenesisAccount { address: key_or_create(&cfg.keyring, "dev")?.address(), balance: DEV_BALANCE }];
     for i in 1..=cfg.test_accounts {
@@ -298,12 +297,7 @@ pub async fn run(cfg: DevnetConfig) -> anyhow::Result<()> {
     let (app_tx, app_rx) = mpsc::channel(16);
     let (stop_tx, stop_rx) = watch::channel(false);
     let app_task = tokio::spawn(app.run(app_rx));
-    let engine = SoloEngine {
-        chain_id: genesis.chain_id.clone(),
-        key: validator.clone(),
-        block_time: cfg.block_time,
-        arrivals: Some(shared.arrivals.subscribe()),
-    };
+    let engine = SoloEngine { chain_id: genesis.chain_id.clone(), key: validator.clone(), block_time: cfg.block_time };
     let engine_task = tokio::spawn(engine.run(app_tx, stop_rx.clone()));
     let mut rpc_stop = stop_rx.clone();
     let router = crate::rpc::router(shared.clone());

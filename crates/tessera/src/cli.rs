@@ -71,9 +71,7 @@ pub struct DevnetArgs {
     /// Data directory (default: <home>/devnet).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Milliseconds between blocks (on a chain idle for a block time, a block
-    /// with transactions waiting may come up to 3/4 of that early; heights
-    /// keep this rate).
+    /// Milliseconds between blocks.
     #[arg(long, default_value_t = tessera_node::devnet::DEVNET_BLOCK_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub block_time_ms: u64,
     #[arg(long, default_value = "tessera-devnet")]
