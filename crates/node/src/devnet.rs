@@ -194,8 +194,6 @@ fn key_or_create(ring: &Keyring, name: &str) -> anyhow::Result<KeyPair> {
     }
 }
 
-/// The genesis of a fresh devnet: `dev` and `testN` funded from the keyring, the
-/// validator bonded.
 /// Block time the default parameters' block counts are set for.
 const DEFAULT_BLOCK_MS: u64 = 500;
 
@@ -224,6 +222,8 @@ pub fn devnet_params(block_time: Duration, proof_epoch: Duration) -> Params {
     params
 }
 
+/// The genesis of a fresh devnet: `dev` and `testN` funded from the keyring, the
+/// validator bonded.
 pub fn devnet_genesis(cfg: &DevnetConfig, validator: &KeyPair) -> anyhow::Result<Genesis> {
     let mut accounts = vec![GenesisAccount { address: key_or_create(&cfg.keyring, "dev")?.address(), balance: DEV_BALANCE }];
     for i in 1..=cfg.test_accounts {
