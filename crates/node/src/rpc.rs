@@ -444,18 +444,15 @@ async fn deals(State(s): Shared, Query(q): Query<DealsQuery>) -> ApiResult<Vec<D
     };
     let (snap, _) = snapshot(&s)?;
     let st = Overlay::new(&snap);
-    let deals = match (cid, provider) {
-        (None, None) => storage::all_deals(&st),
-        (None, Some(p)) => match storage::deals_of_provider(&st, &p) {
-            // A chain begun before the index: look through every deal.
-            found if found.is_empty() => storage::all_deals(&st),
-            found => found,
-        },
-        (Some(cid), _) => match storage::deals_of_cid(&st, &cid) {
-            // A chain begun before the index: look through every deal.
-            found if found.is_empty() => storage::all_deals(&st).into_iter().filter(|d| d.cid == cid).collect(),
-            found => found,
-        },
+    let listed = match (cid, provider) {
+        (None, None) => Vec::new(),
+        (None, Some(p)) => storage::deals_of_provider(&st, &p),
+        (Some(cid), _) => storage::deals_of_cid(&st, &cid),
+    };
+    let deals = match listed {
+        // No query, or a chain begun before the indexes: look through every deal.
+        found if found.is_empty() => storage::all_deals(&st).into_iter().filter(|d| cid.is_none_or(|c| d.cid == c)).collect(),
+        found => found,
     };
     let on_provider = |d: &&storage::Deal| provider.is_none_or(|p| d.pieces.iter().any(|piece| piece.provider == p));
     let dto = |d: &storage::Deal| {
