@@ -175,11 +175,15 @@ impl Devnet {
             args[i + 1] = listen.to_string();
         }
         Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
-        // The address is free again only once the killed process is gone.
+        // The address and the database locks are free again only once every
+        // thread of the killed process is gone: its main thread turns zombie
+        // while others may still be exiting with the shared file table open.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default().contains("State:\tZ")
-        {
+        let gone = || match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            Err(_) => true,
+            Ok(s) => s.contains("State:\tZ") && s.contains("Threads:\t1\n"),
+        };
+        while !gone() {
             assert!(Instant::now() < deadline, "process {pid} did not die");
             std::thread::sleep(Duration::from_millis(20));
         }
