@@ -114,6 +114,8 @@ pub struct SegmentCodec {
     encoder: Option<ReedSolomonEncoder>,
     decoder: Option<ReedSolomonDecoder>,
     padded: Vec<u8>,
+    /// The largest piece the codec's buffers have been sized for.
+    held_shard: usize,
 }
 
 /// Runs the (reused) encoder over `source`, K shards of `shard` bytes.
@@ -135,11 +137,16 @@ fn run_encoder<'a>(encoder: &'a mut Option<ReedSolomonEncoder>, scheme: ErasureS
 impl SegmentCodec {
     pub fn new(scheme: ErasureScheme) -> Result<SegmentCodec, ErasureError> {
         scheme.validate()?;
-        Ok(SegmentCodec { scheme, encoder: None, decoder: None, padded: Vec::new() })
+        Ok(SegmentCodec { scheme, encoder: None, decoder: None, padded: Vec::new(), held_shard: 0 })
     }
 
     pub fn scheme(&self) -> ErasureScheme {
         self.scheme
+    }
+
+    /// The largest piece size its work buffers have held (what keeping it costs).
+    pub(crate) fn shard_bytes_held(&self) -> usize {
+        self.held_shard
     }
 
     /// Encodes `segment` into `scheme.total()` shards: the K data shards (the
@@ -153,6 +160,7 @@ impl SegmentCodec {
         let k = self.scheme.data as usize;
         let m = self.scheme.parity as usize;
         let shard = self.scheme.shard_bytes(segment.len());
+        self.held_shard = self.held_shard.max(shard);
         let SegmentCodec { encoder, padded, scheme, .. } = self;
         let source: &'a [u8] = if segment.len() == shard * k {
             segment
@@ -175,6 +183,7 @@ impl SegmentCodec {
         if shard == 0 || shards.len() != shard * self.scheme.total() {
             return Err(ErasureError::Empty);
         }
+        self.held_shard = self.held_shard.max(shard);
         let (data, room) = shards.split_at_mut(shard * k);
         let parity = run_encoder(&mut self.encoder, self.scheme, data, shard)?;
         for (i, out) in room.chunks_exact_mut(shard).enumerate() {
@@ -191,6 +200,7 @@ impl SegmentCodec {
         }
         let k = self.scheme.data as usize;
         let shard = self.scheme.shard_bytes(len);
+        self.held_shard = self.held_shard.max(shard);
         let mut data: Vec<Option<&[u8]>> = vec![None; k];
         let mut parity: Vec<(usize, &[u8])> = Vec::new();
         let mut seen = std::collections::BTreeSet::new();

@@ -101,7 +101,10 @@ impl EncodedSegment {
 /// Reads `segment_bytes` at a time from `reader` and yields encoded segments.
 pub struct SegmentReader<R: Read> {
     reader: R,
-    codec: SegmentCodec,
+    scheme: ErasureScheme,
+    /// A codec too large for the shared pool, kept for this reader's next
+    /// segment; one the pool keeps is taken from it for each segment.
+    codec: Option<SegmentCodec>,
     segment_bytes: usize,
     /// The segment `skim` reads, reused from one to the next.
     buf: Vec<u8>,
@@ -117,9 +120,11 @@ pub struct SegmentReader<R: Read> {
 
 impl<R: Read> SegmentReader<R> {
     pub fn new(reader: R, scheme: ErasureScheme, segment_bytes: usize) -> Result<Self, crate::ErasureError> {
+        scheme.validate()?;
         Ok(SegmentReader {
             reader,
-            codec: SegmentCodec::new(scheme)?,
+            scheme,
+            codec: None,
             segment_bytes: segment_bytes.max(2),
             buf: Vec::new(),
             index: 0,
@@ -156,7 +161,12 @@ impl<R: Read> SegmentReader<R> {
     /// that a segment is read in place instead of into a buffer that
     /// doubles (and is copied) as it fills.
     pub fn expecting(mut self, total: u64) -> Self {
-        self.buf.reserve_exact(total.min(self.segment_bytes as u64) as usize);
+        let wanted = total.min(self.segment_bytes as u64) as usize;
+        if self.buf.capacity() == 0 {
+            self.buf = crate::pool::buffer(wanted);
+        } else {
+            self.buf.reserve_exact(wanted);
+        }
         self
     }
 
@@ -166,7 +176,7 @@ impl<R: Read> SegmentReader<R> {
         Manifest {
             total_len: self.total_len,
             segment_bytes: self.segment_bytes as u64,
-            scheme: self.codec.scheme(),
+            scheme: self.scheme,
             segments: self.entries.clone(),
         }
     }
@@ -188,19 +198,37 @@ impl<R: Read> SegmentReader<R> {
         if !self.read_into(buf)? {
             return Ok(None);
         }
-        let shards = self.codec.encode(buf).map_err(std::io::Error::other)?;
-        let pieces = (0..shards.len()).filter_map(|i| shards.get(i)).map(piece_entry).collect();
+        let pieces = self.with_codec(|codec| {
+            let shards = codec.encode(buf)?;
+            Ok((0..shards.len()).filter_map(|i| shards.get(i)).map(piece_entry).collect())
+        })?;
         Ok(Some(SegmentEntry { len: buf.len() as u64, hash: Hash32::blake3(buf), pieces }))
+    }
+
+    /// Runs `f` with a codec: this reader's own, or one from the pool for
+    /// just this segment (so that codecs are held only while they encode).
+    fn with_codec<T>(&mut self, f: impl FnOnce(&mut SegmentCodec) -> Result<T, crate::ErasureError>) -> std::io::Result<T> {
+        let mut codec = match self.codec.take() {
+            Some(c) => c,
+            None => crate::pool::codec(self.scheme).map_err(std::io::Error::other)?,
+        };
+        let out = f(&mut codec);
+        if crate::pool::keeps_codec(&codec) {
+            crate::pool::give_codec(codec);
+        } else {
+            self.codec = Some(codec);
+        }
+        out.map_err(std::io::Error::other)
     }
 
     /// The next segment and its pieces in one buffer, sized up front when
     /// the manifest gives the segment's length.
     fn encode_next(&mut self) -> std::io::Result<Option<EncodedSegment>> {
-        let scheme = self.codec.scheme();
+        let scheme = self.scheme;
         let index = self.index;
         let known = self.known.as_ref().map(|k| k.get(index as usize).cloned());
         let mut shards = match &known {
-            Some(Some(e)) => Vec::with_capacity(scheme.total() * scheme.shard_bytes(e.len as usize)),
+            Some(Some(e)) => crate::pool::buffer(scheme.total() * scheme.shard_bytes(e.len as usize)),
             _ => Vec::new(),
         };
         if !self.read_into(&mut shards)? {
@@ -210,7 +238,7 @@ impl<R: Read> SegmentReader<R> {
         let hash = (self.check || known.is_none()).then(|| Hash32::blake3(&shards));
         let shard = scheme.shard_bytes(len);
         shards.resize(shard * scheme.total(), 0);
-        self.codec.encode_into(&mut shards, shard).map_err(std::io::Error::other)?;
+        self.with_codec(|codec| codec.encode_into(&mut shards, shard))?;
         let entry = match known {
             Some(Some(w)) if w.len == len as u64 && hash.is_none_or(|h| h == w.hash) => w,
             Some(_) => {
@@ -262,6 +290,19 @@ impl<R: Read> SegmentReader<R> {
 
 fn piece_entry(piece: &[u8]) -> PieceEntry {
     PieceEntry { hash: piece_hash(piece), len: piece.len() as u64 }
+}
+
+/// The segment buffer goes back to the pool for the next reader.
+impl<R: Read> Drop for SegmentReader<R> {
+    fn drop(&mut self) {
+        crate::pool::give_buffer(std::mem::take(&mut self.buf));
+    }
+}
+
+impl Drop for EncodedSegment {
+    fn drop(&mut self) {
+        crate::pool::give_buffer(std::mem::take(&mut self.shards));
+    }
 }
 
 impl<R: Read> Iterator for SegmentReader<R> {

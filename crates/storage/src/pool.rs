@@ -1,0 +1,133 @@
+//! Segment buffers and codecs kept for the next reader. A segment reader
+//! needs a segment's buffer and a Reed-Solomon encoder whose work buffers
+//! span the segment's pieces; made fresh for every object, each of those is
+//! megabytes of new pages the kernel clears on first touch, and a new
+//! encoder zeroes its buffers besides (most of the page faults of an S3
+//! endpoint taking many 4 MiB objects). Readers take them from here and
+//! give them back when done. What is kept idle is bounded, in bytes and in
+//! count; larger ones are freed. The contents never leak from one user to
+//! the next: buffers are handed out empty and encoders are reset.
+
+use std::sync::Mutex;
+
+use crate::erasure::{ErasureScheme, SegmentCodec};
+
+/// Buffers larger than this are freed rather than kept.
+const BUFFER_MAX: usize = 16 << 20;
+/// Capacity of all idle buffers together.
+const IDLE_BUFFER_BYTES: usize = 64 << 20;
+/// Idle codecs kept (a reader holds one only while it encodes a segment);
+/// only those sized for pieces up to `CODEC_SHARD_MAX`.
+const IDLE_CODECS: usize = 8;
+const CODEC_SHARD_MAX: usize = 2 << 20;
+
+struct Idle {
+    buffers: Vec<Vec<u8>>,
+    buffer_bytes: usize,
+    codecs: Vec<SegmentCodec>,
+}
+
+static IDLE: Mutex<Idle> = Mutex::new(Idle { buffers: Vec::new(), buffer_bytes: 0, codecs: Vec::new() });
+
+fn idle() -> std::sync::MutexGuard<'static, Idle> {
+    // The lists stay consistent whatever a panicking holder did.
+    IDLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An empty buffer of at least `capacity` bytes: the smallest idle one that
+/// fits, or a new one.
+pub(crate) fn buffer(capacity: usize) -> Vec<u8> {
+    let mut idle = idle();
+    let fit = idle.buffers.iter().enumerate().filter(|(_, b)| b.capacity() >= capacity).min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i);
+    match fit {
+        Some(i) => {
+            let b = idle.buffers.swap_remove(i);
+            idle.buffer_bytes -= b.capacity();
+            b
+        }
+        None => {
+            drop(idle);
+            Vec::with_capacity(capacity)
+        }
+    }
+}
+
+/// Keeps `buf` for a later [`buffer`] if there is room; frees it otherwise.
+pub(crate) fn give_buffer(mut buf: Vec<u8>) {
+    let capacity = buf.capacity();
+    if capacity == 0 || capacity > BUFFER_MAX {
+        return;
+    }
+    buf.clear();
+    let mut idle = idle();
+    if idle.buffer_bytes + capacity > IDLE_BUFFER_BYTES {
+        // Room for it if the smallest idle ones make way (a workload's
+        // current size is the one worth keeping).
+        idle.buffers.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        while idle.buffer_bytes + capacity > IDLE_BUFFER_BYTES {
+            match idle.buffers.pop() {
+                Some(b) if b.capacity() < capacity => idle.buffer_bytes -= b.capacity(),
+                Some(b) => {
+                    idle.buffers.push(b);
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+    idle.buffer_bytes += capacity;
+    idle.buffers.push(buf);
+}
+
+/// A codec for `scheme`: an idle one if any, else a new one.
+pub(crate) fn codec(scheme: ErasureScheme) -> Result<SegmentCodec, crate::ErasureError> {
+    let mut idle = idle();
+    match idle.codecs.iter().position(|c| c.scheme() == scheme) {
+        Some(i) => Ok(idle.codecs.swap_remove(i)),
+        None => {
+            drop(idle);
+            SegmentCodec::new(scheme)
+        }
+    }
+}
+
+/// Whether the pool would keep `codec` (its buffers are small enough).
+pub(crate) fn keeps_codec(codec: &SegmentCodec) -> bool {
+    codec.shard_bytes_held() <= CODEC_SHARD_MAX
+}
+
+/// Keeps `codec` for a later [`codec`] if it is small enough and there is room.
+pub(crate) fn give_codec(codec: SegmentCodec) {
+    if !keeps_codec(&codec) {
+        return;
+    }
+    let mut idle = idle();
+    if idle.codecs.len() < IDLE_CODECS {
+        idle.codecs.push(codec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_empty_and_idle_ones_stay_within_the_bound() {
+        let mut b = buffer(1 << 20);
+        b.extend_from_slice(&[7u8; 1000]);
+        let cap = b.capacity();
+        give_buffer(b);
+        let again = buffer(1 << 20);
+        assert!(again.is_empty() && again.capacity() >= 1 << 20);
+        give_buffer(again);
+        assert!(cap >= 1 << 20);
+        // Far more than the bound given back: what stays idle fits in it.
+        let many: Vec<Vec<u8>> = (0..20).map(|_| Vec::with_capacity(8 << 20)).collect();
+        many.into_iter().for_each(give_buffer);
+        give_buffer(Vec::with_capacity(BUFFER_MAX + 1));
+        let idle = idle();
+        assert!(idle.buffer_bytes <= IDLE_BUFFER_BYTES);
+        assert_eq!(idle.buffer_bytes, idle.buffers.iter().map(Vec::capacity).sum::<usize>());
+        assert!(idle.buffers.iter().all(|b| b.capacity() <= BUFFER_MAX));
+    }
+}
