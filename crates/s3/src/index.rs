@@ -205,7 +205,7 @@ impl Index {
 
     /// Stores `meta` and returns the object it replaced.
     pub fn put_object(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> anyhow::Result<Option<ObjectMeta>> {
-        let mut old = self.put_objects_with(&[(bucket, key, meta, None)])?;
+        let mut old = self.put_objects_with(&[(bucket, key, meta, None)], &[], &[])?;
         Ok(old.pop().flatten())
     }
 
@@ -228,8 +228,23 @@ impl Index {
     /// `put_object_pending` for many objects in one transaction (one fsync),
     /// applied in order; returns what each replaced.
     pub fn put_objects_pending(&self, entries: &[PendingPut<'_>]) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
+        self.stage_and_end(entries, &[], &[])
+    }
+
+    /// `put_objects_pending` and then `pending_done` in one transaction:
+    /// the staging area's committer writes what PUTs stage and what the
+    /// placer has placed meanwhile with one fsync, so that PUTs never wait
+    /// for a commit of the placer's. An entry staged again while its
+    /// content was being placed is not added twice, and then ends with it
+    /// (its content is on the network).
+    pub fn stage_and_end(
+        &self,
+        entries: &[PendingPut<'_>],
+        done: &[&Pending],
+        packs: &[([u8; 32], PackRecord)],
+    ) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
         let entries: Vec<_> = entries.iter().map(|&(b, k, m, p, body)| (b, k, m, Some((p, body)))).collect();
-        self.put_objects_with(&entries)
+        self.put_objects_with(&entries, done, packs)
     }
 
     /// The content ids and sizes of the small bodies kept with their
@@ -259,9 +274,12 @@ impl Index {
     fn put_objects_with(
         &self,
         entries: &[(&str, &str, &ObjectMeta, Option<(&Pending, Option<&[u8]>)>)],
+        done: &[&Pending],
+        packs: &[([u8; 32], PackRecord)],
     ) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
         let w = self.db.begin_write()?;
         let mut added = Vec::new();
+        let mut removed = Vec::new();
         let mut replaced = Vec::with_capacity(entries.len());
         {
             let mut p = w.open_table(PENDING)?;
@@ -287,15 +305,25 @@ impl Index {
                 add_ref(&mut refs, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
                 replaced.push(old);
             }
+            for (pack, record) in packs {
+                record_pack(&w, pack, record)?;
+            }
+            for d in done {
+                bodies.remove(d.key().as_str())?;
+                if let Some(v) = p.remove(d.key().as_str())? {
+                    removed.push(borsh::from_slice::<Pending>(v.value())?);
+                }
+            }
         }
-        // Sums grow before the commit and shrink after one (`pending_done`), so
-        // they never fall below what the index holds, and no reader waits
-        // for a commit's fsync.
+        // Sums grow before the commit and shrink after one, so they never
+        // fall below what the index holds, and no reader waits for a
+        // commit's fsync.
         self.add_waiting(added.iter().copied(), true);
         if let Err(e) = w.commit() {
             self.add_waiting(added.iter().copied(), false);
             return Err(e.into());
         }
+        self.add_waiting(&removed, false);
         Ok(replaced)
     }
 
@@ -349,28 +377,17 @@ impl Index {
     }
 
     /// Removes pending entries (placed, or no longer wanted) and records the
-    /// packs they were placed in, in one transaction (one fsync a placed
-    /// batch, and one wait for the write lock for the PUTs committing
-    /// meanwhile).
+    /// packs they were placed in, in one transaction. The staging area's
+    /// committer does this in its own transactions (`stage_and_end`).
     pub fn pending_done(&self, done: &[&Pending], packs: &[([u8; 32], PackRecord)]) -> anyhow::Result<()> {
-        let w = self.db.begin_write()?;
-        let mut removed = Vec::new();
-        {
-            for (pack, record) in packs {
-                record_pack(&w, pack, record)?;
-            }
-            let mut t = w.open_table(PENDING)?;
-            let mut bodies = w.open_table(BODIES)?;
-            for p in done {
-                bodies.remove(p.key().as_str())?;
-                if let Some(v) = t.remove(p.key().as_str())? {
-                    removed.push(borsh::from_slice::<Pending>(v.value())?);
-                }
-            }
-        }
-        w.commit()?;
-        self.add_waiting(&removed, false);
-        Ok(())
+        self.put_objects_with(&[], done, packs).map(drop)
+    }
+
+    /// Which of `cids` wait for placement for any owner (one read).
+    pub fn which_pending(&self, cids: &[[u8; 32]]) -> anyhow::Result<Vec<bool>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PENDING)?;
+        cids.iter().map(|cid| Ok(first_of_cid(&t, cid)?.is_some())).collect()
     }
 
     pub fn delete_object(&self, bucket: &str, key: &str) -> anyhow::Result<Option<ObjectMeta>> {

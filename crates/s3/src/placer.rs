@@ -78,8 +78,19 @@ struct CommitQueue {
 struct Queue {
     next_id: u64,
     waiting: Vec<Queued>,
+    /// Placed entries to end in the next commit.
+    ended: Vec<Ended>,
     /// The staging area is gone: the committer thread ends.
     closed: bool,
+}
+
+/// Entries the placer has placed (or given up), and the packs they went
+/// into, for the committer's next transaction; the answer says whether it
+/// committed.
+struct Ended {
+    done: Vec<Pending>,
+    packs: Vec<([u8; 32], PackRecord)>,
+    reply: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
 }
 
 /// One staging waiting for the next commit; the answer is what the object
@@ -267,9 +278,10 @@ impl Staging {
 
     /// Commits queued stagings: each body moves into staging if there is
     /// room for it (else its answer is `None`: wait for room and queue
-    /// again), then one index transaction records them all. A small body
-    /// (`inline`) gets no file: the transaction holds it.
-    fn commit(&self, index: &Index, batch: Vec<Queued>) {
+    /// again), then one index transaction records them all, and ends the
+    /// entries placed meanwhile (`ended`). A small body (`inline`) gets no
+    /// file: the transaction holds it.
+    fn commit(&self, index: &Index, batch: Vec<Queued>, ended: Vec<Ended>) {
         let mut room = self.room.lock().expect("staging lock");
         let mut admitted = Vec::with_capacity(batch.len());
         let mut sync_dir = false;
@@ -311,9 +323,12 @@ impl Staging {
         let synced = if sync_dir { tessera_client::keyring::sync_dir(&self.dir) } else { Ok(()) };
         let entries: Vec<crate::index::PendingPut<'_>> =
             admitted.iter().map(|q| (q.bucket.as_str(), q.key.as_str(), &q.meta, &q.pending, q.inline.as_deref())).collect();
-        let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.put_objects_pending(&entries));
+        let done: Vec<&Pending> = ended.iter().flat_map(|e| &e.done).collect();
+        let packs: Vec<([u8; 32], PackRecord)> = ended.iter().flat_map(|e| e.packs.iter().cloned()).collect();
+        let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.stage_and_end(&entries, &done, &packs));
         self.commits.fetch_add(1, Ordering::Relaxed);
         drop(entries);
+        drop(done);
         if recorded.is_err() {
             // Held bodies this failed transaction was to keep: gone with it.
             for q in admitted.iter().filter(|q| q.file.is_none()) {
@@ -330,10 +345,16 @@ impl Staging {
                 for (q, old) in admitted.into_iter().zip(replaced) {
                     let _ = q.reply.send(Ok(Some(old)));
                 }
+                for e in ended {
+                    let _ = e.reply.send(Ok(()));
+                }
             }
             Err(e) => {
                 for q in admitted {
                     let _ = q.reply.send(Err(anyhow::anyhow!("cannot record the object: {e:#}")));
+                }
+                for ended in ended {
+                    let _ = ended.reply.send(Err(anyhow::anyhow!("cannot end the placed entries: {e:#}")));
                 }
             }
         }
@@ -347,14 +368,23 @@ impl Staging {
         if done.is_empty() {
             return Ok(());
         }
-        // Before the lock, so that PUTs do not wait for this commit: a
-        // staging that reuses one of these bodies meanwhile records a
-        // pending entry of its own, which the check below finds.
-        gateway.index.pending_done(done, packs)?;
+        // In the committer's next transaction, with the stagings queued
+        // meanwhile (PUTs wait for no commit of the placer's). A staging
+        // that reuses one of these bodies after it records a pending entry
+        // of its own, which the check below finds.
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        {
+            let mut queue = self.queue.state.lock().expect("staging queue lock");
+            anyhow::ensure!(!queue.closed, "the staging area's committer has stopped");
+            queue.ended.push(Ended { done: done.iter().map(|p| (*p).clone()).collect(), packs: packs.to_vec(), reply });
+        }
+        self.queue.ready.notify_one();
+        answer.recv().map_err(|_| anyhow::anyhow!("the staging commit ended without an answer"))??;
         let mut room = self.room.lock().expect("staging lock");
         let mut freed = false;
-        for p in done {
-            if !gateway.index.is_pending(&p.cid)? {
+        let cids: Vec<[u8; 32]> = done.iter().map(|p| p.cid).collect();
+        for (p, pending) in done.iter().zip(gateway.index.which_pending(&cids)?) {
+            if !pending {
                 if let Some(size) = room.held.remove(&p.cid) {
                     // Held by the index only: there is no file to look for.
                     room.bytes = room.bytes.saturating_sub(size);
@@ -403,25 +433,92 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
             let mut state = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             state.closed = true;
             state.waiting.clear();
+            state.ended.clear();
         }
     }
     let _closing = Closing(queue);
     loop {
         let batch = {
             let mut state = queue.state.lock().expect("staging queue lock");
-            while state.waiting.is_empty() && !state.closed {
+            while state.waiting.is_empty() && state.ended.is_empty() && !state.closed {
                 state = queue.ready.wait(state).expect("staging queue lock");
             }
             if state.closed {
                 return;
             }
-            std::mem::take(&mut state.waiting)
+            (std::mem::take(&mut state.waiting), std::mem::take(&mut state.ended))
         };
         match staging.upgrade() {
-            Some(staging) => staging.commit(index, batch),
+            Some(staging) => staging.commit(index, batch.0, batch.1),
             None => return,
         }
     }
+}
+
+/// What the placer does next.
+enum Next {
+    /// Let a stream of small PUTs gather this much longer.
+    Gather(Duration),
+    /// Place these entries of this owner (none: wait for new work).
+    Batch(String, Vec<Pending>),
+}
+
+/// The next batch: due pending entries of one owner, oldest first, up to
+/// `BATCH_OBJECTS` and `BATCH_BYTES`; entries whose content no object
+/// points at any more are ended instead.
+fn next_batch(gateway: &Gateway, state: &Mutex<Schedule>) -> Next {
+    let now = Instant::now();
+    let pending = match gateway.index.pending() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("s3: cannot read pending placements: {e:#}");
+            Vec::new()
+        }
+    };
+    let mut due: Vec<Pending> = {
+        let st = state.lock().expect("placer lock");
+        pending
+            .into_iter()
+            .filter(|p| {
+                let id = (p.owner.clone(), p.cid);
+                !st.in_flight.contains(&id) && st.retry_at.get(&id).is_none_or(|(at, _)| *at <= now)
+            })
+            .collect()
+    };
+    // Oldest acknowledgement first, so that a stream of new PUTs starves nothing.
+    due.sort_by_key(|p| p.since_ms);
+    // Give a stream of PUTs a moment to gather, so that small objects
+    // share packs (fewer deals, pieces and proofs) instead of going one
+    // by one; once the stream pauses, what came is placed at once.
+    if let (Some(oldest), Some(newest)) = (due.first(), due.last())
+        && due.len() < BATCH_OBJECTS
+        && oldest.size <= PACK_MEMBER_MAX
+    {
+        let now = crate::service::now_ms();
+        let waited = Duration::from_millis(now.saturating_sub(oldest.since_ms));
+        let quiet = Duration::from_millis(now.saturating_sub(newest.since_ms));
+        if let Some(wait) = gather_wait(waited, quiet) {
+            return Next::Gather(wait);
+        }
+    }
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    let owner = due.first().map(|p| p.owner.clone()).unwrap_or_default();
+    for p in due.into_iter().filter(|p| p.owner == owner) {
+        if batch.len() == BATCH_OBJECTS || (!batch.is_empty() && batch_bytes + p.size > BATCH_BYTES) {
+            break;
+        }
+        // Content every object stopped pointing at before it was placed: drop it.
+        if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
+            if let Err(e) = gateway.staging.finish(gateway, &[&p], &[]) {
+                eprintln!("s3: {e:#}");
+            }
+            continue;
+        }
+        batch_bytes += p.size;
+        batch.push(p);
+    }
+    Next::Batch(owner, batch)
 }
 
 /// Places pending content until `stop` is set: batches of one owner's
@@ -437,59 +534,17 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let wake = gateway.staging.wake.notified();
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let now = Instant::now();
-        let pending = match gateway.index.pending() {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("s3: cannot read pending placements: {e:#}");
-                Vec::new()
-            }
-        };
-        let mut due: Vec<Pending> = {
-            let st = state.lock().expect("placer lock");
-            pending
-                .into_iter()
-                .filter(|p| {
-                    let id = (p.owner.clone(), p.cid);
-                    !st.in_flight.contains(&id) && st.retry_at.get(&id).is_none_or(|(at, _)| *at <= now)
-                })
-                .collect()
-        };
-        // Oldest acknowledgement first, so that a stream of new PUTs starves nothing.
-        due.sort_by_key(|p| p.since_ms);
-        // Give a stream of PUTs a moment to gather, so that small objects
-        // share packs (fewer deals, pieces and proofs) instead of going one
-        // by one; once the stream pauses, what came is placed at once.
-        if let (Some(oldest), Some(newest)) = (due.first(), due.last())
-            && due.len() < BATCH_OBJECTS
-            && oldest.size <= PACK_MEMBER_MAX
-        {
-            let now = crate::service::now_ms();
-            let waited = Duration::from_millis(now.saturating_sub(oldest.since_ms));
-            let quiet = Duration::from_millis(now.saturating_sub(newest.since_ms));
-            if let Some(wait) = gather_wait(waited, quiet) {
+        // Reading the pending entries and each one's references blocks on
+        // the index: off the runtime, so that the requests it serves do not
+        // wait for a batch to be cut.
+        let (owner, batch) = match off_the_runtime(|| next_batch(&gateway, &state)) {
+            Next::Gather(wait) => {
                 drop(slot);
                 tokio::time::sleep(wait).await;
                 continue;
             }
-        }
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0;
-        let owner = due.first().map(|p| p.owner.clone()).unwrap_or_default();
-        for p in due.into_iter().filter(|p| p.owner == owner) {
-            if batch.len() == BATCH_OBJECTS || (!batch.is_empty() && batch_bytes + p.size > BATCH_BYTES) {
-                break;
-            }
-            // Content every object stopped pointing at before it was placed: drop it.
-            if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
-                if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &[&p], &[])) {
-                    eprintln!("s3: {e:#}");
-                }
-                continue;
-            }
-            batch_bytes += p.size;
-            batch.push(p);
-        }
+            Next::Batch(owner, batch) => (owner, batch),
+        };
         if batch.is_empty() {
             drop(slot);
             let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
