@@ -99,7 +99,7 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
 }
 
-/// One object for `Index::put_objects_pending`: bucket, key, metadata,
+/// One object for `Index::stage_and_end`: bucket, key, metadata,
 /// pending entry and, for a small object, its body.
 pub type PendingPut<'a> = (&'a str, &'a str, &'a ObjectMeta, &'a Pending, Option<&'a [u8]>);
 
@@ -221,22 +221,18 @@ impl Index {
         pending: &Pending,
         body: Option<&[u8]>,
     ) -> anyhow::Result<Option<ObjectMeta>> {
-        let mut old = self.put_objects_pending(&[(bucket, key, meta, pending, body)])?;
+        let mut old = self.stage_and_end(&[(bucket, key, meta, pending, body)], &[], &[])?;
         Ok(old.pop().flatten())
     }
 
-    /// `put_object_pending` for many objects in one transaction (one fsync),
-    /// applied in order; returns what each replaced.
-    pub fn put_objects_pending(&self, entries: &[PendingPut<'_>]) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
-        self.stage_and_end(entries, &[], &[])
-    }
-
-    /// `put_objects_pending` and then `pending_done` in one transaction:
-    /// the staging area's committer writes what PUTs stage and what the
-    /// placer has placed meanwhile with one fsync, so that PUTs never wait
-    /// for a commit of the placer's. An entry staged again while its
-    /// content was being placed is not added twice, and then ends with it
-    /// (its content is on the network).
+    /// `put_object_pending` for many objects, applied in order (returns
+    /// what each replaced), and then the end of placed pending entries
+    /// `done` (their small bodies go with them) with the packs they went
+    /// into, all in one transaction: the staging area's committer writes
+    /// what PUTs stage and what the placer has placed meanwhile with one
+    /// fsync, so that PUTs never wait for a commit of the placer's. An
+    /// entry staged again while its content was being placed is not added
+    /// twice, and then ends with it (its content is on the network).
     pub fn stage_and_end(
         &self,
         entries: &[PendingPut<'_>],
@@ -374,13 +370,6 @@ impl Index {
         }
         w.commit()?;
         Ok(())
-    }
-
-    /// Removes pending entries (placed, or no longer wanted) and records the
-    /// packs they were placed in, in one transaction. The staging area's
-    /// committer does this in its own transactions (`stage_and_end`).
-    pub fn pending_done(&self, done: &[&Pending], packs: &[([u8; 32], PackRecord)]) -> anyhow::Result<()> {
-        self.put_objects_with(&[], done, packs).map(drop)
     }
 
     /// Which of `cids` wait for placement for any owner (one read).
@@ -538,7 +527,7 @@ mod tests {
 
         let record = PackRecord { owner: "dev".into(), members: vec![[1; 32], [2; 32]] };
         let other = PackRecord { owner: "dev".into(), members: vec![[2; 32]] };
-        index.pending_done(&[], &[([9; 32], record.clone()), ([8; 32], other)]).unwrap();
+        index.stage_and_end(&[], &[], &[([9; 32], record.clone()), ([8; 32], other)]).unwrap();
         assert_eq!(index.packs_of(&[1; 32]).unwrap(), vec![[9; 32]]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32], [9; 32]]);
         assert_eq!(index.pack(&[9; 32]).unwrap(), Some(record));
@@ -575,7 +564,7 @@ mod tests {
         assert_eq!(index.staged_body_sizes().unwrap(), vec![([1; 32], 9), ([3; 32], 1)]);
         assert_eq!(index.staged_body(&[1; 32]).unwrap().as_deref(), Some(&b"body of a"[..]));
         assert_eq!(index.staged_body(&[2; 32]).unwrap(), None, "held in a file, not in the index");
-        index.pending_done(&[&a, &a], &[]).unwrap();
+        index.stage_and_end(&[], &[&a, &a], &[]).unwrap();
         assert_eq!(index.staged_body_sizes().unwrap(), vec![([3; 32], 1)], "a body goes with its entry");
         assert_eq!(index.staged_body(&[1; 32]).unwrap(), None);
         assert_eq!((index.waiting_escrow("dev"), index.waiting_contents("dev")), (5, 1));

@@ -370,8 +370,8 @@ impl Staging {
         }
         // In the committer's next transaction, with the stagings queued
         // meanwhile (PUTs wait for no commit of the placer's). A staging
-        // that reuses one of these bodies after it records a pending entry
-        // of its own, which the check below finds.
+        // committed later that reuses one of these bodies records a pending
+        // entry of its own, which the check below finds.
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         {
             let mut queue = self.queue.state.lock().expect("staging queue lock");

@@ -37,46 +37,49 @@ fn idle() -> std::sync::MutexGuard<'static, Idle> {
 /// An empty buffer of at least `capacity` bytes: the smallest idle one that
 /// fits, or a new one.
 pub(crate) fn buffer(capacity: usize) -> Vec<u8> {
-    let mut idle = idle();
-    let fit = idle.buffers.iter().enumerate().filter(|(_, b)| b.capacity() >= capacity).min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i);
-    match fit {
-        Some(i) => {
-            let b = idle.buffers.swap_remove(i);
-            idle.buffer_bytes -= b.capacity();
-            b
-        }
-        None => {
-            drop(idle);
-            Vec::with_capacity(capacity)
-        }
-    }
+    let reused = idle().take_buffer(capacity);
+    reused.unwrap_or_else(|| Vec::with_capacity(capacity))
 }
 
 /// Keeps `buf` for a later [`buffer`] if there is room; frees it otherwise.
-pub(crate) fn give_buffer(mut buf: Vec<u8>) {
+pub(crate) fn give_buffer(buf: Vec<u8>) {
     let capacity = buf.capacity();
     if capacity == 0 || capacity > BUFFER_MAX {
         return;
     }
-    buf.clear();
-    let mut idle = idle();
-    if idle.buffer_bytes + capacity > IDLE_BUFFER_BYTES {
-        // Room for it if the smallest idle ones make way (a workload's
-        // current size is the one worth keeping).
-        idle.buffers.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
-        while idle.buffer_bytes + capacity > IDLE_BUFFER_BYTES {
-            match idle.buffers.pop() {
-                Some(b) if b.capacity() < capacity => idle.buffer_bytes -= b.capacity(),
-                Some(b) => {
-                    idle.buffers.push(b);
-                    return;
+    idle().keep_buffer(buf);
+}
+
+impl Idle {
+    fn take_buffer(&mut self, capacity: usize) -> Option<Vec<u8>> {
+        let fit = self.buffers.iter().enumerate().filter(|(_, b)| b.capacity() >= capacity).min_by_key(|(_, b)| b.capacity());
+        let i = fit.map(|(i, _)| i)?;
+        let b = self.buffers.swap_remove(i);
+        self.buffer_bytes -= b.capacity();
+        Some(b)
+    }
+
+    fn keep_buffer(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        let capacity = buf.capacity();
+        if self.buffer_bytes + capacity > IDLE_BUFFER_BYTES {
+            // Room for it if smaller idle ones make way (a workload's
+            // current size is the one worth keeping).
+            self.buffers.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+            while self.buffer_bytes + capacity > IDLE_BUFFER_BYTES {
+                match self.buffers.pop() {
+                    Some(b) if b.capacity() < capacity => self.buffer_bytes -= b.capacity(),
+                    Some(b) => {
+                        self.buffers.push(b);
+                        return;
+                    }
+                    None => return,
                 }
-                None => return,
             }
         }
+        self.buffer_bytes += capacity;
+        self.buffers.push(buf);
     }
-    idle.buffer_bytes += capacity;
-    idle.buffers.push(buf);
 }
 
 /// A codec for `scheme`: an idle one if any, else a new one.
@@ -112,22 +115,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_come_back_empty_and_idle_ones_stay_within_the_bound() {
-        let mut b = buffer(1 << 20);
-        b.extend_from_slice(&[7u8; 1000]);
-        let cap = b.capacity();
-        give_buffer(b);
-        let again = buffer(1 << 20);
-        assert!(again.is_empty() && again.capacity() >= 1 << 20);
-        give_buffer(again);
-        assert!(cap >= 1 << 20);
-        // Far more than the bound given back: what stays idle fits in it.
-        let many: Vec<Vec<u8>> = (0..20).map(|_| Vec::with_capacity(8 << 20)).collect();
-        many.into_iter().for_each(give_buffer);
-        give_buffer(Vec::with_capacity(BUFFER_MAX + 1));
-        let idle = idle();
+    fn a_kept_buffer_comes_back_empty_to_the_smallest_fit_and_idle_ones_stay_within_the_bound() {
+        let mut idle = Idle { buffers: Vec::new(), buffer_bytes: 0, codecs: Vec::new() };
+        let mut used = Vec::with_capacity(2 << 20);
+        used.extend_from_slice(&[7u8; 1000]);
+        let (ptr, cap) = (used.as_ptr(), used.capacity());
+        idle.keep_buffer(used);
+        idle.keep_buffer(Vec::with_capacity(8 << 20));
+        assert!(idle.take_buffer(16 << 20).is_none(), "none fits");
+        let again = idle.take_buffer(1 << 20).expect("an idle buffer fits");
+        assert_eq!((again.as_ptr(), again.capacity(), again.len()), (ptr, cap, 0), "the smallest fit, emptied");
+        assert_eq!(idle.buffer_bytes, 8 << 20);
+        // Far more than the bound given back: the larger ones stay, within it.
+        for mb in [1usize, 2, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8] {
+            idle.keep_buffer(Vec::with_capacity(mb << 20));
+        }
         assert!(idle.buffer_bytes <= IDLE_BUFFER_BYTES);
         assert_eq!(idle.buffer_bytes, idle.buffers.iter().map(Vec::capacity).sum::<usize>());
-        assert!(idle.buffers.iter().all(|b| b.capacity() <= BUFFER_MAX));
+        assert!(idle.buffers.iter().all(|b| b.capacity() >= 8 << 20), "small ones made way");
     }
 }
