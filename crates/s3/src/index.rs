@@ -348,8 +348,7 @@ impl Index {
 
     /// Whether content `cid` waits for placement for any owner.
     pub fn is_pending(&self, cid: &[u8; 32]) -> anyhow::Result<bool> {
-        let r = self.db.begin_read()?;
-        Ok(first_of_cid(&r.open_table(PENDING)?, cid)?.is_some())
+        Ok(self.which_pending(std::slice::from_ref(cid))?[0])
     }
 
     /// Records a failed placement attempt.

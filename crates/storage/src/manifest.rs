@@ -102,8 +102,9 @@ impl EncodedSegment {
 pub struct SegmentReader<R: Read> {
     reader: R,
     scheme: ErasureScheme,
-    /// A codec too large for the shared pool, kept for this reader's next
-    /// segment; one the pool keeps is taken from it for each segment.
+    /// A codec the shared pool did not keep (too large, or the pool full),
+    /// kept for this reader's next segment; one the pool keeps is taken
+    /// from it for each segment.
     codec: Option<SegmentCodec>,
     segment_bytes: usize,
     /// The segment `skim` reads, reused from one to the next.
@@ -213,11 +214,7 @@ impl<R: Read> SegmentReader<R> {
             None => crate::pool::codec(self.scheme).map_err(std::io::Error::other)?,
         };
         let out = f(&mut codec);
-        if crate::pool::keeps_codec(&codec) {
-            crate::pool::give_codec(codec);
-        } else {
-            self.codec = Some(codec);
-        }
+        self.codec = crate::pool::give_codec(codec);
         out.map_err(std::io::Error::other)
     }
 

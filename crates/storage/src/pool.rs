@@ -94,20 +94,18 @@ pub(crate) fn codec(scheme: ErasureScheme) -> Result<SegmentCodec, crate::Erasur
     }
 }
 
-/// Whether the pool would keep `codec` (its buffers are small enough).
-pub(crate) fn keeps_codec(codec: &SegmentCodec) -> bool {
-    codec.shard_bytes_held() <= CODEC_SHARD_MAX
-}
-
-/// Keeps `codec` for a later [`codec`] if it is small enough and there is room.
-pub(crate) fn give_codec(codec: SegmentCodec) {
-    if !keeps_codec(&codec) {
-        return;
+/// Keeps `codec` for a later [`codec`] if it is small enough and there is
+/// room; otherwise hands it back to its giver.
+pub(crate) fn give_codec(codec: SegmentCodec) -> Option<SegmentCodec> {
+    if codec.shard_bytes_held() > CODEC_SHARD_MAX {
+        return Some(codec);
     }
     let mut idle = idle();
-    if idle.codecs.len() < IDLE_CODECS {
-        idle.codecs.push(codec);
+    if idle.codecs.len() >= IDLE_CODECS {
+        return Some(codec);
     }
+    idle.codecs.push(codec);
+    None
 }
 
 #[cfg(test)]
