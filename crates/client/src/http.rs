@@ -239,7 +239,10 @@ pub fn fetch_piece(endpoint: &str, hash: &Hash32) -> Result<Vec<u8>, ClientError
         Err(ureq::Error::Status(_, resp)) => return Err(ClientError::Rejected(resp.into_string().unwrap_or_default())),
         Err(e) => return Err(ClientError::Unreachable { url, reason: e.to_string() }),
     };
-    let mut bytes = Vec::new();
+    // Sized up front from the length the provider sends (within the limit):
+    // a MiB read into a growing buffer is copied about once more on the way.
+    let announced = resp.header("content-length").and_then(|l| l.parse::<u64>().ok()).unwrap_or(0).min(MAX_PIECE_BODY);
+    let mut bytes = Vec::with_capacity(announced as usize);
     resp.into_reader().take(MAX_PIECE_BODY + 1).read_to_end(&mut bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
     if bytes.len() as u64 > MAX_PIECE_BODY {
         return Err(ClientError::Protocol(format!("piece {hash} from {endpoint} is over the size limit")));

@@ -1,8 +1,9 @@
 //! Storing and fetching content: `put` encodes a file in two streaming passes
 //! (first the manifest and deals, then the pieces to the providers the ledger
-//! chose); `get` rebuilds the manifest from the deals, checks it against the
-//! content id, fetches any K pieces per segment and writes the file whole or
-//! not at all. Memory stays at about one segment and its pieces.
+//! chose); `stream` rebuilds the manifest from the deals, checks it against
+//! the content id, fetches any K pieces per segment and hands over a byte
+//! range of the content as it passes its checks; `get` writes it into a file
+//! whole or not at all. Memory stays at about a few segments and their pieces.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -508,112 +509,120 @@ pub fn segments_covering(manifest: &Manifest, offset: u64, len: u64) -> Vec<(usi
 /// id. An object stored inside a pack is cut from the pack's segments and
 /// then checked against its own content id.
 pub fn get(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
-    get_to(client, cid, out, true, progress)
+    write_whole(out, |file| stream(client, cid, 0..u64::MAX, progress, &mut |bytes, range| Ok(file.write_all(&bytes[range])?)))
 }
 
-/// [`get`] for a copy that need not survive a power loss (a cache fill, a
-/// body streamed out at once): the same checks, no fsync.
-pub fn get_unsynced(client: &Client, cid: &Cid, out: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
-    get_to(client, cid, out, false, progress)
-}
+/// Where [`stream`] hands checked bytes: `bytes[range]` is the next run of
+/// them, `bytes` whole so that it can be passed on without a copy.
+pub type Sink<'a> = dyn FnMut(Vec<u8>, std::ops::Range<usize>) -> anyhow::Result<()> + 'a;
 
-fn get_to(client: &Client, cid: &Cid, out: &Path, sync: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
-    // Deals of its own first, then each pack holding it: an uploader cut
-    // short (a crash) can leave a deal whose pieces never arrived, and the
-    // content is then stored again.
+/// Hands `sink` bytes `range` of content `cid` (the range's end cut to the
+/// content's length) in order, as they arrive and pass their checks: each
+/// segment against the manifest, checked against the content id, before any
+/// of it; an object inside a pack whole, against its own content id. Deals
+/// of its own are read first, then each pack holding it (an uploader cut
+/// short by a crash can leave a deal whose pieces never arrived, and the
+/// content is then stored again); when one fails part way, the next carries
+/// on from the first byte not yet handed over. An error of `sink` ends it
+/// at once. Returns the bytes handed over.
+pub fn stream(client: &Client, cid: &Cid, range: std::ops::Range<u64>, progress: &mut dyn FnMut(&str, u64, u64), sink: &mut Sink<'_>) -> anyhow::Result<u64> {
     let Holders { own, packs } = holders(client, cid)?;
+    let (done, sink_failed) = (std::cell::Cell::new(0u64), std::cell::Cell::new(false));
+    let mut counted = |bytes: Vec<u8>, part: std::ops::Range<usize>| {
+        let len = part.len() as u64;
+        sink(bytes, part).inspect_err(|_| sink_failed.set(true))?;
+        done.set(done.get() + len);
+        Ok(())
+    };
     if packs.is_empty() {
-        return get_own(client, cid, own, out, sync, progress);
+        stream_own(client, cid, own, range, progress, &mut counted)?;
+        return Ok(done.get());
     }
     let mut failures = Vec::new();
-    if !own.is_empty() {
-        match get_own(client, cid, own, out, sync, progress) {
-            Ok(n) => return Ok(n),
-            Err(e) => failures.push(format!("its own deals: {e:#}")),
-        }
-    }
-    for (pack, member) in &packs {
-        match get_member(client, cid, pack, member, out, sync, progress) {
-            Ok(n) => return Ok(n),
-            Err(e) => failures.push(format!("pack deal {}: {e:#}", pack.id)),
+    let mut own = (!own.is_empty()).then_some(own);
+    let sources = own.is_some().then_some(None).into_iter().chain(packs.iter().map(Some));
+    for source in sources {
+        let from = range.start.saturating_add(done.get());
+        let attempt = match source {
+            None => stream_own(client, cid, own.take().unwrap_or_default(), from..range.end, progress, &mut counted)
+                .map_err(|e| format!("its own deals: {e:#}")),
+            Some((pack, member)) => {
+                stream_member(client, cid, pack, member, from..range.end, &mut counted).map_err(|e| format!("pack deal {}: {e:#}", pack.id))
+            }
+        };
+        match attempt {
+            Ok(()) => return Ok(done.get()),
+            Err(e) if sink_failed.get() => anyhow::bail!("{e}"),
+            Err(e) => failures.push(e),
         }
     }
     anyhow::bail!("{cid} could not be read: {}", failures.join("; "))
 }
 
-/// Fetches content `cid` from the deals that hold it under its own id.
-fn get_own(client: &Client, cid: &Cid, own: Vec<DealDto>, out: &Path, sync: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> anyhow::Result<u64> {
-    let (manifest, deals) = manifest_from(cid, own)?;
-    let whole = (0..manifest.segments.len()).map(|n| (n, 0..manifest.segments[n].len as usize));
-    write_whole(out, sync, |file| fetch_into(file, client, &manifest, &deals, whole, manifest.total_len, progress))
-}
-
-/// Cuts object `cid` from `pack` into `out` and checks it against its content id.
-#[allow(clippy::too_many_arguments)]
-fn get_member(
+/// Bytes `range` of content `cid` from the deals that hold it under its own id.
+fn stream_own(
     client: &Client,
     cid: &Cid,
-    pack: &DealDto,
-    member: &PackMember,
-    out: &Path,
-    sync: bool,
+    own: Vec<DealDto>,
+    range: std::ops::Range<u64>,
     progress: &mut dyn FnMut(&str, u64, u64),
-) -> anyhow::Result<u64> {
-    // The deal came with the look-up.
-    let (manifest, deals) = pack_manifest(pack)?;
-    write_whole(out, sync, |file| {
-        let parts = segments_covering(&manifest, member.offset, member.len);
-        let done = fetch_into(file, client, &manifest, &deals, parts.into_iter(), member.len, progress)?;
-        anyhow::ensure!(done == member.len, "the pack ends before its member {cid}");
-        file.flush()?;
-        // The ledger holds what the pack's owner said; the bytes must be the object's.
-        let opts = PutOptions {
-            scheme: manifest.scheme,
-            segment_bytes: manifest.segment_bytes as usize,
-            duration_blocks: 1,
-            max_price_per_gib_block: Amount::ZERO,
-        };
-        let part = out.with_file_name(part_name(out));
-        let found = manifest_of_file(&part, &opts, &mut |_, _, _| {})?.cid();
-        anyhow::ensure!(found == *cid, "its bytes for {cid} hash to {found}; the pack's owner recorded a wrong member");
-        Ok(done)
+    sink: &mut Sink<'_>,
+) -> anyhow::Result<()> {
+    let (manifest, deals) = manifest_from(cid, own)?;
+    let end = range.end.min(manifest.total_len);
+    let (total, mut done) = (end.saturating_sub(range.start), 0);
+    let parts = segments_covering(&manifest, range.start, total);
+    fetch_segments(client, &manifest, &deals, parts.into_iter(), &mut |bytes, part| {
+        done += part.len() as u64;
+        sink(bytes, part)?;
+        progress("downloading", done, total);
+        Ok(())
     })
 }
 
-/// Appends the given ranges of segments to `file`, showing progress out of `total`; returns the bytes written.
-fn fetch_into(
-    file: &mut std::fs::File,
-    client: &Client,
-    manifest: &Manifest,
-    deals: &[DealDto],
-    parts: impl Iterator<Item = (usize, std::ops::Range<usize>)>,
-    total: u64,
-    progress: &mut dyn FnMut(&str, u64, u64),
-) -> anyhow::Result<u64> {
-    let mut done = 0;
-    fetch_segments(client, manifest, deals, parts, &mut |plain| {
-        file.write_all(plain)?;
-        done += plain.len() as u64;
-        progress("downloading", done, total);
+/// The most bytes of a packed object checked in memory (the endpoint packs
+/// objects of up to a MiB).
+const MEMBER_CHECK_MAX: u64 = 64 << 20;
+
+/// Bytes `range` of object `cid` inside `pack`: the object is cut from the
+/// pack's segments and checked against its own content id (the ledger holds
+/// what the pack's owner said) before any of it is handed over.
+fn stream_member(client: &Client, cid: &Cid, pack: &DealDto, member: &PackMember, range: std::ops::Range<u64>, sink: &mut Sink<'_>) -> anyhow::Result<()> {
+    // The deal came with the look-up.
+    let (manifest, deals) = pack_manifest(pack)?;
+    anyhow::ensure!(member.len <= MEMBER_CHECK_MAX, "its member {cid} is {} bytes, more than a packed object can be", member.len);
+    let mut bytes = Vec::with_capacity(member.len as usize);
+    let parts = segments_covering(&manifest, member.offset, member.len);
+    fetch_segments(client, &manifest, &deals, parts.into_iter(), &mut |got, part| {
+        bytes.extend_from_slice(&got[part]);
         Ok(())
     })?;
-    Ok(done)
+    anyhow::ensure!(bytes.len() as u64 == member.len, "the pack ends before its member {cid}");
+    let opts = PutOptions {
+        scheme: manifest.scheme,
+        segment_bytes: manifest.segment_bytes as usize,
+        duration_blocks: 1,
+        max_price_per_gib_block: Amount::ZERO,
+    };
+    let found = manifest_of_bytes(&bytes, &opts)?.cid();
+    anyhow::ensure!(found == *cid, "its bytes for {cid} hash to {found}; the pack's owner recorded a wrong member");
+    let end = range.end.min(member.len) as usize;
+    let start = (range.start as usize).min(end);
+    sink(bytes, start..end)
 }
 
 fn part_name(out: &Path) -> String {
     format!(".{}.part", out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "download".into()))
 }
 
-/// Runs `write` on `<out's dir>/.<name>.part`, then renames it to `out`
-/// (synced first when `sync`); on any error the part file goes and `out` is untouched.
-fn write_whole(out: &Path, sync: bool, write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<u64>) -> anyhow::Result<u64> {
+/// Runs `write` on `<out's dir>/.<name>.part`, syncs it and renames it to
+/// `out`; on any error the part file goes and `out` is untouched.
+fn write_whole(out: &Path, write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<u64>) -> anyhow::Result<u64> {
     let part = out.with_file_name(part_name(out));
     let result = (|| -> anyhow::Result<u64> {
         let mut file = std::fs::File::create(&part).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", part.display()))?;
         let n = write(&mut file)?;
-        if sync {
-            file.sync_all()?;
-        }
+        file.sync_all()?;
         Ok(n)
     })();
     match result {
@@ -632,14 +641,17 @@ fn write_whole(out: &Path, sync: bool, write: impl FnOnce(&mut std::fs::File) ->
 const PARALLEL_SEGMENTS: usize = 4;
 
 /// Fetches the given segments of `manifest` from the providers `deals` name
-/// (any K pieces each, data pieces first; a few segments at once), checks
-/// each against its hash and hands `sink` the given byte range of each, in order.
+/// (any K pieces each, data pieces first; a few segments at once) and hands
+/// `sink` the given byte range of each, in order. Every piece is checked
+/// against its hash in the manifest as it arrives, so the K data pieces of a
+/// segment are its bytes as they are, handed over one by one without a copy;
+/// a segment rebuilt from parity is checked against its own hash as well.
 fn fetch_segments(
     client: &Client,
     manifest: &Manifest,
     deals: &[DealDto],
     wanted: impl Iterator<Item = (usize, std::ops::Range<usize>)>,
-    sink: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
+    sink: &mut Sink<'_>,
 ) -> anyhow::Result<()> {
     let k = manifest.scheme.data as usize;
     let mut endpoints = BTreeMap::new();
@@ -671,18 +683,32 @@ fn fetch_segments(
         });
         for ((n, range), got) in group.iter().zip(fetched) {
             let seg = &manifest.segments[*n];
-            let have = match got {
+            let mut have = match got {
                 Fetched::Range(bytes) => {
-                    sink(&bytes)?;
+                    let len = bytes.len();
+                    sink(bytes, 0..len)?;
                     continue;
                 }
                 Fetched::Pieces(have) => have,
             };
             anyhow::ensure!(have.len() >= k, "segment {n}: only {} of the {k} pieces needed are reachable", have.len());
+            let shard = manifest.scheme.shard_bytes(seg.len as usize);
+            have.sort_by_key(|(i, _)| *i);
+            if have.iter().take(k).enumerate().all(|(at, (i, b))| *i == at && b.len() == shard) {
+                // Data piece i holds plain bytes [i*shard, (i+1)*shard).
+                for (i, bytes) in have.into_iter().take(k) {
+                    let (start, end) = (i * shard, (i + 1) * shard);
+                    let (from, to) = (range.start.max(start), range.end.min(end));
+                    if from < to {
+                        sink(bytes, from - start..to - start)?;
+                    }
+                }
+                continue;
+            }
             let refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
             let plain = codec.decode(seg.len as usize, &refs)?;
             anyhow::ensure!(Hash32::blake3(&plain) == seg.hash, "segment {n} failed its hash check after decoding");
-            sink(&plain[range.clone()])?;
+            sink(plain, range.clone())?;
         }
     }
     Ok(())

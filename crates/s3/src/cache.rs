@@ -5,6 +5,11 @@
 //! against their hashes (GET), so a GET of a recent object is a local read
 //! instead of K piece fetches and a decode.
 //!
+//! A GET that misses fills the cache only when the same content missed
+//! before (`wants`): one pass over more data than the cache holds (a dataset
+//! read once) streams through without writing every object to disk and
+//! evicting what is read again and again.
+//!
 //! Entries whose files were never synced (small bodies, durable elsewhere
 //! until they reached the network) live under `unsynced/`, which a restart
 //! empties: a power loss may have torn them, and the cache never serves a
@@ -18,6 +23,8 @@ use tessera_ledger::storage::PackMember;
 
 /// The subdirectory of entries whose files were never synced.
 const UNSYNCED: &str = "unsynced";
+/// Content ids remembered as missed once, for `wants` (32 bytes each).
+const MISSES_KEPT: usize = 8192;
 
 pub struct ContentCache {
     dir: PathBuf,
@@ -39,6 +46,10 @@ struct State {
     members: HashMap<[u8; 32], ([u8; 32], u64)>,
     /// Pack content id -> the members registered above.
     packs: HashMap<[u8; 32], Vec<[u8; 32]>>,
+    /// Content that missed once and is not cached, oldest first, and the
+    /// same as a set; at most `MISSES_KEPT`.
+    missed: std::collections::VecDeque<[u8; 32]>,
+    missed_set: std::collections::HashSet<[u8; 32]>,
 }
 
 impl State {
@@ -156,6 +167,31 @@ impl ContentCache {
         self.evict(&mut st);
     }
 
+    /// Whether a GET that missed content `cid` (`size` bytes) should fill
+    /// the cache with it: only when it fits and missed before. The first
+    /// miss is remembered (the latest `MISSES_KEPT` of them).
+    pub fn wants(&self, cid: &[u8; 32], size: u64) -> bool {
+        if size > self.max_bytes / 4 {
+            return false;
+        }
+        let mut st = self.state.lock().expect("cache lock");
+        if st.entries.contains_key(cid) {
+            return false;
+        }
+        if st.missed_set.remove(cid) {
+            st.missed.retain(|c| c != cid);
+            return true;
+        }
+        if st.missed.len() == MISSES_KEPT
+            && let Some(oldest) = st.missed.pop_front()
+        {
+            st.missed_set.remove(&oldest);
+        }
+        st.missed.push_back(*cid);
+        st.missed_set.insert(*cid);
+        false
+    }
+
     /// Whether a cached pack serves content `cid`.
     pub fn in_pack(&self, cid: &[u8; 32]) -> bool {
         self.state.lock().expect("cache lock").members.contains_key(cid)
@@ -255,6 +291,33 @@ mod tests {
         }
         assert!(small.open_entry(&[1; 32]).is_none());
         assert_eq!(std::fs::read_dir(work.path().join("small").join(UNSYNCED)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_miss_fills_the_cache_the_second_time_only() {
+        let work = tempfile::tempdir().unwrap();
+        let cache = ContentCache::open(&work.path().join("cache"), 1000).unwrap();
+        assert!(!cache.wants(&[1; 32], 100), "first miss: remembered only");
+        assert!(cache.wants(&[1; 32], 100), "second miss: fill");
+        assert!(!cache.wants(&[1; 32], 100), "forgotten once wanted");
+        assert!(!cache.wants(&[2; 32], 300) && !cache.wants(&[2; 32], 300), "over a quarter of the cache: never");
+        cache.insert(&[3; 32], &file(work.path(), "f3", 100), 100);
+        assert!(!cache.wants(&[3; 32], 100) && !cache.wants(&[3; 32], 100), "cached already");
+        // Only the latest misses are remembered.
+        for i in 0..MISSES_KEPT as u32 + 1 {
+            let mut cid = [0u8; 32];
+            cid[..4].copy_from_slice(&i.to_le_bytes());
+            cid[31] = 7;
+            assert!(!cache.wants(&cid, 1));
+        }
+        let st = cache.state.lock().unwrap();
+        assert_eq!((st.missed.len(), st.missed_set.len()), (MISSES_KEPT, MISSES_KEPT));
+        drop(st);
+        let mut first = [0u8; 32];
+        first[31] = 7;
+        assert!(!cache.wants(&first, 1), "the oldest miss was forgotten");
+        let off = ContentCache::open(&work.path().join("off"), 0).unwrap();
+        assert!(!off.wants(&[1; 32], 1) && !off.wants(&[1; 32], 1), "a disabled cache wants nothing");
     }
 
     #[test]

@@ -542,6 +542,59 @@ fn read_upload(dir: &Path) -> S3Result<UploadMeta> {
 /// The gateway as the S3 service sees it; the job exporter shares the same gateway.
 pub struct Endpoint(pub Arc<Gateway>);
 
+/// Chunks of a GET read from the storage network (each at most a piece)
+/// that wait for the client to take them.
+const STREAM_AHEAD: usize = 4;
+
+impl Endpoint {
+    /// Bytes `range` of content `cid` (`size` bytes in all) streamed from
+    /// the storage network as they arrive and pass their checks
+    /// (`storage::stream`): the first bytes go out after one segment's
+    /// pieces, a range reads only the segments under it, and nothing lands
+    /// on disk unless the read cache wants the whole object
+    /// (`ContentCache::wants`), which is then written there on the way.
+    /// ServiceUnavailable when the network gives none of it; a failure part
+    /// way cuts the body short, which a client sees as a broken response.
+    async fn network_body(&self, cid: [u8; 32], size: u64, range: std::ops::Range<u64>) -> S3Result<StreamingBlob> {
+        let gateway = self.0.clone();
+        let whole = range.start == 0 && range.end == size;
+        let fill = (whole && gateway.cache.wants(&cid, size)).then(|| gateway.spool_path());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(STREAM_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            // A copy for the read cache; the network holds the durable one.
+            let mut file = fill.as_ref().and_then(|path| std::fs::File::create(path).ok());
+            let mut filled = file.is_some();
+            let streamed = tessera_client::storage::stream(&gateway.node, &Cid(Hash32(cid)), range, &mut |_, _, _| {}, &mut |bytes, part| {
+                if let Some(f) = file.as_mut()
+                    && std::io::Write::write_all(f, &bytes[part.clone()]).is_err()
+                {
+                    (file, filled) = (None, false);
+                }
+                tx.blocking_send(Ok(bytes::Bytes::from(bytes).slice(part))).map_err(|_| anyhow::anyhow!("the client went away"))
+            });
+            drop(file);
+            match (&streamed, fill) {
+                (Ok(n), Some(path)) if filled && *n == size => gateway.cache.insert_unsynced(&cid, &path, size),
+                (_, Some(path)) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                _ => {}
+            }
+            if let Err(e) = streamed {
+                let _ = tx.blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+            }
+        });
+        match rx.recv().await {
+            Some(Ok(first)) => {
+                let rest = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+                Ok(StreamingBlob::wrap(futures_util::stream::once(async { Ok(first) }).chain(rest)))
+            }
+            Some(Err(e)) => Err(s3_error!(ServiceUnavailable, "the storage network did not return the object: {e}")),
+            None => Err(s3_error!(InternalError, "the read from the storage network ended without an answer")),
+        }
+    }
+}
+
 impl std::ops::Deref for Endpoint {
     type Target = Gateway;
     fn deref(&self) -> &Gateway {
@@ -652,26 +705,8 @@ impl S3 for Endpoint {
                         let part = bytes::Bytes::from(held).slice(start as usize..end as usize);
                         StreamingBlob::wrap(futures_util::stream::once(async { Ok::<_, std::io::Error>(part) }))
                     }
-                    Local::File(local) => {
-                        let (file, base) = match local {
-                            Some(found) => found,
-                            None => {
-                                let out = self.spool_path();
-                                let node = self.node.clone();
-                                let target = out.clone();
-                                tokio::task::spawn_blocking(move || {
-                                    // A copy for the read cache and this response; the network holds the durable one.
-                                    tessera_client::storage::get_unsynced(&node, &Cid(Hash32(cid)), &target, &mut |_, _, _| {})
-                                })
-                                .await
-                                .map_err(internal)?
-                                .map_err(|e| s3_error!(ServiceUnavailable, "the storage network did not return the object: {e:#}"))?;
-                                // Opened first: the handle stays readable whether the cache keeps the file or not.
-                                let file = std::fs::File::open(&out).map_err(internal)?;
-                                self.cache.insert_unsynced(&cid, &out, meta.size);
-                                (file, 0)
-                            }
-                        };
+                    Local::File(None) => self.network_body(cid, meta.size, start..end).await?,
+                    Local::File(Some((file, base))) => {
                         // The object's bytes start at `base` in the file (a cached pack's member).
                         if end - start <= crate::placer::INLINE_BODY_MAX {
                             // A small read from the page cache: one positioned read here

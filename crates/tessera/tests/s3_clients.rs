@@ -41,18 +41,7 @@ fn boto3_and_aws_cli_against_the_devnet_endpoint() {
         std::fs::read_to_string(dir.path().join("devnet").join("s3.log")).unwrap_or_default()
     );
 
-    let aws = |args: &[&str]| {
-        Command::new("aws")
-            .args(["--endpoint-url", &endpoint])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", access)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .output()
-            .expect("aws CLI is missing: run the tests through scripts/test.sh, which installs it")
-    };
+    let aws = |args: &[&str]| net.aws(access, secret, args);
     let input = dir.path().join("weights.bin");
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&input, &data).unwrap();

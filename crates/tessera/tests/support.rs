@@ -76,6 +76,22 @@ impl Devnet {
         std::fs::read_to_string(self.home.join("devnet.log")).unwrap_or_default()
     }
 
+    /// Runs the aws CLI with `args` against this devnet's S3 endpoint, as
+    /// the holder of S3 key `access`/`secret`, with no configuration of
+    /// this machine's.
+    pub fn aws(&self, access: &str, secret: &str, args: &[&str]) -> Output {
+        Command::new("aws")
+            .args(["--endpoint-url", &format!("http://127.0.0.1:{}", self.s3_port)])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", access)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .expect("aws CLI is missing: run the tests through scripts/test.sh, which installs it")
+    }
+
     /// Runs `tessera <args>` against this devnet.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
