@@ -139,6 +139,23 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Lets the kernel drop the cached pages of `file`, once synced, for data
+/// written once and rarely read back soon (a provider's pieces): the page
+/// cache then stops growing with everything stored, and a new write reuses
+/// the pages just let go, which costs far less CPU than pages the machine
+/// has not handed out lately (on a 2-core VM, writing and syncing a MiB cost
+/// 0.5 ms this way against 3.4 ms into fresh pages). Best effort; nothing
+/// off Linux.
+pub fn drop_cached(file: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: posix_fadvise on an open descriptor only advises the kernel.
+    unsafe {
+        libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(file), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
 /// Renames the synced file `from` to `to` and syncs the directory entry, so
 /// the new name survives a power loss. A missing directory of `to` is
 /// created, and its own entry synced too.

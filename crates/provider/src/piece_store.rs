@@ -216,6 +216,8 @@ impl PieceStore {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
+            // Stored for the network, not for reading back soon.
+            tessera_client::keyring::drop_cached(&f);
             rename_durably(&tmp, &self.path(hash))?;
             Ok(())
         })();
