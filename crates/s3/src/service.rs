@@ -563,16 +563,16 @@ impl Endpoint {
         tokio::task::spawn_blocking(move || {
             // A copy for the read cache; the network holds the durable one.
             let mut file = fill.as_ref().and_then(|path| std::fs::File::create(path).ok());
-            let mut filled = file.is_some();
             let streamed = tessera_client::storage::stream(&gateway.node, &Cid(Hash32(cid)), range, &mut |_, _, _| {}, &mut |bytes, part| {
                 if let Some(f) = file.as_mut()
                     && std::io::Write::write_all(f, &bytes[part.clone()]).is_err()
                 {
-                    (file, filled) = (None, false);
+                    file = None;
                 }
                 tx.blocking_send(Ok(bytes::Bytes::from(bytes).slice(part))).map_err(|_| anyhow::anyhow!("the client went away"))
             });
-            drop(file);
+            // Closed here; still open only if every write went in.
+            let filled = file.take().is_some();
             match (&streamed, fill) {
                 (Ok(n), Some(path)) if filled && *n == size => gateway.cache.insert_unsynced(&cid, &path, size),
                 (_, Some(path)) => {

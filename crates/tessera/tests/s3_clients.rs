@@ -38,7 +38,7 @@ fn boto3_and_aws_cli_against_the_devnet_endpoint() {
         "boto3 flows failed:\n{}\n{}\nS3 log:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.path().join("devnet").join("s3.log")).unwrap_or_default()
+        net.s3_log()
     );
 
     let aws = |args: &[&str]| net.aws(access, secret, args);
@@ -153,7 +153,7 @@ fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Pa
             String::from_utf8_lossy(&o.stderr),
             deals_of(cid),
             log(),
-            std::fs::read_to_string(net.home.join("devnet").join("s3.log")).unwrap_or_default()
+            net.s3_log()
         );
         assert_eq!(&std::fs::read(&out).unwrap(), body, "packed object {n} from the storage network");
     }

@@ -9,10 +9,6 @@ use std::collections::BTreeSet;
 use support::*;
 use tessera_client::api::{DealDto, ProviderDto};
 
-fn s3_log(net: &Devnet) -> String {
-    std::fs::read_to_string(net.home.join("devnet").join("s3.log")).unwrap_or_default()
-}
-
 /// The first deal: the 3 MB file's.
 fn deal(net: &Devnet) -> DealDto {
     net.client().get::<Vec<DealDto>>("/deals").unwrap().into_iter().next().expect("a deal")
@@ -59,7 +55,7 @@ fn put_get_and_survive_wipe_corruption_and_a_dead_provider() {
     let (access, secret) = (key["access_key"].as_str().unwrap(), key["secret_key"].as_str().unwrap());
     let aws = |args: &[&str]| {
         let o = net.aws(access, secret, args);
-        assert!(o.status.success(), "aws {args:?}: {}\nS3 log:\n{}", String::from_utf8_lossy(&o.stderr), s3_log(&net));
+        assert!(o.status.success(), "aws {args:?}: {}\nS3 log:\n{}", String::from_utf8_lossy(&o.stderr), net.s3_log());
         o
     };
     let object: Vec<u8> = data.iter().chain(&data).chain(&data).copied().collect();

@@ -76,6 +76,11 @@ impl Devnet {
         std::fs::read_to_string(self.home.join("devnet.log")).unwrap_or_default()
     }
 
+    /// The log of the devnet's S3 endpoint (as the devnet started it).
+    pub fn s3_log(&self) -> String {
+        std::fs::read_to_string(self.home.join("devnet").join("s3.log")).unwrap_or_default()
+    }
+
     /// Runs the aws CLI with `args` against this devnet's S3 endpoint, as
     /// the holder of S3 key `access`/`secret`, with no configuration of
     /// this machine's.
