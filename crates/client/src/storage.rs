@@ -640,6 +640,18 @@ fn write_whole(out: &Path, write: impl FnOnce(&mut std::fs::File) -> anyhow::Res
 /// Segments fetched at once (memory: this many segments and their pieces).
 const PARALLEL_SEGMENTS: usize = 4;
 
+/// The most bytes [`stream`] holds at once for `len` bytes of content cut
+/// into `segment_bytes` segments: the segments it fetches side by side (as
+/// many as the range can touch, unaligned, up to `PARALLEL_SEGMENTS`), each
+/// with every piece of `scheme` in the worst case (data pieces that fail
+/// are made up from parity). Pieces the sink still holds are the sink's.
+pub fn stream_memory(len: u64, segment_bytes: usize, scheme: ErasureScheme) -> u64 {
+    let seg = segment_bytes.max(1) as u64;
+    let touched = len.div_ceil(seg).saturating_add(1).min(PARALLEL_SEGMENTS as u64);
+    let pieces = u64::from(scheme.data) + u64::from(scheme.parity);
+    touched * scheme.shard_bytes(segment_bytes) as u64 * pieces
+}
+
 /// Fetches the given segments of `manifest` from the providers `deals` name
 /// (any K pieces each, data pieces first; a few segments at once) and hands
 /// `sink` the given byte range of each, in order. Every piece is checked

@@ -47,7 +47,17 @@ pub struct Gateway {
     pub(crate) manifests: std::sync::Mutex<std::collections::HashMap<[u8; 32], tessera_storage::Manifest>>,
     /// Hashes large bodies side by side (`None` without AVX-512).
     md5: Option<Lanes>,
+    /// MiB that GETs reading the storage network may hold at once
+    /// (`NETWORK_READ_MIB`); a read waits here for its share.
+    reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// The memory, in MiB, of every GET read from the storage network together
+/// (`Endpoint::network_body`): a cold read of a 4 MiB object takes 16 of
+/// it, one of an object in 64 MiB segments 448, so reads of huge objects go
+/// one at a time and many small ones side by side, and the endpoint's memory
+/// stays bounded however many clients miss the cache at once.
+const NETWORK_READ_MIB: u32 = 512;
 
 /// Most staged manifests kept for the placer.
 const MAX_STAGED_MANIFESTS: usize = 4096;
@@ -195,7 +205,21 @@ impl Gateway {
         let index = Arc::new(index);
         let staging = Staging::open(&work_dir.join("staged"), staging_bytes, &index)?;
         let node = Client::new(&rpc);
-        Ok(Gateway { index, keys, keyring, rpc, node, work_dir, put_options: default_put_options(), cache, staging, payers: Default::default(), manifests: Default::default(), md5: Lanes::start() })
+        Ok(Gateway {
+            index,
+            keys,
+            keyring,
+            rpc,
+            node,
+            work_dir,
+            put_options: default_put_options(),
+            cache,
+            staging,
+            payers: Default::default(),
+            manifests: Default::default(),
+            md5: Lanes::start(),
+            reads: Arc::new(tokio::sync::Semaphore::new(NETWORK_READ_MIB as usize)),
+        })
     }
 
     fn caller<T>(&self, req: &S3Request<T>) -> S3Result<AccessKey> {
@@ -555,12 +579,17 @@ impl Endpoint {
     /// (`ContentCache::wants`), which is then written there on the way.
     /// ServiceUnavailable when the network gives none of it; a failure part
     /// way cuts the body short, which a client sees as a broken response.
+    /// It first waits for its share of `NETWORK_READ_MIB`, held until both
+    /// the read and the response body are done.
     async fn network_body(&self, cid: [u8; 32], size: u64, range: std::ops::Range<u64>) -> S3Result<StreamingBlob> {
         let gateway = self.0.clone();
+        let share = Arc::new(gateway.reads.clone().acquire_many_owned(read_share_mib(&gateway.put_options, size, &range)).await.map_err(internal)?);
+        let read_share = share.clone();
         let whole = range.start == 0 && range.end == size;
         let fill = (whole && gateway.cache.wants(&cid, size)).then(|| gateway.spool_path());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(STREAM_AHEAD);
         tokio::task::spawn_blocking(move || {
+            let _share = read_share;
             // A copy for the read cache; the network holds the durable one.
             let mut file = fill.as_ref().and_then(|path| std::fs::File::create(path).ok());
             let streamed = tessera_client::storage::stream(&gateway.node, &Cid(Hash32(cid)), range, &mut |_, _, _| {}, &mut |bytes, part| {
@@ -586,13 +615,24 @@ impl Endpoint {
         });
         match rx.recv().await {
             Some(Ok(first)) => {
-                let rest = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+                let rest = futures_util::stream::unfold((rx, share), |(mut rx, share)| async move { rx.recv().await.map(|chunk| (chunk, (rx, share))) });
                 Ok(StreamingBlob::wrap(futures_util::stream::once(async { Ok(first) }).chain(rest)))
             }
             Some(Err(e)) => Err(s3_error!(ServiceUnavailable, "the storage network did not return the object: {e}")),
             None => Err(s3_error!(InternalError, "the read from the storage network ended without an answer")),
         }
     }
+}
+
+/// The MiB of `NETWORK_READ_MIB` a read of bytes `range` of an object of
+/// `size` bytes holds: what `storage::stream` holds for it in the segments
+/// the endpoint stores such an object in (`opts_for_size`), and the chunks
+/// waiting for the client (a piece each); all of it for a read larger than that.
+fn read_share_mib(put_options: &PutOptions, size: u64, range: &std::ops::Range<u64>) -> u32 {
+    let opts = opts_for_size(put_options, size);
+    let piece = opts.scheme.shard_bytes(opts.segment_bytes) as u64;
+    let bytes = tessera_client::storage::stream_memory(range.end - range.start, opts.segment_bytes, opts.scheme) + STREAM_AHEAD as u64 * piece;
+    u32::try_from(bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX).clamp(1, NETWORK_READ_MIB)
 }
 
 impl std::ops::Deref for Endpoint {
@@ -949,4 +989,26 @@ impl S3 for Endpoint {
 enum Local {
     Held(Vec<u8>),
     File(Option<(std::fs::File, u64)>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_reads_share_a_bounded_budget() {
+        let opts = default_put_options();
+        let whole = |size: u64| read_share_mib(&opts, size, &(0..size));
+        // A 4 MiB object: two segments it may straddle, six 1 MiB pieces each, four waiting.
+        assert_eq!(whole(4 << 20), 16);
+        assert!(whole(4 << 10) <= whole(4 << 20));
+        assert!(NETWORK_READ_MIB / whole(4 << 20) >= 16, "a client with 16 cold GETs of 4 MiB objects waits for none");
+        // Huge objects (64 MiB segments) read one at a time; none asks for more than there is.
+        let huge = whole(64 << 30);
+        assert_eq!(huge, 448);
+        assert!(2 * huge > NETWORK_READ_MIB);
+        assert!(whole(u64::MAX / 2) <= NETWORK_READ_MIB);
+        // A range reads only the segments under it.
+        assert!(read_share_mib(&opts, 64 << 30, &(0..1 << 20)) < huge);
+    }
 }
