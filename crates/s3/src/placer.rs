@@ -468,15 +468,21 @@ enum Next {
 /// points at any more are ended instead.
 fn next_batch(gateway: &Gateway, state: &Mutex<Schedule>) -> Next {
     let now = Instant::now();
-    let pending = match gateway.index.pending() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("s3: cannot read pending placements: {e:#}");
-            Vec::new()
-        }
-    };
     let mut due: Vec<Pending> = {
+        // The schedule is locked before the entries are read: a batch in
+        // flight ends its entries in the index and only then leaves the
+        // schedule, so an entry is either still in flight here or no longer
+        // in what is read. (Read first, an entry placed meanwhile came back
+        // out of flight as still pending, and its pack failed for want of
+        // a body already let go.)
         let st = state.lock().expect("placer lock");
+        let pending = match gateway.index.pending() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("s3: cannot read pending placements: {e:#}");
+                Vec::new()
+            }
+        };
         pending
             .into_iter()
             .filter(|p| {
