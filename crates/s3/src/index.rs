@@ -351,20 +351,25 @@ impl Index {
         Ok(self.which_pending(std::slice::from_ref(cid))?[0])
     }
 
-    /// Records a failed placement attempt.
-    pub fn pending_failed(&self, pending: &Pending, reason: &str) -> anyhow::Result<()> {
+    /// Records failed placement attempts, each with its reason, in one transaction.
+    pub fn pending_failed(&self, failed: &[(&Pending, String)]) -> anyhow::Result<()> {
+        if failed.is_empty() {
+            return Ok(());
+        }
         let w = self.db.begin_write()?;
         {
             let mut t = w.open_table(PENDING)?;
-            let pkey = pending.key();
-            let current: Option<Pending> = match t.get(pkey.as_str())? {
-                Some(v) => Some(borsh::from_slice(v.value())?),
-                None => None,
-            };
-            if let Some(mut p) = current {
-                p.attempts += 1;
-                p.last_error = Some(reason.chars().take(500).collect());
-                t.insert(pkey.as_str(), borsh::to_vec(&p)?.as_slice())?;
+            for (pending, reason) in failed {
+                let pkey = pending.key();
+                let current: Option<Pending> = match t.get(pkey.as_str())? {
+                    Some(v) => Some(borsh::from_slice(v.value())?),
+                    None => None,
+                };
+                if let Some(mut p) = current {
+                    p.attempts += 1;
+                    p.last_error = Some(reason.chars().take(500).collect());
+                    t.insert(pkey.as_str(), borsh::to_vec(&p)?.as_slice())?;
+                }
             }
         }
         w.commit()?;

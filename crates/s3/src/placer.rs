@@ -568,6 +568,7 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
                     *r = Err(anyhow::anyhow!("{reason}"));
                 }
             }
+            let mut failed = Vec::new();
             for (p, result) in batch.iter().zip(results) {
                 let id = (p.owner.clone(), p.cid);
                 match result {
@@ -588,13 +589,21 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
                             p.owner,
                             backoff.as_secs()
                         );
-                        st.retry_at.insert(id.clone(), (Instant::now() + backoff, tries));
-                        drop(st);
-                        let _ = gateway.index.pending_failed(p, &format!("{e:#}"));
+                        st.retry_at.insert(id, (Instant::now() + backoff, tries));
+                        failed.push((p, format!("{e:#}")));
                     }
                 }
-                state.lock().expect("placer lock").in_flight.remove(&id);
             }
+            // Every failure of the batch in one transaction (a failed pack
+            // is hundreds of entries), before they leave the schedule.
+            if let Err(e) = off_the_runtime(|| gateway.index.pending_failed(&failed)) {
+                eprintln!("s3: cannot record the failed placements: {e:#}");
+            }
+            let mut st = state.lock().expect("placer lock");
+            for p in &batch {
+                st.in_flight.remove(&(p.owner.clone(), p.cid));
+            }
+            drop(st);
             drop(slot);
             gateway.staging.wake.notify_one();
         });
