@@ -468,29 +468,29 @@ enum Next {
 /// points at any more are ended instead.
 fn next_batch(gateway: &Gateway, state: &Mutex<Schedule>) -> Next {
     let now = Instant::now();
-    let mut due: Vec<Pending> = {
-        // The schedule is locked before the entries are read: a batch in
-        // flight ends its entries in the index and only then leaves the
-        // schedule, so an entry is either still in flight here or no longer
-        // in what is read. (Read first, an entry placed meanwhile came back
-        // out of flight as still pending, and its pack failed for want of
-        // a body already let go.)
-        let st = state.lock().expect("placer lock");
-        let pending = match gateway.index.pending() {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("s3: cannot read pending placements: {e:#}");
-                Vec::new()
-            }
-        };
-        pending
-            .into_iter()
-            .filter(|p| {
-                let id = (p.owner.clone(), p.cid);
-                !st.in_flight.contains(&id) && st.retry_at.get(&id).is_none_or(|(at, _)| *at <= now)
-            })
-            .collect()
+    let read = || {
+        gateway.index.pending().unwrap_or_else(|e| {
+            eprintln!("s3: cannot read pending placements: {e:#}");
+            Vec::new()
+        })
     };
+    // A batch in flight ends its entries in the index and only then leaves
+    // the schedule, so entries read while none left are either still in
+    // flight or no longer pending. When one left meanwhile, what was read
+    // may hold it as pending with its body already let go (and its batch
+    // would fail for want of it): read again with the schedule locked.
+    let seen = state.lock().expect("placer lock").left;
+    let pending = read();
+    let st = state.lock().expect("placer lock");
+    let pending = if st.left == seen { pending } else { read() };
+    let mut due: Vec<Pending> = pending
+        .into_iter()
+        .filter(|p| {
+            let id = (p.owner.clone(), p.cid);
+            !st.in_flight.contains(&id) && st.retry_at.get(&id).is_none_or(|(at, _)| *at <= now)
+        })
+        .collect();
+    drop(st);
     // Oldest acknowledgement first, so that a stream of new PUTs starves nothing.
     due.sort_by_key(|p| p.since_ms);
     // Give a stream of PUTs a moment to gather, so that small objects
@@ -603,6 +603,7 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             for p in &batch {
                 st.in_flight.remove(&(p.owner.clone(), p.cid));
             }
+            st.left += 1;
             drop(st);
             drop(slot);
             gateway.staging.wake.notify_one();
@@ -656,6 +657,8 @@ fn lower_own_priority() {
 struct Schedule {
     in_flight: std::collections::HashSet<(String, [u8; 32])>,
     retry_at: HashMap<(String, [u8; 32]), (Instant, u32)>,
+    /// Batches that have left flight so far.
+    left: u64,
 }
 
 /// Objects up to this size are packed together (one deal and one set of
