@@ -59,6 +59,9 @@ pub struct Gateway {
 /// stays bounded however many clients miss the cache at once.
 const NETWORK_READ_MIB: u32 = 512;
 
+/// How long a GET waits for its share of `NETWORK_READ_MIB`.
+const READ_SHARE_WAIT: Duration = Duration::from_secs(30);
+
 /// Most staged manifests kept for the placer.
 const MAX_STAGED_MANIFESTS: usize = 4096;
 
@@ -580,10 +583,15 @@ impl Endpoint {
     /// ServiceUnavailable when the network gives none of it; a failure part
     /// way cuts the body short, which a client sees as a broken response.
     /// It first waits for its share of `NETWORK_READ_MIB`, held until both
-    /// the read and the response body are done.
+    /// the read and the response body are done; SlowDown when none comes
+    /// within `READ_SHARE_WAIT` (readers that stopped reading hold it).
     async fn network_body(&self, cid: [u8; 32], size: u64, range: std::ops::Range<u64>) -> S3Result<StreamingBlob> {
         let gateway = self.0.clone();
-        let share = Arc::new(gateway.reads.clone().acquire_many_owned(read_share_mib(&gateway.put_options, size, &range)).await.map_err(internal)?);
+        let wanted = gateway.reads.clone().acquire_many_owned(read_share_mib(&gateway.put_options, size, &range));
+        let share = match tokio::time::timeout(READ_SHARE_WAIT, wanted).await {
+            Ok(share) => Arc::new(share.map_err(internal)?),
+            Err(_) => return Err(s3_error!(SlowDown, "too many reads from the storage network at once; retry later")),
+        };
         let read_share = share.clone();
         let whole = range.start == 0 && range.end == size;
         let fill = (whole && gateway.cache.wants(&cid, size)).then(|| gateway.spool_path());
