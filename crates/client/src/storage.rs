@@ -580,6 +580,20 @@ fn stream_own(
     })
 }
 
+/// Hands `sink` the whole content of one deal (a content that fits one deal,
+/// such as a pack), every segment checked against the deal's manifest and
+/// the manifest against the content id; other deals of the same content are
+/// not asked (see [`stream`] for reads that fall back on them).
+pub fn stream_deal(client: &Client, deal: &DealDto, sink: &mut Sink<'_>) -> anyhow::Result<u64> {
+    let (manifest, deals) = manifest_from(&Cid(deal.cid), vec![deal.clone()])?;
+    let mut done = 0;
+    fetch_segments(client, &manifest, &deals, segments_covering(&manifest, 0, manifest.total_len).into_iter(), &mut |bytes, part| {
+        done += part.len() as u64;
+        sink(bytes, part)
+    })?;
+    Ok(done)
+}
+
 /// The most bytes of a packed object checked in memory (the endpoint packs
 /// objects of up to a MiB).
 const MEMBER_CHECK_MAX: u64 = 64 << 20;

@@ -468,6 +468,33 @@ impl Index {
         Ok(out)
     }
 
+    /// Records pack `pack`, stored on the storage network, and which content sits in it.
+    pub fn add_pack(&self, pack: &[u8; 32], record: &PackRecord) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        record_pack(&w, pack, record)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    /// For each of `members` of pack `pack`, in one read: whether an object
+    /// points at it, and whether another recorded pack holds it too.
+    pub fn members_state(&self, pack: &[u8; 32], members: &[[u8; 32]]) -> anyhow::Result<Vec<(bool, bool)>> {
+        let r = self.db.begin_read()?;
+        let (refs, packed) = (r.open_table(REFS)?, r.open_table(PACKED_IN)?);
+        members
+            .iter()
+            .map(|m| {
+                let live = refs.get(m)?.is_some_and(|v| v.value() > 0);
+                let (lo, hi) = (packed_key(m, &[0; 32]), packed_key(m, &[0xff; 32]));
+                let mut elsewhere = false;
+                for item in packed.range::<&[u8; 64]>(&lo..=&hi)? {
+                    elsewhere |= item?.0.value()[32..] != pack[..];
+                }
+                Ok((live, elsewhere))
+            })
+            .collect()
+    }
+
     /// Forgets a pack whose deal ended.
     pub fn forget_pack(&self, pack: &[u8; 32]) -> anyhow::Result<()> {
         let w = self.db.begin_write()?;

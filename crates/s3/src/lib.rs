@@ -4,11 +4,13 @@
 //! database; an object is acknowledged once its body is durable in the
 //! endpoint's staging area, and `placer` then stores it as content through
 //! storage deals paid by the key's account (an object becomes visible only
-//! once it is whole; a crash loses nothing acknowledged). Jobs
+//! once it is whole; a crash loses nothing acknowledged); `compact` rewrites
+//! packs whose objects were mostly deleted. Jobs
 //! name objects as inputs (HEAD reports the content id) and write their
 //! results into buckets (`export`).
 
 pub mod cache;
+pub mod compact;
 pub mod export;
 pub mod index;
 pub mod keys;

@@ -50,6 +50,8 @@ pub struct Gateway {
     /// MiB that GETs reading the storage network may hold at once
     /// (`NETWORK_READ_MIB`); a read waits here for its share.
     reads: Arc<tokio::sync::Semaphore>,
+    /// Packs to look at since one of their objects lost its last reference.
+    pub(crate) compactor: crate::compact::Compactor,
 }
 
 /// The memory, in MiB, of every GET read from the storage network together
@@ -222,6 +224,7 @@ impl Gateway {
             manifests: Default::default(),
             md5: Lanes::start(),
             reads: Arc::new(tokio::sync::Semaphore::new(NETWORK_READ_MIB as usize)),
+            compactor: Default::default(),
         })
     }
 
@@ -333,7 +336,8 @@ impl Gateway {
 
     /// Ends the deals of `cid` once no object points at it any more, and
     /// the deal of each pack it sat in once none of that pack's objects is
-    /// pointed at.
+    /// pointed at; a pack some objects still point at is looked at by the
+    /// compactor, which rewrites it once it is mostly unread.
     pub(crate) async fn release(&self, owner: &str, cid: Option<[u8; 32]>) {
         let Some(cid) = cid else { return };
         if self.index.references(&cid).unwrap_or(1) > 0 {
@@ -341,10 +345,13 @@ impl Gateway {
         }
         let mut unused: Vec<([u8; 32], String)> = Vec::new();
         for pack in self.index.packs_of(&cid).unwrap_or_default() {
-            if let Ok(Some(record)) = self.index.pack(&pack)
-                && record.members.iter().all(|m| self.index.references(m).unwrap_or(1) == 0)
-            {
-                unused.push((pack, record.owner));
+            if let Ok(Some(record)) = self.index.pack(&pack) {
+                if record.members.iter().all(|m| self.index.references(m).unwrap_or(1) == 0) {
+                    unused.push((pack, record.owner));
+                } else {
+                    // Still read: rewritten once it is mostly unread (`compact`).
+                    self.compactor.kick(pack);
+                }
             }
         }
         let keys: Vec<Option<tessera_crypto::KeyPair>> = unused.iter().map(|(_, o)| self.keyring.get(o).ok()).collect();

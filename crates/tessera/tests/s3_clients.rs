@@ -171,14 +171,46 @@ fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Pa
     assert!(!only_packed.is_empty(), "every object also has a deal of its own: {:?}", cids.iter().map(|c| deals_of(c)).collect::<Vec<_>>());
     let refused = net.fails(&["storage", "rm", only_packed[0], "--from", "dev"]);
     assert!(refused.contains("inside pack"), "removing one packed object alone is refused: {refused}");
-    // The pack's deal ends once its last object is deleted, not before.
-    let pack_active = || client.get::<tessera_client::api::DealDto>(&format!("/deals/{pack_id}")).unwrap().active;
-    for n in 0..bodies.len() {
-        assert!(pack_active(), "pack deal ended with {} of its objects left", bodies.len() - n);
+    // Deleting a pack's objects: the pack is kept while more than half of
+    // its bytes are still read; then the live objects move into a new pack
+    // (each checked against its content id) and the old deal ends; the last
+    // object's deletion ends the last pack.
+    let active = |id: u64| client.get::<tessera_client::api::DealDto>(&format!("/deals/{id}")).unwrap().active;
+    let delete = |n: usize| {
         let o = aws(&["s3", "rm", &format!("s3://crash/{n}.bin")]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let pack_of = |cid: &str| -> Option<tessera_client::api::DealDto> {
+        deals_of(cid).into_iter().filter(|d| d.active && d.members.iter().any(|m| format!("{}", tessera_storage::Cid(m.cid)) == *cid)).max_by_key(|d| d.id)
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; S3 log:\n{}", log());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    delete(0);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(active(pack_id), "the pack was rewritten with 3 of its 4 objects still read; S3 log:\n{}", log());
+    delete(1);
+    wait("the half-read pack's deal to end", &|| !active(pack_id));
+    let rewritten = pack_of(&cids[2]).unwrap_or_else(|| panic!("no active pack holds object 2: {:?}; S3 log:\n{}", deals_of(&cids[2]), log()));
+    let full = client.get::<tessera_client::api::DealDto>(&format!("/deals/{}", rewritten.id)).unwrap();
+    let mut held: Vec<String> = full.members.iter().map(|m| format!("{}", tessera_storage::Cid(m.cid))).collect();
+    held.sort();
+    let mut live = vec![cids[2].clone(), cids[3].clone()];
+    live.sort();
+    assert_eq!(held, live, "the new pack holds the two objects still read, nothing else");
+    for n in 2..4 {
+        let out = dir.join(format!("moved-{n}.bin"));
+        let o = net.cli(&["storage", "get", &cids[n], "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "storage get {} after the rewrite: {}", cids[n], String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&out).unwrap(), bodies[n], "object {n} from the new pack");
     }
-    net.wait_until(30, "the pack's deal to end after its last object went", || !pack_active());
+    delete(2);
+    delete(3);
+    wait("every pack's deal to end after the last object went", &|| pack_of(&cids[3]).is_none() && !active(rewritten.id));
     let _ = restarted.kill();
     let _ = restarted.wait();
 }
