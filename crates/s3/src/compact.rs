@@ -10,10 +10,10 @@
 //! its record leaves that deal unrecorded: it runs out its term, and the old
 //! pack, still recorded, serves and is rewritten again.)
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_client::api::DealDto;
 use tessera_ledger::storage::PackMember;
@@ -34,8 +34,12 @@ const QUEUE_MAX: usize = 1024;
 const MEMBER_LISTS_MAX: usize = 4096;
 /// The largest pack rewritten: it is read whole into memory, one at a time.
 const PACK_READ_MAX: u64 = 64 << 20;
+/// A pack is looked at once none of its objects has been deleted for this
+/// long, so that a burst of deletions rewrites it once, not at every halving.
+const SETTLE: Duration = Duration::from_secs(2);
 
-/// Packs to look at, one at a time, each once however often it is asked for.
+/// Packs to look at, one at a time, each once however often it is asked
+/// for, `SETTLE` after the last time.
 #[derive(Default)]
 pub struct Compactor {
     queue: Mutex<Queue>,
@@ -43,29 +47,41 @@ pub struct Compactor {
     members: Mutex<HashMap<[u8; 32], Arc<Vec<PackMember>>>>,
 }
 
-/// Packs in the order they were kicked, and the same as a set.
+/// Packs in the order they were first kicked, each with when it was last.
 #[derive(Default)]
 struct Queue {
     order: VecDeque<[u8; 32]>,
-    queued: HashSet<[u8; 32]>,
+    kicked: HashMap<[u8; 32], Instant>,
 }
 
 impl Compactor {
     /// Asks for pack `pack` to be looked at (an object in it lost its last reference).
     pub fn kick(&self, pack: [u8; 32]) {
+        self.kick_at(pack, Instant::now());
+    }
+
+    fn kick_at(&self, pack: [u8; 32], now: Instant) {
         let mut queue = self.queue.lock().expect("compaction queue lock");
-        if queue.order.len() < QUEUE_MAX && queue.queued.insert(pack) {
+        if let Some(at) = queue.kicked.get_mut(&pack) {
+            *at = now;
+        } else if queue.order.len() < QUEUE_MAX {
+            queue.kicked.insert(pack, now);
             queue.order.push_back(pack);
             drop(queue);
             self.ready.notify_one();
         }
     }
 
-    fn next(&self) -> Option<[u8; 32]> {
+    /// The first pack due at `now`; else how long until one is (`None`: none queued).
+    fn next(&self, now: Instant) -> Result<[u8; 32], Option<Duration>> {
         let mut queue = self.queue.lock().expect("compaction queue lock");
-        let pack = queue.order.pop_front()?;
-        queue.queued.remove(&pack);
-        Some(pack)
+        let due = |at: Instant| (at + SETTLE).saturating_duration_since(now);
+        let Some(i) = queue.order.iter().position(|p| due(queue.kicked[p]).is_zero()) else {
+            return Err(queue.kicked.values().map(|&at| due(at)).min());
+        };
+        let pack = queue.order.remove(i).expect("found in the queue");
+        queue.kicked.remove(&pack);
+        Ok(pack)
     }
 
     /// How many packs wait for a look.
@@ -77,9 +93,13 @@ impl Compactor {
 /// Looks at the packs kicked, one at a time, until `stop` is set.
 pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
-        let Some(pack) = gateway.compactor.next() else {
-            let _ = tokio::time::timeout(Duration::from_secs(1), gateway.compactor.ready.notified()).await;
-            continue;
+        let pack = match gateway.compactor.next(Instant::now()) {
+            Ok(pack) => pack,
+            Err(wait) => {
+                let wait = wait.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+                let _ = tokio::time::timeout(wait, gateway.compactor.ready.notified()).await;
+                continue;
+            }
         };
         let g = gateway.clone();
         let name = Cid(Hash32(pack));
@@ -287,19 +307,25 @@ mod tests {
     }
 
     #[test]
-    fn a_pack_is_queued_once_however_often_it_is_kicked_and_the_queue_is_bounded() {
+    fn a_pack_is_queued_once_and_looked_at_once_its_deletions_settle_and_the_queue_is_bounded() {
         let c = Compactor::default();
-        c.kick([1; 32]);
-        c.kick([1; 32]);
-        c.kick([2; 32]);
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        c.kick_at([1; 32], t0);
+        c.kick_at([2; 32], t0);
+        c.kick_at([1; 32], t0 + s(1));
         assert_eq!(c.queued(), 2);
-        assert_eq!((c.next(), c.next(), c.next()), (Some([1; 32]), Some([2; 32]), None));
-        c.kick([1; 32]);
+        assert_eq!(c.next(t0 + s(1)), Err(Some(SETTLE - s(1))), "nothing settled yet");
+        // The second pack settled first: the first was kicked again.
+        assert_eq!(c.next(t0 + SETTLE), Ok([2; 32]));
+        assert_eq!(c.next(t0 + SETTLE), Err(Some(s(1))));
+        assert_eq!((c.next(t0 + SETTLE + s(1)), c.next(t0 + s(60))), (Ok([1; 32]), Err(None)));
+        c.kick_at([1; 32], t0);
         assert_eq!(c.queued(), 1, "looked at once, queued again by the next kick");
         for i in 0..2 * QUEUE_MAX as u32 {
             let mut p = [0u8; 32];
             p[..4].copy_from_slice(&i.to_be_bytes());
-            c.kick(p);
+            c.kick_at(p, t0);
         }
         assert_eq!(c.queued(), QUEUE_MAX);
     }

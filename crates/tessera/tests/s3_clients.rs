@@ -191,7 +191,8 @@ fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Pa
         }
     };
     delete(0);
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Looked at 2 s after its last deletion.
+    std::thread::sleep(std::time::Duration::from_secs(4));
     assert!(active(pack_id), "the pack was rewritten with 3 of its 4 objects still read; S3 log:\n{}", log());
     delete(1);
     wait("the half-read pack's deal to end", &|| !active(pack_id));
