@@ -29,9 +29,10 @@ const LIVE_PERCENT_MAX: u64 = 50;
 /// Packs waiting for a look; a deletion past it queues nothing (the next
 /// deletion of one of its objects queues the pack again).
 const QUEUE_MAX: usize = 1024;
-/// Packs whose member lists are kept (they never change), so that deleting
-/// many objects of one pack asks the node for its list once.
-const MEMBER_LISTS_MAX: usize = 4096;
+/// Packs whose member lists are kept (they never change), so that deletions
+/// trickling into one pack ask the node for its list once: at most 48 KiB
+/// a pack, 12 MiB in all.
+const MEMBER_LISTS_MAX: usize = 256;
 /// The largest pack rewritten: it is read whole into memory, one at a time.
 const PACK_READ_MAX: u64 = 64 << 20;
 /// A pack is looked at once none of its objects has been deleted for this
