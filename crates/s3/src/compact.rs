@@ -228,7 +228,8 @@ fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
             let cid = record.members[i];
             let name = Cid(Hash32(cid));
             let (at, len) = *lens.get(&cid).ok_or_else(|| anyhow::anyhow!("the pack's deal does not list {name}"))?;
-            let body = bytes.get(at as usize..(at + len) as usize).ok_or_else(|| anyhow::anyhow!("the pack ends before {name}"))?;
+            let body = at.checked_add(len).and_then(|end| bytes.get(at as usize..end as usize));
+            let body = body.ok_or_else(|| anyhow::anyhow!("the pack ends before {name}"))?;
             let found = tessera_client::storage::manifest_of_bytes(body, &opts)?.cid();
             anyhow::ensure!(found.0 .0 == cid, "its bytes for {name} hash to {found}");
             std::io::Write::write_all(&mut out, body)?;
