@@ -562,9 +562,16 @@ mod tests {
         assert_eq!(index.packs_of(&[1; 32]).unwrap(), vec![[9; 32]]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32], [9; 32]]);
         assert_eq!(index.pack(&[9; 32]).unwrap(), Some(record));
+        // Member 1 is no longer pointed at; member 2 sits in pack 8 too.
+        assert_eq!(index.members_state(&[9; 32], &[[1; 32], [2; 32]]).unwrap(), vec![(false, false), (true, true)]);
+        assert_eq!(index.members_state(&[8; 32], &[[2; 32]]).unwrap(), vec![(true, true)]);
         index.forget_pack(&[9; 32]).unwrap();
+        assert_eq!(index.members_state(&[8; 32], &[[2; 32]]).unwrap(), vec![(true, false)]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32]]);
         assert!(index.packs_of(&[1; 32]).unwrap().is_empty());
+        let moved = PackRecord { owner: "dev".into(), members: vec![[2; 32]] };
+        index.add_pack(&[7; 32], &moved).unwrap();
+        assert_eq!((index.pack(&[7; 32]).unwrap(), index.packs_of(&[2; 32]).unwrap()), (Some(moved), vec![[7; 32], [8; 32]]));
 
         // Reopened, the counts are still there.
         drop(index);
