@@ -684,24 +684,45 @@ fn fetch_segments(
     let mut codec = SegmentCodec::new(manifest.scheme)?;
     let wanted: Vec<(usize, std::ops::Range<usize>)> = wanted.collect();
     for group in wanted.chunks(PARALLEL_SEGMENTS) {
-        let plans: Vec<Vec<(Option<String>, &crate::api::DealPieceDto)>> = group
+        // Each segment's pieces in every deal that holds it, newest deal
+        // first: an uploader cut short (a crash) leaves a deal whose pieces
+        // never arrived, and the content's next deal holds them.
+        let plans: Vec<Vec<Vec<(Option<String>, &crate::api::DealPieceDto)>>> = group
             .iter()
             .map(|(n, _)| {
-                let deal = deals.iter().find(|d| d.segments.iter().any(|(s, _, _)| *s == *n as u32)).expect("manifest came from deals");
-                let mut pieces: Vec<&crate::api::DealPieceDto> = deal.pieces.iter().filter(|p| p.segment == *n as u32).collect();
-                pieces.sort_by_key(|p| p.index);
-                pieces.into_iter().map(|p| (endpoint(client, &mut endpoints, &p.provider).ok(), p)).collect()
+                let mut holding: Vec<&DealDto> = deals.iter().filter(|d| d.segments.iter().any(|(s, _, _)| *s == *n as u32)).collect();
+                holding.sort_by_key(|d| std::cmp::Reverse(d.id));
+                holding
+                    .into_iter()
+                    .map(|deal| {
+                        let mut pieces: Vec<&crate::api::DealPieceDto> = deal.pieces.iter().filter(|p| p.segment == *n as u32).collect();
+                        pieces.sort_by_key(|p| p.index);
+                        pieces.into_iter().map(|p| (endpoint(client, &mut endpoints, &p.provider).ok(), p)).collect()
+                    })
+                    .collect()
             })
             .collect();
         let fetched: Vec<Fetched> = std::thread::scope(|scope| {
             let handles: Vec<_> = plans
                 .iter()
                 .zip(group)
-                .map(|(targets, (n, range))| {
+                .map(|(holders, (n, range))| {
                     let seg_len = manifest.segments[*n].len as usize;
-                    scope.spawn(move || match fetch_range(targets, manifest.scheme, seg_len, range) {
-                        Some(bytes) => Fetched::Range(bytes),
-                        None => Fetched::Pieces(fetch_any_k(targets, k)),
+                    scope.spawn(move || {
+                        let mut most = Vec::new();
+                        for targets in holders {
+                            if let Some(bytes) = fetch_range(targets, manifest.scheme, seg_len, range) {
+                                return Fetched::Range(bytes);
+                            }
+                            let have = fetch_any_k(targets, k);
+                            if have.len() >= k {
+                                return Fetched::Pieces(have);
+                            }
+                            if have.len() > most.len() {
+                                most = have;
+                            }
+                        }
+                        Fetched::Pieces(most)
                     })
                 })
                 .collect();

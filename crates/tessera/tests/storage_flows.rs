@@ -158,6 +158,32 @@ fn put_get_and_survive_wipe_corruption_and_a_dead_provider() {
     let status = net.ok(&["storage", "status", &cid]);
     assert!(status.contains("healthy"), "{status}");
 
+    // A content with a deal whose uploader died before sending a piece (here:
+    // submitted, never uploaded) and then a second deal that holds it: reads
+    // use the deal with the pieces, whichever the ledger lists first.
+    let twice = dir.path().join("twice.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
+    std::fs::write(&twice, &bytes).unwrap();
+    let opts = tessera_client::storage::PutOptions {
+        scheme: "4+2".parse().unwrap(),
+        segment_bytes: 512 << 10,
+        duration_blocks: 100_000,
+        max_price_per_gib_block: tessera_types::Amount::from_micro(10_000),
+    };
+    let key = tessera_client::keyring::Keyring::new(net.home.join("keys")).get("dev").unwrap();
+    let content = tessera_client::storage::Content { path: &twice, members: Vec::new(), manifest: None, unchanged: false };
+    let manifest = tessera_client::storage::manifest_of_file(&twice, &opts, &mut |_, _, _| {}).unwrap();
+    let _ = tessera_client::storage::submit_contents(&client, &key, std::slice::from_ref(&content), &opts, &mut |_, _, _| {});
+    let twice_cid = manifest.cid();
+    let deals_of = || tessera_client::storage::deals_of(&client, &twice_cid).unwrap().into_iter().filter(|d| d.active).count();
+    net.wait_until(30, "the deal that never gets its pieces", || deals_of() == 1);
+    let put = net.json(&["storage", "put", twice.to_str().unwrap(), "--segment-kib", "512"]);
+    assert_eq!(put["cid"].as_str().unwrap(), twice_cid.to_string(), "{put}");
+    assert_eq!(deals_of(), 2);
+    let back = dir.path().join("twice.back");
+    net.ok(&["storage", "get", &twice_cid.to_string(), "-o", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), bytes);
+
     // Removing ends the deals and refunds.
     net.ok(&["storage", "rm", &cid]);
     assert!(net.fails(&["storage", "get", &cid, "-o", out3.to_str().unwrap()]).contains("no active storage deal"));
