@@ -687,7 +687,7 @@ fn fetch_segments(
         // Each segment's pieces in every deal that holds it, newest deal
         // first: an uploader cut short (a crash) leaves a deal whose pieces
         // never arrived, and the content's next deal holds them.
-        let plans: Vec<Vec<Vec<(Option<String>, &crate::api::DealPieceDto)>>> = group
+        let plans: Vec<Vec<Targets>> = group
             .iter()
             .map(|(n, _)| {
                 let mut holding: Vec<&DealDto> = deals.iter().filter(|d| d.segments.iter().any(|(s, _, _)| *s == *n as u32)).collect();
@@ -760,6 +760,9 @@ fn fetch_segments(
     }
     Ok(())
 }
+
+/// One deal's pieces of a segment, in index order, each with its provider's endpoint if known.
+type Targets<'a> = Vec<(Option<String>, &'a crate::api::DealPieceDto)>;
 
 /// What one segment's fetch brought: the wanted range itself, or pieces to decode.
 enum Fetched {
