@@ -6,7 +6,7 @@
 //! pack's deal ends (its unspent escrow goes back to the owner). Nothing is
 //! lost on a crash: the new pack is recorded only once it is stored, and the
 //! old deal ends only after that; a pack whose live objects all sit in
-//! another pack too just ends. (A crash between the new pack's upload and
+//! another pack of its owner too just ends. (A crash between the new pack's upload and
 //! its record leaves that deal unrecorded: it runs out its term, and the old
 //! pack, still recorded, serves and is rewritten again.)
 
@@ -125,7 +125,7 @@ enum Verdict {
 }
 
 /// The verdict on a pack from each member's length, whether an object
-/// points at it, and whether another pack holds it too.
+/// points at it, and whether another pack of its owner holds it too.
 fn verdict(members: &[(u64, bool, bool)]) -> Verdict {
     let needed: Vec<usize> = (0..members.len()).filter(|&i| members[i].1 && !members[i].2).collect();
     if needed.is_empty() {
@@ -143,7 +143,7 @@ fn verdict(members: &[(u64, bool, bool)]) -> Verdict {
 /// requests, the index, the pack's upload). Returns what it did.
 fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
     let Some(record) = gateway.index.pack(&old)? else { return Ok(None) };
-    let state = gateway.index.members_state(&old, &record.members)?;
+    let state = gateway.index.members_state(&old, &record.owner, &record.members)?;
     // Every object still needs this pack alone: nothing to ask the node.
     if state.iter().all(|&(live, elsewhere)| live && !elsewhere) {
         return Ok(None);

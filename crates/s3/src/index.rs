@@ -446,6 +446,18 @@ impl Index {
         Ok(r.open_table(REFS)?.get(cid)?.map(|v| v.value() as usize).unwrap_or(0))
     }
 
+    /// Whether no object points at any of `cids` (one read, up to the first that is pointed at).
+    pub fn none_referenced(&self, cids: &[[u8; 32]]) -> anyhow::Result<bool> {
+        let r = self.db.begin_read()?;
+        let refs = r.open_table(REFS)?;
+        for cid in cids {
+            if refs.get(cid)?.is_some_and(|v| v.value() > 0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The record of pack `pack` (its owner and members), if it is known.
     pub fn pack(&self, pack: &[u8; 32]) -> anyhow::Result<Option<PackRecord>> {
         let r = self.db.begin_read()?;
@@ -477,10 +489,12 @@ impl Index {
     }
 
     /// For each of `members` of pack `pack`, in one read: whether an object
-    /// points at it, and whether another recorded pack holds it too.
-    pub fn members_state(&self, pack: &[u8; 32], members: &[[u8; 32]]) -> anyhow::Result<Vec<(bool, bool)>> {
+    /// points at it, and whether another recorded pack of the same `owner`
+    /// holds it too (one of another owner's would leave that owner paying).
+    pub fn members_state(&self, pack: &[u8; 32], owner: &str, members: &[[u8; 32]]) -> anyhow::Result<Vec<(bool, bool)>> {
         let r = self.db.begin_read()?;
-        let (refs, packed) = (r.open_table(REFS)?, r.open_table(PACKED_IN)?);
+        let (refs, packed, packs) = (r.open_table(REFS)?, r.open_table(PACKED_IN)?, r.open_table(PACKS)?);
+        let mut owners: std::collections::HashMap<[u8; 32], bool> = std::collections::HashMap::new();
         members
             .iter()
             .map(|m| {
@@ -488,7 +502,21 @@ impl Index {
                 let (lo, hi) = (packed_key(m, &[0; 32]), packed_key(m, &[0xff; 32]));
                 let mut elsewhere = false;
                 for item in packed.range::<&[u8; 64]>(&lo..=&hi)? {
-                    elsewhere |= item?.0.value()[32..] != pack[..];
+                    let other: [u8; 32] = item?.0.value()[32..].try_into().expect("64-byte key");
+                    if other == *pack || elsewhere {
+                        continue;
+                    }
+                    elsewhere = match owners.get(&other) {
+                        Some(same) => *same,
+                        None => {
+                            let same = match packs.get(&other)? {
+                                Some(v) => borsh::from_slice::<PackRecord>(v.value())?.owner == owner,
+                                None => false,
+                            };
+                            owners.insert(other, same);
+                            same
+                        }
+                    };
                 }
                 Ok((live, elsewhere))
             })
@@ -555,6 +583,7 @@ mod tests {
         assert_eq!((index.references(&[1; 32]).unwrap(), index.references(&[2; 32]).unwrap()), (1, 1));
         index.delete_object("b", "x").unwrap();
         assert_eq!(index.references(&[1; 32]).unwrap(), 0);
+        assert!(index.none_referenced(&[[1; 32], [3; 32]]).unwrap() && !index.none_referenced(&[[1; 32], [2; 32]]).unwrap());
 
         let record = PackRecord { owner: "dev".into(), members: vec![[1; 32], [2; 32]] };
         let other = PackRecord { owner: "dev".into(), members: vec![[2; 32]] };
@@ -562,11 +591,13 @@ mod tests {
         assert_eq!(index.packs_of(&[1; 32]).unwrap(), vec![[9; 32]]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32], [9; 32]]);
         assert_eq!(index.pack(&[9; 32]).unwrap(), Some(record));
-        // Member 1 is no longer pointed at; member 2 sits in pack 8 too.
-        assert_eq!(index.members_state(&[9; 32], &[[1; 32], [2; 32]]).unwrap(), vec![(false, false), (true, true)]);
-        assert_eq!(index.members_state(&[8; 32], &[[2; 32]]).unwrap(), vec![(true, true)]);
+        // Member 1 is no longer pointed at; member 2 sits in pack 8 too, of
+        // the same owner (another owner's pack would not count).
+        assert_eq!(index.members_state(&[9; 32], "dev", &[[1; 32], [2; 32]]).unwrap(), vec![(false, false), (true, true)]);
+        assert_eq!(index.members_state(&[9; 32], "bob", &[[2; 32]]).unwrap(), vec![(true, false)]);
+        assert_eq!(index.members_state(&[8; 32], "dev", &[[2; 32]]).unwrap(), vec![(true, true)]);
         index.forget_pack(&[9; 32]).unwrap();
-        assert_eq!(index.members_state(&[8; 32], &[[2; 32]]).unwrap(), vec![(true, false)]);
+        assert_eq!(index.members_state(&[8; 32], "dev", &[[2; 32]]).unwrap(), vec![(true, false)]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32]]);
         assert!(index.packs_of(&[1; 32]).unwrap().is_empty());
         let moved = PackRecord { owner: "dev".into(), members: vec![[2; 32]] };

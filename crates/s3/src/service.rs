@@ -346,7 +346,7 @@ impl Gateway {
         let mut unused: Vec<([u8; 32], String)> = Vec::new();
         for pack in self.index.packs_of(&cid).unwrap_or_default() {
             if let Ok(Some(record)) = self.index.pack(&pack) {
-                if record.members.iter().all(|m| self.index.references(m).unwrap_or(1) == 0) {
+                if self.index.none_referenced(&record.members).unwrap_or(false) {
                     unused.push((pack, record.owner));
                 } else {
                     // Still read: rewritten once it is mostly unread (`compact`).
