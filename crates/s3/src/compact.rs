@@ -6,9 +6,10 @@
 //! pack's deal ends (its unspent escrow goes back to the owner). Nothing is
 //! lost on a crash: the new pack is recorded only once it is stored, and the
 //! old deal ends only after that; a pack whose live objects all sit in
-//! another pack of its owner too just ends. (A crash between the new pack's upload and
-//! its record leaves that deal unrecorded: it runs out its term, and the old
-//! pack, still recorded, serves and is rewritten again.)
+//! another pack of its owner too just ends, and a restart looks at every
+//! pack that shares objects with another. (A crash between the new pack's
+//! upload and its record leaves that deal unrecorded: it runs out its term,
+//! and the old pack, still recorded, serves and is rewritten again.)
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,8 +92,16 @@ impl Compactor {
     }
 }
 
-/// Looks at the packs kicked, one at a time, until `stop` is set.
+/// Looks at the packs kicked, one at a time, until `stop` is set; first at
+/// the packs that share an object with another, which a crash between a
+/// rewritten pack's record and the old deal's end leaves behind.
 pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
+    let index = gateway.index.clone();
+    match tokio::task::spawn_blocking(move || index.packs_sharing_members(QUEUE_MAX)).await {
+        Ok(Ok(packs)) => packs.into_iter().for_each(|p| gateway.compactor.kick(p)),
+        Ok(Err(e)) => eprintln!("s3: cannot look for packs sharing objects: {e:#}"),
+        Err(e) => eprintln!("s3: looking for packs sharing objects failed: {e}"),
+    }
     while !stop.load(Ordering::Relaxed) {
         let pack = match gateway.compactor.next(Instant::now()) {
             Ok(pack) => pack,

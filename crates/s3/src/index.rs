@@ -523,6 +523,33 @@ impl Index {
             .collect()
     }
 
+    /// Packs that share a member with another pack, at most `limit` (one
+    /// pass over the member index, in member order).
+    pub fn packs_sharing_members(&self, limit: usize) -> anyhow::Result<Vec<[u8; 32]>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PACKED_IN)?;
+        let mut out: Vec<[u8; 32]> = Vec::new();
+        let mut last: Option<[u8; 64]> = None;
+        for item in t.iter()? {
+            let key = *item?.0.value();
+            if let Some(prev) = last
+                && prev[..32] == key[..32]
+            {
+                for pack in [&prev[32..], &key[32..]] {
+                    let pack: [u8; 32] = pack.try_into().expect("32 bytes");
+                    if !out.contains(&pack) {
+                        if out.len() == limit {
+                            return Ok(out);
+                        }
+                        out.push(pack);
+                    }
+                }
+            }
+            last = Some(key);
+        }
+        Ok(out)
+    }
+
     /// Forgets a pack whose deal ended.
     pub fn forget_pack(&self, pack: &[u8; 32]) -> anyhow::Result<()> {
         let w = self.db.begin_write()?;
@@ -600,8 +627,11 @@ mod tests {
         assert_eq!(index.members_state(&[8; 32], "dev", &[[2; 32]]).unwrap(), vec![(true, false)]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32]]);
         assert!(index.packs_of(&[1; 32]).unwrap().is_empty());
+        assert!(index.packs_sharing_members(10).unwrap().is_empty());
         let moved = PackRecord { owner: "dev".into(), members: vec![[2; 32]] };
         index.add_pack(&[7; 32], &moved).unwrap();
+        assert_eq!(index.packs_sharing_members(10).unwrap(), vec![[7; 32], [8; 32]]);
+        assert_eq!(index.packs_sharing_members(1).unwrap(), vec![[7; 32]]);
         assert_eq!((index.pack(&[7; 32]).unwrap(), index.packs_of(&[2; 32]).unwrap()), (Some(moved), vec![[7; 32], [8; 32]]));
 
         // Reopened, the counts are still there.
