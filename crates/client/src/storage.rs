@@ -580,23 +580,16 @@ fn stream_own(
     })
 }
 
-/// Hands `sink` the whole content of one deal (a content that fits one deal,
-/// such as a pack), every segment checked against the deal's manifest and
-/// the manifest against the content id; other deals of the same content are
-/// not asked (see [`stream`] for reads that fall back on them).
-pub fn stream_deal(client: &Client, deal: &DealDto, sink: &mut Sink<'_>) -> anyhow::Result<u64> {
-    let (manifest, deals) = manifest_from(&Cid(deal.cid), vec![deal.clone()])?;
-    let mut done = 0;
-    fetch_segments(client, &manifest, &deals, segments_covering(&manifest, 0, manifest.total_len).into_iter(), &mut |bytes, part| {
-        done += part.len() as u64;
-        sink(bytes, part)
-    })?;
-    Ok(done)
-}
-
 /// The most bytes of a packed object checked in memory (the endpoint packs
 /// objects of up to a MiB).
 const MEMBER_CHECK_MAX: u64 = 64 << 20;
+
+/// The content id of an object's bytes `bytes` cut from a pack: made in the
+/// pack's segment size and scheme, as the object's own id was.
+pub fn member_cid(bytes: &[u8], pack: &Manifest) -> anyhow::Result<Cid> {
+    let opts = PutOptions { scheme: pack.scheme, segment_bytes: pack.segment_bytes as usize, duration_blocks: 1, max_price_per_gib_block: Amount::ZERO };
+    Ok(manifest_of_bytes(bytes, &opts)?.cid())
+}
 
 /// Bytes `range` of object `cid` inside `pack`: the object is cut from the
 /// pack's segments and checked against its own content id (the ledger holds
@@ -612,13 +605,7 @@ fn stream_member(client: &Client, cid: &Cid, pack: &DealDto, member: &PackMember
         Ok(())
     })?;
     anyhow::ensure!(bytes.len() as u64 == member.len, "the pack ends before its member {cid}");
-    let opts = PutOptions {
-        scheme: manifest.scheme,
-        segment_bytes: manifest.segment_bytes as usize,
-        duration_blocks: 1,
-        max_price_per_gib_block: Amount::ZERO,
-    };
-    let found = manifest_of_bytes(&bytes, &opts)?.cid();
+    let found = member_cid(&bytes, &manifest)?;
     anyhow::ensure!(found == *cid, "its bytes for {cid} hash to {found}; the pack's owner recorded a wrong member");
     let end = range.end.min(member.len) as usize;
     let start = (range.start as usize).min(end);

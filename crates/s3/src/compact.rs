@@ -162,7 +162,6 @@ fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
     // of the same pack whose pieces never arrived.
     let deals = || -> anyhow::Result<Vec<DealDto>> {
         let mut own = tessera_client::storage::holders(node, &Cid(Hash32(old)))?.own;
-        own.retain(|d| d.cid.0 == old);
         own.sort_by_key(|d| std::cmp::Reverse(d.id));
         Ok(own)
     };
@@ -199,23 +198,14 @@ fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
     };
     let total: u64 = facts.iter().map(|f| f.0).sum();
     anyhow::ensure!(total <= PACK_READ_MAX, "it holds {total} bytes, more than a pack rewritten here can ({PACK_READ_MAX})");
-    // The whole pack, checked against its content id, from the newest of its
-    // deals that serves it.
+    // The whole pack, checked against its content id (each segment from the
+    // newest of its deals that serves it).
     let mut bytes = Vec::with_capacity(total as usize);
-    let mut failures = Vec::new();
-    for d in &own {
-        bytes.clear();
-        let read = tessera_client::storage::stream_deal(node, d, &mut |got, part| {
-            anyhow::ensure!(bytes.len() + part.len() <= PACK_READ_MAX as usize, "the pack is longer than its deal says");
-            bytes.extend_from_slice(&got[part]);
-            Ok(())
-        });
-        match read {
-            Ok(_) => break,
-            Err(e) => failures.push(format!("deal {}: {e:#}", d.id)),
-        }
-    }
-    anyhow::ensure!(failures.len() < own.len(), "the pack could not be read: {}", failures.join("; "));
+    tessera_client::storage::stream(node, &Cid(Hash32(old)), 0..u64::MAX, &mut |_, _, _| {}, &mut |got, part| {
+        anyhow::ensure!(bytes.len() + part.len() <= PACK_READ_MAX as usize, "the pack is longer than its deal says");
+        bytes.extend_from_slice(&got[part]);
+        Ok(())
+    })?;
     let (manifest, _) = tessera_client::storage::pack_manifest(deal)?;
     // Each object moves in the segments its content id was made with (the
     // old pack's), and is checked against it before it does; the new deal
@@ -239,7 +229,7 @@ fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
             let (at, len) = *lens.get(&cid).ok_or_else(|| anyhow::anyhow!("the pack's deal does not list {name}"))?;
             let body = at.checked_add(len).and_then(|end| bytes.get(at as usize..end as usize));
             let body = body.ok_or_else(|| anyhow::anyhow!("the pack ends before {name}"))?;
-            let found = tessera_client::storage::manifest_of_bytes(body, &opts)?.cid();
+            let found = tessera_client::storage::member_cid(body, &manifest)?;
             anyhow::ensure!(found.0 .0 == cid, "its bytes for {name} hash to {found}");
             std::io::Write::write_all(&mut out, body)?;
             placed.push(PackMember { cid: Hash32(cid), offset, len });

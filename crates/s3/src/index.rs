@@ -470,14 +470,7 @@ impl Index {
     /// The packs content `cid` was stored in.
     pub fn packs_of(&self, cid: &[u8; 32]) -> anyhow::Result<Vec<[u8; 32]>> {
         let r = self.db.begin_read()?;
-        let t = r.open_table(PACKED_IN)?;
-        let mut out = Vec::new();
-        let (lo, hi) = (packed_key(cid, &[0; 32]), packed_key(cid, &[0xff; 32]));
-        for item in t.range::<&[u8; 64]>(&lo..=&hi)? {
-            let (k, _) = item?;
-            out.push(k.value()[32..].try_into().expect("64-byte key"));
-        }
-        Ok(out)
+        packs_in(&r.open_table(PACKED_IN)?, cid)
     }
 
     /// Records pack `pack`, stored on the storage network, and which content sits in it.
@@ -499,13 +492,8 @@ impl Index {
             .iter()
             .map(|m| {
                 let live = refs.get(m)?.is_some_and(|v| v.value() > 0);
-                let (lo, hi) = (packed_key(m, &[0; 32]), packed_key(m, &[0xff; 32]));
                 let mut elsewhere = false;
-                for item in packed.range::<&[u8; 64]>(&lo..=&hi)? {
-                    let other: [u8; 32] = item?.0.value()[32..].try_into().expect("64-byte key");
-                    if other == *pack || elsewhere {
-                        continue;
-                    }
+                for other in packs_in(&packed, m)?.into_iter().filter(|p| p != pack) {
                     elsewhere = match owners.get(&other) {
                         Some(same) => *same,
                         None => {
@@ -517,6 +505,9 @@ impl Index {
                             same
                         }
                     };
+                    if elsewhere {
+                        break;
+                    }
                 }
                 Ok((live, elsewhere))
             })
@@ -566,6 +557,16 @@ impl Index {
         w.commit()?;
         Ok(())
     }
+}
+
+/// The packs content `cid` sits in, from the member index.
+fn packs_in(t: &redb::ReadOnlyTable<&[u8; 64], ()>, cid: &[u8; 32]) -> anyhow::Result<Vec<[u8; 32]>> {
+    let (lo, hi) = (packed_key(cid, &[0; 32]), packed_key(cid, &[0xff; 32]));
+    let mut out = Vec::new();
+    for item in t.range::<&[u8; 64]>(&lo..=&hi)? {
+        out.push(item?.0.value()[32..].try_into().expect("64-byte key"));
+    }
+    Ok(out)
 }
 
 /// Records a pack stored on the storage network and which content sits in it.
