@@ -103,6 +103,20 @@ pub struct ObjectMeta {
 /// pending entry and, for a small object, its body.
 pub type PendingPut<'a> = (&'a str, &'a str, &'a ObjectMeta, &'a Pending, Option<&'a [u8]>);
 
+/// The placed entries one `Index::stage_and_end` transaction ends: a large
+/// batch ends over several, so that the PUTs committed beside each part
+/// never wait for the whole batch. Its first part records its packs, and
+/// ends every entry not in one; a stop before its last part leaves pending
+/// entries whose content sits in a recorded pack of their owner, which
+/// opening the index ends.
+#[derive(Clone, Copy, Default)]
+pub struct EndPart<'a> {
+    /// Entries ended now (their small bodies go with them).
+    pub done: &'a [&'a Pending],
+    /// Packs recorded now.
+    pub packs: &'a [([u8; 32], PackRecord)],
+}
+
 pub struct Index {
     db: Database,
     /// Escrow and count of the pending entries per owner, kept with the
@@ -145,8 +159,46 @@ impl Index {
         }
         w.commit()?;
         let index = Index { db, waiting: Default::default() };
+        index.end_packed_pending()?;
         index.add_waiting(&index.pending()?, true);
         Ok(index)
+    }
+
+    /// Ends the pending entries whose content already sits in a recorded
+    /// pack of their owner: what a stop left of a batch whose end it cut
+    /// short (`EndPart`), or content staged again by its owner, which reads
+    /// from that pack. On open only, when no compaction of such a pack can
+    /// be under way.
+    fn end_packed_pending(&self) -> anyhow::Result<()> {
+        let r = self.db.begin_read()?;
+        let (pending, packed, packs) = (r.open_table(PENDING)?, r.open_table(PACKED_IN)?, r.open_table(PACKS)?);
+        let mut ended = Vec::new();
+        for item in pending.iter()? {
+            let (key, value) = item?;
+            let p: Pending = borsh::from_slice(value.value())?;
+            for pack in packs_in(&packed, &p.cid)? {
+                if let Some(v) = packs.get(&pack)?
+                    && borsh::from_slice::<PackRecord>(v.value())?.owner == p.owner
+                {
+                    ended.push(key.value().to_string());
+                    break;
+                }
+            }
+        }
+        drop((pending, packed, packs, r));
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let w = self.db.begin_write()?;
+        {
+            let (mut pending, mut bodies) = (w.open_table(PENDING)?, w.open_table(BODIES)?);
+            for key in &ended {
+                pending.remove(key.as_str())?;
+                bodies.remove(key.as_str())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
     }
 
     /// Escrow (micro-TSR) that `owner`'s entries waiting for placement will lock.
@@ -205,7 +257,7 @@ impl Index {
 
     /// Stores `meta` and returns the object it replaced.
     pub fn put_object(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> anyhow::Result<Option<ObjectMeta>> {
-        let mut old = self.put_objects_with(&[(bucket, key, meta, None)], &[], &[])?;
+        let mut old = self.put_objects_with(&[(bucket, key, meta, None)], EndPart::default())?;
         Ok(old.pop().flatten())
     }
 
@@ -221,7 +273,7 @@ impl Index {
         pending: &Pending,
         body: Option<&[u8]>,
     ) -> anyhow::Result<Option<ObjectMeta>> {
-        let mut old = self.stage_and_end(&[(bucket, key, meta, pending, body)], &[], &[])?;
+        let mut old = self.stage_and_end(&[(bucket, key, meta, pending, body)], EndPart::default())?;
         Ok(old.pop().flatten())
     }
 
@@ -233,14 +285,9 @@ impl Index {
     /// fsync, so that PUTs never wait for a commit of the placer's. An
     /// entry staged again while its content was being placed is not added
     /// twice, and then ends with it (its content is on the network).
-    pub fn stage_and_end(
-        &self,
-        entries: &[PendingPut<'_>],
-        done: &[&Pending],
-        packs: &[([u8; 32], PackRecord)],
-    ) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
+    pub fn stage_and_end(&self, entries: &[PendingPut<'_>], end: EndPart<'_>) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
         let entries: Vec<_> = entries.iter().map(|&(b, k, m, p, body)| (b, k, m, Some((p, body)))).collect();
-        self.put_objects_with(&entries, done, packs)
+        self.put_objects_with(&entries, end)
     }
 
     /// The content ids and sizes of the small bodies kept with their
@@ -270,8 +317,7 @@ impl Index {
     fn put_objects_with(
         &self,
         entries: &[(&str, &str, &ObjectMeta, Option<(&Pending, Option<&[u8]>)>)],
-        done: &[&Pending],
-        packs: &[([u8; 32], PackRecord)],
+        end: EndPart<'_>,
     ) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
         let w = self.db.begin_write()?;
         let mut added = Vec::new();
@@ -301,10 +347,10 @@ impl Index {
                 add_ref(&mut refs, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
                 replaced.push(old);
             }
-            for (pack, record) in packs {
+            for (pack, record) in end.packs {
                 record_pack(&w, pack, record)?;
             }
-            for d in done {
+            for d in end.done {
                 bodies.remove(d.key().as_str())?;
                 if let Some(v) = p.remove(d.key().as_str())? {
                     removed.push(borsh::from_slice::<Pending>(v.value())?);
@@ -444,6 +490,13 @@ impl Index {
     pub fn references(&self, cid: &[u8; 32]) -> anyhow::Result<usize> {
         let r = self.db.begin_read()?;
         Ok(r.open_table(REFS)?.get(cid)?.map(|v| v.value() as usize).unwrap_or(0))
+    }
+
+    /// Whether no object points at each of `cids` (one read).
+    pub fn unreferenced(&self, cids: &[[u8; 32]]) -> anyhow::Result<Vec<bool>> {
+        let r = self.db.begin_read()?;
+        let refs = r.open_table(REFS)?;
+        cids.iter().map(|cid| Ok(refs.get(cid)?.is_none_or(|v| v.value() == 0))).collect()
     }
 
     /// Whether no object points at any of `cids` (one read, up to the first that is pointed at).
@@ -612,10 +665,11 @@ mod tests {
         index.delete_object("b", "x").unwrap();
         assert_eq!(index.references(&[1; 32]).unwrap(), 0);
         assert!(index.none_referenced(&[[1; 32], [3; 32]]).unwrap() && !index.none_referenced(&[[1; 32], [2; 32]]).unwrap());
+        assert_eq!(index.unreferenced(&[[1; 32], [2; 32], [3; 32]]).unwrap(), vec![true, false, true]);
 
         let record = PackRecord { owner: "dev".into(), members: vec![[1; 32], [2; 32]] };
         let other = PackRecord { owner: "dev".into(), members: vec![[2; 32]] };
-        index.stage_and_end(&[], &[], &[([9; 32], record.clone()), ([8; 32], other)]).unwrap();
+        index.stage_and_end(&[], EndPart { packs: &[([9; 32], record.clone()), ([8; 32], other)], ..Default::default() }).unwrap();
         assert_eq!(index.packs_of(&[1; 32]).unwrap(), vec![[9; 32]]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32], [9; 32]]);
         assert_eq!(index.pack(&[9; 32]).unwrap(), Some(record));
@@ -664,7 +718,7 @@ mod tests {
         assert_eq!(index.staged_body_sizes().unwrap(), vec![([1; 32], 9), ([3; 32], 1)]);
         assert_eq!(index.staged_body(&[1; 32]).unwrap().as_deref(), Some(&b"body of a"[..]));
         assert_eq!(index.staged_body(&[2; 32]).unwrap(), None, "held in a file, not in the index");
-        index.stage_and_end(&[], &[&a, &a], &[]).unwrap();
+        index.stage_and_end(&[], EndPart { done: &[&a, &a], ..Default::default() }).unwrap();
         assert_eq!(index.staged_body_sizes().unwrap(), vec![([3; 32], 1)], "a body goes with its entry");
         assert_eq!(index.staged_body(&[1; 32]).unwrap(), None);
         assert_eq!((index.waiting_escrow("dev"), index.waiting_contents("dev")), (5, 1));
@@ -672,5 +726,31 @@ mod tests {
         let index = Index::open(&dir.path().join("i.redb")).unwrap();
         assert_eq!((index.waiting_escrow("dev"), index.waiting_escrow("other"), index.waiting_escrow("nobody")), (5, 7, 0));
         assert_eq!((index.waiting_contents("dev"), index.waiting_contents("other"), index.waiting_contents("nobody")), (1, 1, 0));
+    }
+
+    #[test]
+    fn pending_entries_already_in_a_pack_of_their_owner_end_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.redb");
+        let index = Index::open(&path).unwrap();
+        let entry = |cid: u8, owner: &str| Pending { cid: [cid; 32], owner: owner.into(), size: 4, escrow: 1, since_ms: 0, attempts: 0, last_error: None };
+        let batch: Vec<Pending> = (1..=5).map(|i| entry(i, "dev")).collect();
+        for p in &batch {
+            index.put_object_pending("b", &format!("k{}", p.cid[0]), &meta(p.cid[0]), p, Some(b"body")).unwrap();
+        }
+        // Content 3 waits for another owner too, and 6 is in no pack.
+        index.put_object_pending("b", "bob", &meta(3), &entry(3, "bob"), Some(b"body")).unwrap();
+        index.put_object_pending("b", "k6", &meta(6), &entry(6, "dev"), None).unwrap();
+        // The batch's first part: its pack, and two of its entries ended.
+        let pack = PackRecord { owner: "dev".into(), members: batch.iter().map(|p| p.cid).collect() };
+        index.stage_and_end(&[], EndPart { done: &[&batch[0], &batch[1]], packs: &[([9; 32], pack.clone())] }).unwrap();
+        assert_eq!(index.pending().unwrap().len(), 5);
+        // A stop before its other parts: opening ends the rest of it.
+        drop(index);
+        let index = Index::open(&path).unwrap();
+        let left: Vec<(u8, String)> = index.pending().unwrap().into_iter().map(|p| (p.cid[0], p.owner)).collect();
+        assert_eq!(left, vec![(3, "bob".to_string()), (6, "dev".to_string())]);
+        assert_eq!(index.staged_body_sizes().unwrap(), vec![([3; 32], 4)]);
+        assert_eq!((index.pack(&[9; 32]).unwrap(), index.waiting_contents("dev"), index.waiting_contents("bob")), (Some(pack), 1, 1));
     }
 }

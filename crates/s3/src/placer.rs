@@ -78,20 +78,49 @@ struct CommitQueue {
 struct Queue {
     next_id: u64,
     waiting: Vec<Queued>,
-    /// Placed entries to end in the next commit.
-    ended: Vec<Ended>,
+    /// Placed batches to end, in parts of `END_PART` entries, one part
+    /// with each commit.
+    ended: std::collections::VecDeque<Ended>,
     /// The staging area is gone: the committer thread ends.
     closed: bool,
 }
 
 /// Entries the placer has placed (or given up), and the packs they went
-/// into, for the committer's next transaction; the answer says whether it
-/// committed.
+/// into, for the committer's next transactions; the answer, once the last
+/// part committed, says whether all did.
 struct Ended {
+    /// Entries in no pack first: the first part ends them all, with the
+    /// packs (`EndPart`).
     done: Vec<Pending>,
     packs: Vec<([u8; 32], PackRecord)>,
+    /// Entries of `done` the first part ends.
+    first: usize,
+    /// Entries of `done` ended so far.
+    next: usize,
     reply: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
 }
+
+impl Ended {
+    fn new(done: &[&Pending], packs: &[([u8; 32], PackRecord)], reply: std::sync::mpsc::SyncSender<anyhow::Result<()>>) -> Ended {
+        let packed: std::collections::HashSet<&[u8; 32]> = packs.iter().flat_map(|(_, r)| &r.members).collect();
+        let (mut done, members): (Vec<Pending>, Vec<Pending>) = done.iter().map(|p| (*p).clone()).partition(|p| !packed.contains(&p.cid));
+        let first = done.len() + members.len().min(END_PART);
+        done.extend(members);
+        Ended { done, packs: packs.to_vec(), first, next: 0, reply }
+    }
+
+    /// The entries the next part ends.
+    fn part(&self) -> std::ops::Range<usize> {
+        match self.next {
+            0 => 0..self.first,
+            from => from..(from + END_PART).min(self.done.len()),
+        }
+    }
+}
+
+/// Most placed entries one staging transaction ends: a PUT committed beside
+/// a batch of a thousand small objects waits for a part of it, not for all.
+const END_PART: usize = 64;
 
 /// One staging waiting for the next commit; the answer is what the object
 /// replaced, or `None` when staging had no room for it.
@@ -279,9 +308,9 @@ impl Staging {
     /// Commits queued stagings: each body moves into staging if there is
     /// room for it (else its answer is `None`: wait for room and queue
     /// again), then one index transaction records them all, and ends the
-    /// entries placed meanwhile (`ended`). A small body (`inline`) gets no
-    /// file: the transaction holds it.
-    fn commit(&self, index: &Index, batch: Vec<Queued>, ended: Vec<Ended>) {
+    /// next part of a placed batch (`ended`; returned while parts remain).
+    /// A small body (`inline`) gets no file: the transaction holds it.
+    fn commit(&self, index: &Index, batch: Vec<Queued>, ended: Option<Ended>) -> Option<Ended> {
         let mut room = self.room.lock().expect("staging lock");
         let mut admitted = Vec::with_capacity(batch.len());
         let mut sync_dir = false;
@@ -323,9 +352,11 @@ impl Staging {
         let synced = if sync_dir { tessera_client::keyring::sync_dir(&self.dir) } else { Ok(()) };
         let entries: Vec<crate::index::PendingPut<'_>> =
             admitted.iter().map(|q| (q.bucket.as_str(), q.key.as_str(), &q.meta, &q.pending, q.inline.as_deref())).collect();
-        let done: Vec<&Pending> = ended.iter().flat_map(|e| &e.done).collect();
-        let packs: Vec<([u8; 32], PackRecord)> = ended.iter().flat_map(|e| e.packs.iter().cloned()).collect();
-        let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.stage_and_end(&entries, &done, &packs));
+        let part = ended.as_ref().map_or(0..0, Ended::part);
+        let done: Vec<&Pending> = ended.iter().flat_map(|e| &e.done[part.clone()]).collect();
+        let packs = ended.as_ref().filter(|_| part.start == 0).map_or(&[][..], |e| &e.packs);
+        let end = crate::index::EndPart { done: &done, packs };
+        let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.stage_and_end(&entries, end));
         self.commits.fetch_add(1, Ordering::Relaxed);
         drop(entries);
         drop(done);
@@ -345,17 +376,26 @@ impl Staging {
                 for (q, old) in admitted.into_iter().zip(replaced) {
                     let _ = q.reply.send(Ok(Some(old)));
                 }
-                for e in ended {
-                    let _ = e.reply.send(Ok(()));
+                match ended {
+                    Some(mut e) if part.end < e.done.len() => {
+                        e.next = part.end;
+                        Some(e)
+                    }
+                    Some(e) => {
+                        let _ = e.reply.send(Ok(()));
+                        None
+                    }
+                    None => None,
                 }
             }
             Err(e) => {
                 for q in admitted {
                     let _ = q.reply.send(Err(anyhow::anyhow!("cannot record the object: {e:#}")));
                 }
-                for ended in ended {
+                if let Some(ended) = ended {
                     let _ = ended.reply.send(Err(anyhow::anyhow!("cannot end the placed entries: {e:#}")));
                 }
+                None
             }
         }
     }
@@ -376,7 +416,7 @@ impl Staging {
         {
             let mut queue = self.queue.state.lock().expect("staging queue lock");
             anyhow::ensure!(!queue.closed, "the staging area's committer has stopped");
-            queue.ended.push(Ended { done: done.iter().map(|p| (*p).clone()).collect(), packs: packs.to_vec(), reply });
+            queue.ended.push_back(Ended::new(done, packs, reply));
         }
         self.queue.ready.notify_one();
         answer.recv().map_err(|_| anyhow::anyhow!("the staging commit ended without an answer"))??;
@@ -437,19 +477,21 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
         }
     }
     let _closing = Closing(queue);
+    // The batch being ended, part by part, before the next one.
+    let mut ending: Option<Ended> = None;
     loop {
-        let batch = {
+        let (batch, ended) = {
             let mut state = queue.state.lock().expect("staging queue lock");
-            while state.waiting.is_empty() && state.ended.is_empty() && !state.closed {
+            while state.waiting.is_empty() && state.ended.is_empty() && ending.is_none() && !state.closed {
                 state = queue.ready.wait(state).expect("staging queue lock");
             }
             if state.closed {
                 return;
             }
-            (std::mem::take(&mut state.waiting), std::mem::take(&mut state.ended))
+            (std::mem::take(&mut state.waiting), ending.take().or_else(|| state.ended.pop_front()))
         };
         match staging.upgrade() {
-            Some(staging) => staging.commit(index, batch.0, batch.1),
+            Some(staging) => ending = staging.commit(index, batch, ended),
             None => return,
         }
     }
@@ -541,9 +583,11 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         let wake = gateway.staging.wake.notified();
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         // Reading the pending entries and each one's references blocks on
-        // the index: off the runtime, so that the requests it serves do not
-        // wait for a batch to be cut.
-        let (owner, batch) = match off_the_runtime(|| next_batch(&gateway, &state)) {
+        // the index: on a thread of its own, so that the runtime's workers
+        // go on serving requests meanwhile.
+        let (g, st) = (gateway.clone(), state.clone());
+        let next = tokio::task::spawn_blocking(move || next_batch(&g, &st)).await;
+        let (owner, batch) = match next.unwrap_or(Next::Gather(Duration::from_secs(1))) {
             Next::Gather(wait) => {
                 drop(slot);
                 tokio::time::sleep(wait).await;
@@ -560,21 +604,38 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         let (gateway, state, uploads) = (gateway.clone(), state.clone(), uploads.clone());
         tokio::spawn(async move {
             let (mut results, packs) = place(&gateway, &owner, &batch, uploads).await;
-            let placed: Vec<&Pending> = batch.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(p, _)| p).collect();
-            if let Err(e) = off_the_runtime(|| gateway.staging.finish(&gateway, &placed, &packs)) {
-                // Still pending: placed again after the backoff, like a failed upload.
-                let reason = format!("cannot record the placement: {e:#}");
-                for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(anyhow::anyhow!("{reason}"));
+            let placed: Vec<Pending> = batch.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(p, _)| p.clone()).collect();
+            // Ending the entries waits for the committer's transactions, on
+            // a thread of its own like `next_batch`; then which of them no
+            // object points at any more (deleted or overwritten while being
+            // placed), in one read.
+            let g = gateway.clone();
+            let ended = tokio::task::spawn_blocking(move || {
+                let done: Vec<&Pending> = placed.iter().collect();
+                g.staging.finish(&g, &done, &packs)?;
+                let cids: Vec<[u8; 32]> = placed.iter().map(|p| p.cid).collect();
+                g.index.unreferenced(&cids)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("the placement's end panicked: {e}"))
+            .and_then(|r| r);
+            let mut unreferenced = match ended {
+                Ok(flags) => flags.into_iter(),
+                Err(e) => {
+                    // Still pending: placed again after the backoff, like a failed upload.
+                    let reason = format!("cannot record the placement: {e:#}");
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(anyhow::anyhow!("{reason}"));
+                    }
+                    Vec::new().into_iter()
                 }
-            }
+            };
             let mut failed = Vec::new();
             for (p, result) in batch.iter().zip(results) {
                 let id = (p.owner.clone(), p.cid);
                 match result {
                     Ok(()) => {
-                        // Deleted or overwritten while it was being placed.
-                        if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
+                        if unreferenced.next().unwrap_or(false) {
                             gateway.release(&p.owner, Some(p.cid)).await;
                         }
                         state.lock().expect("placer lock").retry_at.remove(&id);
@@ -1007,6 +1068,48 @@ mod tests {
         assert!(index.object("bkt", "k8").unwrap().is_some() && index.object("bkt", "gone").unwrap().is_none());
         assert_eq!(queued(), 0);
         assert!(staging.commits.load(Ordering::Relaxed) <= 2, "eight stagings, the one commit running and the next");
+    }
+
+    #[tokio::test]
+    async fn a_large_placed_batch_ends_in_parts_and_a_put_beside_it_waits_for_one_part() {
+        let work = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
+        let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
+        // 150 small objects in a pack, and two large ones of their own.
+        let batch: Vec<Pending> = (0..152u8).map(|i| entry(i, 10)).collect();
+        for p in &batch {
+            index.put_object_pending("bkt", &format!("k{}", p.cid[0]), &meta(p.cid[0], 10), p, Some(&[7; 10])).unwrap();
+        }
+        let pack = PackRecord { owner: "alice".into(), members: batch[2..].iter().map(|p| p.cid).collect() };
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let done: Vec<&Pending> = batch.iter().rev().collect();
+        let ended = Ended::new(&done, &[([200; 32], pack.clone())], reply);
+        // A PUT committed with the first part is answered then.
+        let (put_reply, mut put_answer) = tokio::sync::oneshot::channel();
+        let put = Queued {
+            id: 1,
+            file: None,
+            inline: Some(vec![1; 10]),
+            pending: entry(201, 10),
+            bucket: "bkt".into(),
+            key: "put".into(),
+            meta: meta(201, 10),
+            reply: put_reply,
+        };
+        let mut left = staging.commit(&index, vec![put], Some(ended));
+        assert!(matches!(put_answer.try_recv(), Ok(Ok(Some(None)))));
+        assert_eq!(index.pack(&[200; 32]).unwrap(), Some(pack), "the packs go with the first part");
+        assert!(!index.is_pending(&[0; 32]).unwrap() && !index.is_pending(&[1; 32]).unwrap(), "and every entry in no pack");
+        let mut parts = 1;
+        while let Some(e) = left {
+            assert_eq!(index.pending().unwrap().len(), 150 + 1 - END_PART * parts);
+            assert!(answer.try_recv().is_err(), "answered before its last part");
+            left = staging.commit(&index, Vec::new(), Some(e));
+            parts += 1;
+        }
+        assert_eq!(parts, 150usize.div_ceil(END_PART));
+        answer.try_recv().unwrap().unwrap();
+        assert_eq!(index.pending().unwrap(), vec![entry(201, 10)]);
     }
 
     #[test]
