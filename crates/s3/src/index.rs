@@ -12,8 +12,13 @@ const EXPORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("exports");
 /// `<cid hex>/<owner>` -> content acknowledged to a client but not yet on
 /// the storage network (its body is staged on the endpoint's disk).
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
-/// Content id -> how many objects point at it.
-const REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("refs");
+/// `<cid hex>/<owner>` -> how many of the owner's objects point at the
+/// content: each owner pays for the deals and packs holding its own
+/// objects, so one owner's copy never keeps another's deals running.
+const REFS: TableDefinition<&str, u64> = TableDefinition::new("owner_refs");
+/// Content id -> how many objects of any owner point at it (indexes before
+/// per-owner counts; read once to migrate, then deleted).
+const OLD_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("refs");
 /// Small staged bodies, by pending key: durable here, in the transaction that
 /// records the object, so a small PUT costs one fsync instead of three. The
 /// staged file beside it is written unsynced and rewritten from here on open.
@@ -38,17 +43,40 @@ fn packed_key(member: &[u8; 32], pack: &[u8; 32]) -> [u8; 64] {
     k
 }
 
-/// Moves the reference count of `cid` by `delta`.
-fn add_ref(t: &mut redb::Table<&[u8; 32], u64>, cid: Option<&[u8; 32]>, delta: i64) -> anyhow::Result<()> {
+fn ref_key(owner: &str, cid: &[u8; 32]) -> String {
+    format!("{}/{owner}", hex::encode(cid))
+}
+
+/// Moves the count of `owner`'s objects pointing at `cid` by `delta`.
+fn add_ref(t: &mut redb::Table<&str, u64>, owner: &str, cid: Option<&[u8; 32]>, delta: i64) -> anyhow::Result<()> {
     let Some(cid) = cid else { return Ok(()) };
-    let now = t.get(cid)?.map(|v| v.value()).unwrap_or(0);
+    let key = ref_key(owner, cid);
+    let now = t.get(key.as_str())?.map(|v| v.value()).unwrap_or(0);
     let next = now.saturating_add_signed(delta);
     if next == 0 {
-        t.remove(cid)?;
+        t.remove(key.as_str())?;
     } else {
-        t.insert(cid, next)?;
+        t.insert(key.as_str(), next)?;
     }
     Ok(())
+}
+
+/// The owner of the objects of `bucket` (its keyring key), from `buckets`
+/// (remembered in `seen` for the rest of a transaction); an empty name for
+/// a bucket that is gone.
+fn bucket_owner<'s>(
+    buckets: &impl ReadableTable<&'static str, &'static [u8]>,
+    seen: &'s mut std::collections::HashMap<String, String>,
+    bucket: &str,
+) -> anyhow::Result<&'s str> {
+    if !seen.contains_key(bucket) {
+        let owner = match buckets.get(bucket)? {
+            Some(v) => borsh::from_slice::<BucketMeta>(v.value())?.owner,
+            None => String::new(),
+        };
+        seen.insert(bucket.to_string(), owner);
+    }
+    Ok(seen[bucket].as_str())
 }
 
 /// Content waiting for its storage deals and piece uploads.
@@ -147,16 +175,21 @@ impl Index {
             w.open_table(BODIES)?;
             w.open_table(PACKS)?;
             w.open_table(PACKED_IN)?;
-            // An index from before reference counts: count once.
-            let objects = w.open_table(OBJECTS)?;
+            // An index from before per-owner reference counts: count once,
+            // each object for its bucket's owner.
+            let (objects, buckets) = (w.open_table(OBJECTS)?, w.open_table(BUCKETS)?);
             let mut refs = w.open_table(REFS)?;
             if refs.is_empty()? && !objects.is_empty()? {
+                let mut owners = std::collections::HashMap::new();
                 for item in objects.iter()? {
-                    let meta: ObjectMeta = borsh::from_slice(item?.1.value())?;
-                    add_ref(&mut refs, meta.cid.as_ref(), 1)?;
+                    let (key, value) = item?;
+                    let meta: ObjectMeta = borsh::from_slice(value.value())?;
+                    let bucket = key.value().split_once('/').map_or(key.value(), |(b, _)| b);
+                    add_ref(&mut refs, bucket_owner(&buckets, &mut owners, bucket)?, meta.cid.as_ref(), 1)?;
                 }
             }
         }
+        w.delete_table(OLD_REFS)?;
         w.commit()?;
         let index = Index { db, waiting: Default::default() };
         index.end_packed_pending()?;
@@ -328,6 +361,8 @@ impl Index {
             let mut bodies = w.open_table(BODIES)?;
             let mut t = w.open_table(OBJECTS)?;
             let mut refs = w.open_table(REFS)?;
+            let buckets = w.open_table(BUCKETS)?;
+            let mut owners = std::collections::HashMap::new();
             for &(bucket, key, meta, pending) in entries {
                 if let Some((pending, body)) = pending {
                     let pkey = pending.key();
@@ -343,8 +378,9 @@ impl Index {
                     Some(v) => Some(borsh::from_slice(v.value())?),
                     None => None,
                 };
-                add_ref(&mut refs, meta.cid.as_ref(), 1)?;
-                add_ref(&mut refs, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
+                let owner = bucket_owner(&buckets, &mut owners, bucket)?;
+                add_ref(&mut refs, owner, meta.cid.as_ref(), 1)?;
+                add_ref(&mut refs, owner, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
                 replaced.push(old);
             }
             for (pack, record) in end.packs {
@@ -437,7 +473,8 @@ impl Index {
                 Some(v) => Some(borsh::from_slice(v.value())?),
                 None => None,
             };
-            add_ref(&mut w.open_table(REFS)?, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
+            let owner = bucket_owner(&w.open_table(BUCKETS)?, &mut Default::default(), bucket)?.to_string();
+            add_ref(&mut w.open_table(REFS)?, &owner, old.as_ref().and_then(|o| o.cid.as_ref()), -1)?;
             old
         };
         w.commit()?;
@@ -487,24 +524,25 @@ impl Index {
     }
 
     /// How many objects anywhere point at content `cid`.
-    pub fn references(&self, cid: &[u8; 32]) -> anyhow::Result<usize> {
+    pub fn references(&self, owner: &str, cid: &[u8; 32]) -> anyhow::Result<usize> {
         let r = self.db.begin_read()?;
-        Ok(r.open_table(REFS)?.get(cid)?.map(|v| v.value() as usize).unwrap_or(0))
+        Ok(r.open_table(REFS)?.get(ref_key(owner, cid).as_str())?.map(|v| v.value() as usize).unwrap_or(0))
     }
 
-    /// Whether no object points at each of `cids` (one read).
-    pub fn unreferenced(&self, cids: &[[u8; 32]]) -> anyhow::Result<Vec<bool>> {
+    /// Whether no object of `owner` points at each of `cids` (one read).
+    pub fn unreferenced(&self, owner: &str, cids: &[[u8; 32]]) -> anyhow::Result<Vec<bool>> {
         let r = self.db.begin_read()?;
         let refs = r.open_table(REFS)?;
-        cids.iter().map(|cid| Ok(refs.get(cid)?.is_none_or(|v| v.value() == 0))).collect()
+        cids.iter().map(|cid| Ok(refs.get(ref_key(owner, cid).as_str())?.is_none_or(|v| v.value() == 0))).collect()
     }
 
-    /// Whether no object points at any of `cids` (one read, up to the first that is pointed at).
-    pub fn none_referenced(&self, cids: &[[u8; 32]]) -> anyhow::Result<bool> {
+    /// Whether no object of `owner` points at any of `cids` (one read, up
+    /// to the first that is pointed at).
+    pub fn none_referenced(&self, owner: &str, cids: &[[u8; 32]]) -> anyhow::Result<bool> {
         let r = self.db.begin_read()?;
         let refs = r.open_table(REFS)?;
         for cid in cids {
-            if refs.get(cid)?.is_some_and(|v| v.value() > 0) {
+            if refs.get(ref_key(owner, cid).as_str())?.is_some_and(|v| v.value() > 0) {
                 return Ok(false);
             }
         }
@@ -544,7 +582,7 @@ impl Index {
         members
             .iter()
             .map(|m| {
-                let live = refs.get(m)?.is_some_and(|v| v.value() > 0);
+                let live = refs.get(ref_key(owner, m).as_str())?.is_some_and(|v| v.value() > 0);
                 let mut elsewhere = false;
                 for other in packs_in(&packed, m)?.into_iter().filter(|p| p != pack) {
                     elsewhere = match owners.get(&other) {
@@ -654,18 +692,23 @@ mod tests {
     }
 
     #[test]
-    fn references_follow_puts_overwrites_and_deletes_and_packs_are_found_by_member() {
+    fn references_follow_puts_overwrites_and_deletes_per_owner_and_packs_are_found_by_member() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("i.redb")).unwrap();
+        index.put_bucket("b", &BucketMeta { owner: "dev".into(), created_ms: 0 }).unwrap();
+        index.put_bucket("c", &BucketMeta { owner: "bob".into(), created_ms: 0 }).unwrap();
         index.put_object("b", "x", &meta(1)).unwrap();
         index.put_object("b", "y", &meta(1)).unwrap();
-        assert_eq!(index.references(&[1; 32]).unwrap(), 2);
+        assert_eq!(index.references("dev", &[1; 32]).unwrap(), 2);
         index.put_object("b", "y", &meta(2)).unwrap();
-        assert_eq!((index.references(&[1; 32]).unwrap(), index.references(&[2; 32]).unwrap()), (1, 1));
+        assert_eq!((index.references("dev", &[1; 32]).unwrap(), index.references("dev", &[2; 32]).unwrap()), (1, 1));
+        // Another owner's object of the same content counts for that owner only.
+        index.put_object("c", "z", &meta(1)).unwrap();
         index.delete_object("b", "x").unwrap();
-        assert_eq!(index.references(&[1; 32]).unwrap(), 0);
-        assert!(index.none_referenced(&[[1; 32], [3; 32]]).unwrap() && !index.none_referenced(&[[1; 32], [2; 32]]).unwrap());
-        assert_eq!(index.unreferenced(&[[1; 32], [2; 32], [3; 32]]).unwrap(), vec![true, false, true]);
+        assert_eq!((index.references("dev", &[1; 32]).unwrap(), index.references("bob", &[1; 32]).unwrap()), (0, 1));
+        assert!(index.none_referenced("dev", &[[1; 32], [3; 32]]).unwrap() && !index.none_referenced("dev", &[[1; 32], [2; 32]]).unwrap());
+        assert!(!index.none_referenced("bob", &[[1; 32]]).unwrap());
+        assert_eq!(index.unreferenced("dev", &[[1; 32], [2; 32], [3; 32]]).unwrap(), vec![true, false, true]);
 
         let record = PackRecord { owner: "dev".into(), members: vec![[1; 32], [2; 32]] };
         let other = PackRecord { owner: "dev".into(), members: vec![[2; 32]] };
@@ -673,10 +716,11 @@ mod tests {
         assert_eq!(index.packs_of(&[1; 32]).unwrap(), vec![[9; 32]]);
         assert_eq!(index.packs_of(&[2; 32]).unwrap(), vec![[8; 32], [9; 32]]);
         assert_eq!(index.pack(&[9; 32]).unwrap(), Some(record));
-        // Member 1 is no longer pointed at; member 2 sits in pack 8 too, of
-        // the same owner (another owner's pack would not count).
+        // Member 1 is no longer pointed at by dev (bob's object of it does
+        // not count for dev's pack); member 2 sits in pack 8 too, of the
+        // same owner (another owner's pack would not count either).
         assert_eq!(index.members_state(&[9; 32], "dev", &[[1; 32], [2; 32]]).unwrap(), vec![(false, false), (true, true)]);
-        assert_eq!(index.members_state(&[9; 32], "bob", &[[2; 32]]).unwrap(), vec![(true, false)]);
+        assert_eq!(index.members_state(&[9; 32], "bob", &[[1; 32], [2; 32]]).unwrap(), vec![(true, false), (false, false)]);
         assert_eq!(index.members_state(&[8; 32], "dev", &[[2; 32]]).unwrap(), vec![(true, true)]);
         index.forget_pack(&[9; 32]).unwrap();
         assert_eq!(index.members_state(&[8; 32], "dev", &[[2; 32]]).unwrap(), vec![(true, false)]);
@@ -692,7 +736,35 @@ mod tests {
         // Reopened, the counts are still there.
         drop(index);
         let index = Index::open(&dir.path().join("i.redb")).unwrap();
-        assert_eq!(index.references(&[2; 32]).unwrap(), 1);
+        assert_eq!((index.references("dev", &[2; 32]).unwrap(), index.references("bob", &[1; 32]).unwrap()), (1, 1));
+    }
+
+    #[test]
+    fn an_index_with_counts_per_content_is_counted_again_per_owner_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.redb");
+        {
+            // As an earlier version left it: one count per content id, of any owner.
+            let db = Database::create(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut buckets = w.open_table(BUCKETS).unwrap();
+                buckets.insert("b", borsh::to_vec(&BucketMeta { owner: "dev".into(), created_ms: 0 }).unwrap().as_slice()).unwrap();
+                buckets.insert("c", borsh::to_vec(&BucketMeta { owner: "bob".into(), created_ms: 0 }).unwrap().as_slice()).unwrap();
+                let mut objects = w.open_table(OBJECTS).unwrap();
+                for (key, cid) in [("b/x", 1), ("b/y", 1), ("c/z", 1), ("c/dir/w", 2)] {
+                    objects.insert(key, borsh::to_vec(&meta(cid)).unwrap().as_slice()).unwrap();
+                }
+                let mut old = w.open_table(OLD_REFS).unwrap();
+                old.insert(&[1; 32], 3).unwrap();
+                old.insert(&[2; 32], 1).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let index = Index::open(&path).unwrap();
+        let counts = [("dev", 1), ("bob", 1), ("dev", 2), ("bob", 2)].map(|(owner, cid)| index.references(owner, &[cid; 32]).unwrap());
+        assert_eq!(counts, [2, 1, 0, 1]);
+        assert!(index.db.begin_read().unwrap().open_table(OLD_REFS).is_err(), "the old counts are gone");
     }
 
     #[test]

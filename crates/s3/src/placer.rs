@@ -557,7 +557,7 @@ fn next_batch(gateway: &Gateway, state: &Mutex<Schedule>) -> Next {
             break;
         }
         // Content every object stopped pointing at before it was placed: drop it.
-        if gateway.index.references(&p.cid).unwrap_or(1) == 0 {
+        if gateway.index.references(&p.owner, &p.cid).unwrap_or(1) == 0 {
             if let Err(e) = gateway.staging.finish(gateway, &[&p], &[]) {
                 eprintln!("s3: {e:#}");
             }
@@ -609,12 +609,12 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             // a thread of its own like `next_batch`; then which of them no
             // object points at any more (deleted or overwritten while being
             // placed), in one read.
-            let g = gateway.clone();
+            let (g, batch_owner) = (gateway.clone(), owner.clone());
             let ended = tokio::task::spawn_blocking(move || {
                 let done: Vec<&Pending> = placed.iter().collect();
                 g.staging.finish(&g, &done, &packs)?;
                 let cids: Vec<[u8; 32]> = placed.iter().map(|p| p.cid).collect();
-                g.index.unreferenced(&cids)
+                g.index.unreferenced(&batch_owner, &cids)
             })
             .await
             .map_err(|e| anyhow::anyhow!("the placement's end panicked: {e}"))

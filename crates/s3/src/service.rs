@@ -334,19 +334,24 @@ impl Gateway {
         }
     }
 
-    /// Ends the deals of `cid` once no object points at it any more, and
-    /// the deal of each pack it sat in once none of that pack's objects is
-    /// pointed at; a pack some objects still point at is looked at by the
-    /// compactor, which rewrites it once it is mostly unread.
+    /// Ends `owner`'s deals of `cid` once no object of `owner` points at it
+    /// any more, and the deal of each of `owner`'s packs it sat in once no
+    /// object of `owner` points at any of that pack's objects; a pack some
+    /// still point at is looked at by the compactor, which rewrites it once
+    /// it is mostly unread. Another owner's objects of the same content keep
+    /// that owner's deals and packs only.
     pub(crate) async fn release(&self, owner: &str, cid: Option<[u8; 32]>) {
         let Some(cid) = cid else { return };
-        if self.index.references(&cid).unwrap_or(1) > 0 {
+        if self.index.references(owner, &cid).unwrap_or(1) > 0 {
             return;
         }
         let mut unused: Vec<([u8; 32], String)> = Vec::new();
         for pack in self.index.packs_of(&cid).unwrap_or_default() {
-            if let Ok(Some(record)) = self.index.pack(&pack) {
-                if self.index.none_referenced(&record.members).unwrap_or(false) {
+            // Another owner's pack is kept for that owner's objects.
+            if let Ok(Some(record)) = self.index.pack(&pack)
+                && record.owner == owner
+            {
+                if self.index.none_referenced(owner, &record.members).unwrap_or(false) {
                     unused.push((pack, record.owner));
                 } else {
                     // Still read: rewritten once it is mostly unread (`compact`).
