@@ -317,7 +317,7 @@ pub fn put_contents(
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Vec<anyhow::Result<PutResult>> {
     let submitted = submit_contents(client, key, contents, opts, progress);
-    upload_contents(client, contents, submitted, uploads, progress)
+    upload_contents(client, key, contents, submitted, uploads, progress)
 }
 
 /// Deals submitted for contents, not yet on the ledger: per content, its
@@ -362,9 +362,13 @@ pub fn submit_contents(client: &Client, key: &KeyPair, contents: &[Content], opt
 }
 
 /// The second half of [`put_contents`]: once each content's deals are on
-/// the ledger, its pieces go to the providers they name (pass 2).
+/// the ledger, its pieces go to the providers they name (pass 2). A content
+/// whose upload fails (too few pieces of a segment arrived, or the file
+/// changed) cannot be read from the deals it opened: `key` ends them, so
+/// their escrow returns instead of paying for pieces nobody can use.
 pub fn upload_contents(
     client: &Client,
+    key: &KeyPair,
     contents: &[Content],
     submitted: Submitted,
     uploads: Option<&UploadGate>,
@@ -377,7 +381,13 @@ pub fn upload_contents(
         let (manifest, hashes) = submitted?;
         let deals = hashes.iter().map(|h| deal_of(client, h)).collect::<anyhow::Result<Vec<_>>>()?;
         let _turn = uploads.map(UploadGate::enter);
-        let missed = upload_pieces(client, path, &manifest, &deals, endpoints, unchanged, progress)?;
+        let missed = match upload_pieces(client, path, &manifest, &deals, endpoints, unchanged, progress) {
+            Ok(missed) => missed,
+            Err(e) => {
+                let ended = deals.iter().filter(|d| submit_and_wait(client, key, Msg::Storage(StorageMsg::EndDeal { deal: d.id })).is_ok()).count();
+                return Err(e.context(format!("{ended} of its {} deals ended", deals.len())));
+            }
+        };
         Ok(PutResult { cid: manifest.cid(), bytes: manifest.total_len, deals: deals.iter().map(|d| d.id).collect(), missed_pieces: missed })
     };
     let files: Vec<(&Path, bool)> = contents.iter().map(|c| (c.path, c.unchanged && c.manifest.is_some())).collect();

@@ -248,7 +248,7 @@ fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
     };
     let content = tessera_client::storage::Content { path: &path, members: placed.clone(), manifest: None, unchanged: false };
     let submitted = tessera_client::storage::submit_contents(node, &key, std::slice::from_ref(&content), &opts, &mut |_, _, _| {});
-    let stored = tessera_client::storage::upload_contents(node, std::slice::from_ref(&content), submitted, None, &mut |_, _, _| {}).pop();
+    let stored = tessera_client::storage::upload_contents(node, &key, std::slice::from_ref(&content), submitted, None, &mut |_, _, _| {}).pop();
     let stored = match stored.unwrap_or_else(|| Err(anyhow::anyhow!("no answer for the new pack"))) {
         Ok(r) => r,
         Err(e) => {

@@ -889,7 +889,7 @@ async fn place(
         // the uploads, most of the work, then yield to the requests.
         let submitted = tessera_client::storage::submit_contents(&node, &key, &ready, &opts, &mut |_, _, _| {});
         lower_own_priority();
-        let mut stored = tessera_client::storage::upload_contents(&node, &ready, submitted, Some(&uploads), &mut |_, _, _| {}).into_iter();
+        let mut stored = tessera_client::storage::upload_contents(&node, &key, &ready, submitted, Some(&uploads), &mut |_, _, _| {}).into_iter();
         let out: Vec<anyhow::Result<(tessera_client::storage::PutResult, Vec<PackMember>)>> = prepared
             .into_iter()
             .map(|members| {

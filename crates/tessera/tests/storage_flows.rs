@@ -184,6 +184,23 @@ fn put_get_and_survive_wipe_corruption_and_a_dead_provider() {
     net.ok(&["storage", "get", &twice_cid.to_string(), "-o", back.to_str().unwrap()]);
     assert_eq!(std::fs::read(&back).unwrap(), bytes);
 
+    // An upload that fails (here: the file changed once its deal was open)
+    // ends the deal it opened, rather than leave its escrow paying for
+    // pieces nobody can read.
+    let changing = dir.path().join("changing.bin");
+    let first: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(&changing, &first).unwrap();
+    let content = tessera_client::storage::Content { path: &changing, members: Vec::new(), manifest: None, unchanged: false };
+    let changing_cid = tessera_client::storage::manifest_of_file(&changing, &opts, &mut |_, _, _| {}).unwrap().cid();
+    let submitted = tessera_client::storage::submit_contents(&client, &key, std::slice::from_ref(&content), &opts, &mut |_, _, _| {});
+    std::fs::write(&changing, first.iter().map(|b| b ^ 1).collect::<Vec<u8>>()).unwrap();
+    let stored = tessera_client::storage::upload_contents(&client, &key, std::slice::from_ref(&content), submitted, None, &mut |_, _, _| {});
+    let Some(Err(err)) = stored.into_iter().next() else { panic!("the file changed under its upload, yet it was stored") };
+    let err = format!("{err:#}");
+    assert!(err.contains("changed while it was being stored") && err.contains("1 of its 1 deals ended"), "{err}");
+    let active = tessera_client::storage::deals_of(&client, &changing_cid).unwrap().into_iter().filter(|d| d.active).count();
+    assert_eq!(active, 0, "the failed upload's deal ended");
+
     // Removing ends the deals and refunds.
     net.ok(&["storage", "rm", &cid]);
     assert!(net.fails(&["storage", "get", &cid, "-o", out3.to_str().unwrap()]).contains("no active storage deal"));
