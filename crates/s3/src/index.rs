@@ -523,7 +523,7 @@ impl Index {
         Ok(())
     }
 
-    /// How many objects anywhere point at content `cid`.
+    /// How many objects of `owner` point at content `cid`.
     pub fn references(&self, owner: &str, cid: &[u8; 32]) -> anyhow::Result<usize> {
         let r = self.db.begin_read()?;
         Ok(r.open_table(REFS)?.get(ref_key(owner, cid).as_str())?.map(|v| v.value() as usize).unwrap_or(0))

@@ -552,19 +552,28 @@ fn next_batch(gateway: &Gateway, state: &Mutex<Schedule>) -> Next {
     let mut batch = Vec::new();
     let mut batch_bytes = 0;
     let owner = due.first().map(|p| p.owner.clone()).unwrap_or_default();
-    for p in due.into_iter().filter(|p| p.owner == owner) {
-        if batch.len() == BATCH_OBJECTS || (!batch.is_empty() && batch_bytes + p.size > BATCH_BYTES) {
-            break;
-        }
-        // Content every object stopped pointing at before it was placed: drop it.
-        if gateway.index.references(&p.owner, &p.cid).unwrap_or(1) == 0 {
-            if let Err(e) = gateway.staging.finish(gateway, &[&p], &[]) {
-                eprintln!("s3: {e:#}");
+    let mine: Vec<Pending> = due.into_iter().filter(|p| p.owner == owner).collect();
+    // Content no object of the owner points at any more (deleted or
+    // overwritten before it was placed) is dropped instead: one read per
+    // batch's worth of entries, and their ends in one commit.
+    let mut dropped: Vec<&Pending> = Vec::new();
+    'cut: for entries in mine.chunks(BATCH_OBJECTS) {
+        let cids: Vec<[u8; 32]> = entries.iter().map(|p| p.cid).collect();
+        let gone = gateway.index.unreferenced(&owner, &cids).unwrap_or_else(|_| vec![false; cids.len()]);
+        for (p, gone) in entries.iter().zip(gone) {
+            if batch.len() == BATCH_OBJECTS || (!batch.is_empty() && batch_bytes + p.size > BATCH_BYTES) {
+                break 'cut;
             }
-            continue;
+            if gone {
+                dropped.push(p);
+                continue;
+            }
+            batch_bytes += p.size;
+            batch.push(p.clone());
         }
-        batch_bytes += p.size;
-        batch.push(p);
+    }
+    if let Err(e) = gateway.staging.finish(gateway, &dropped, &[]) {
+        eprintln!("s3: {e:#}");
     }
     Next::Batch(owner, batch)
 }
