@@ -71,8 +71,9 @@ fn answer(c: &Chain, f: &File, deal_id: u64, piece: u32) -> Option<Msg> {
         .iter()
         .map(|i| bytes.chunks(tessera_storage::LEAF_BYTES).nth(*i as usize).unwrap().to_vec())
         .collect();
-    let proofs = indices.iter().map(|i| tree.prove(*i).unwrap()).collect();
-    Some(Msg::Storage(StorageMsg::ProveStorage { deal: deal_id, piece, epoch: open.epoch, leaves, proofs }))
+    let proofs: Vec<_> = indices.iter().map(|i| tree.prove(*i).unwrap()).collect();
+    let proof = tessera_storage::MultiProof::from_proofs(tree.leaf_count(), &proofs).unwrap();
+    Some(Msg::Storage(StorageMsg::ProveStorage { deal: deal_id, piece, epoch: open.epoch, leaves, proof }))
 }
 
 /// A chain of 8 users; users 1.. register as storage providers in `regions`.
@@ -172,11 +173,11 @@ fn wrong_proof_is_refused_and_silence_faults_then_moves_the_piece() {
             let user = user_of(&c, d.pieces[ch.piece as usize].provider);
             if ch.piece == victim_piece && d.pieces[0].provider == victim {
                 // The victim sends garbage instead of its piece's leaves.
-                if let Some(Msg::Storage(StorageMsg::ProveStorage { deal, piece, epoch, mut leaves, proofs })) = answer(&c, &f, 1, ch.piece) {
+                if let Some(Msg::Storage(StorageMsg::ProveStorage { deal, piece, epoch, mut leaves, proof })) = answer(&c, &f, 1, ch.piece) {
                     leaves[0][0] ^= 1;
                     let nonce = *nonces.entry(user).or_insert_with(|| c.nonce(&c.addr(user)));
                     nonces.insert(user, nonce + 1);
-                    txs.push(c.sign(user, nonce, Msg::Storage(StorageMsg::ProveStorage { deal, piece, epoch, leaves, proofs })));
+                    txs.push(c.sign(user, nonce, Msg::Storage(StorageMsg::ProveStorage { deal, piece, epoch, leaves, proof })));
                 }
                 continue;
             }

@@ -215,8 +215,8 @@ const FULL_CHECK_EPOCHS: u64 = 8;
 /// Builds the answer to one challenge from the local piece.
 fn answer(store: &PieceStore, c: &ChallengeDto) -> Result<Msg, PieceError> {
     let full = (c.epoch + u64::from(c.piece_hash.0[0])).is_multiple_of(FULL_CHECK_EPOCHS);
-    let (leaves, proofs) = store.prove(&c.piece_hash, &c.leaves, full)?;
-    Ok(Msg::Storage(StorageMsg::ProveStorage { deal: c.deal, piece: c.piece, epoch: c.epoch, leaves, proofs }))
+    let (leaves, proof) = store.prove(&c.piece_hash, &c.leaves, full)?;
+    Ok(Msg::Storage(StorageMsg::ProveStorage { deal: c.deal, piece: c.piece, epoch: c.epoch, leaves, proof }))
 }
 
 /// Rebuilds pieces assigned here that are not on disk (a wiped disk, a piece

@@ -15,12 +15,18 @@
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use tessera_storage::{piece_hash, MerkleProof, PieceTree, UpperTree, LEAF_BYTES};
+use tessera_storage::{piece_hash, MerkleProof, MultiProof, PieceTree, UpperTree, LEAF_BYTES};
 use tessera_client::keyring::rename_durably;
 use tessera_types::Hash32;
 
-/// Leaf bytes and their Merkle proofs, in the order asked for.
-pub type Answer = (Vec<Vec<u8>>, Vec<MerkleProof>);
+/// Leaf bytes, in the order asked for, and their Merkle paths as one proof.
+pub type Answer = (Vec<Vec<u8>>, MultiProof);
+
+/// The answer of leaves and their single-leaf proofs, of a tree of `leaf_count` leaves.
+fn answer_of(hash: &Hash32, leaf_count: u64, leaves: Vec<Vec<u8>>, proofs: &[MerkleProof]) -> Result<Answer, PieceError> {
+    let proof = MultiProof::from_proofs(leaf_count, proofs).ok_or(PieceError::Missing(*hash))?;
+    Ok((leaves, proof))
+}
 
 /// The leaf that starts `at` bytes into `buf` (shorter at the end, empty past it).
 fn leaf_at(buf: &[u8], at: usize) -> Vec<u8> {
@@ -92,12 +98,12 @@ impl PieceStore {
         }
         let (bytes, tree) = self.read_checked(hash)?;
         self.keep_tree(hash, &tree.upper());
-        let mut answer: Answer = (Vec::with_capacity(leaves.len()), Vec::with_capacity(leaves.len()));
+        let (mut bytes_of, mut proofs) = (Vec::with_capacity(leaves.len()), Vec::with_capacity(leaves.len()));
         for &i in leaves {
-            answer.0.push(leaf_at(&bytes, (i as usize).saturating_mul(LEAF_BYTES)));
-            answer.1.push(tree.prove(i).ok_or(PieceError::Missing(*hash))?);
+            bytes_of.push(leaf_at(&bytes, (i as usize).saturating_mul(LEAF_BYTES)));
+            proofs.push(tree.prove(i).ok_or(PieceError::Missing(*hash))?);
         }
-        Ok(answer)
+        answer_of(hash, tree.leaf_count(), bytes_of, &proofs)
     }
 
     /// `None` when the whole piece must be read instead.
@@ -116,16 +122,16 @@ impl PieceStore {
         if tessera_storage::leaf_count(len) != tree.leaf_count() {
             return Ok(None);
         }
-        let mut answer: Answer = (Vec::with_capacity(leaves.len()), Vec::with_capacity(leaves.len()));
+        let (mut bytes_of, mut proofs) = (Vec::with_capacity(leaves.len()), Vec::with_capacity(leaves.len()));
         for &i in leaves {
             let Some(range) = tree.group_of(i, len) else { return Ok(None) };
             let mut group = vec![0; (range.end - range.start) as usize];
             file.read_exact_at(&mut group, range.start)?;
             let Some(proof) = tree.prove(i, &group) else { return Ok(None) };
-            answer.0.push(leaf_at(&group, (i * LEAF_BYTES as u64 - range.start) as usize));
-            answer.1.push(proof);
+            bytes_of.push(leaf_at(&group, (i * LEAF_BYTES as u64 - range.start) as usize));
+            proofs.push(proof);
         }
-        Ok(Some(answer))
+        answer_of(hash, tree.leaf_count(), bytes_of, &proofs).map(Some)
     }
 
     /// Best effort: the tree is a cache, and a torn write fails its checksum.
@@ -331,7 +337,7 @@ mod tests {
         let leaves = [0, 7, 100, tree.leaf_count() - 1];
         let expected: Answer = (
             leaves.iter().map(|&i| data[i as usize * LEAF_BYTES..((i as usize + 1) * LEAF_BYTES).min(data.len())].to_vec()).collect(),
-            leaves.iter().map(|&i| tree.prove(i).unwrap()).collect(),
+            MultiProof::from_proofs(tree.leaf_count(), &leaves.iter().map(|&i| tree.prove(i).unwrap()).collect::<Vec<_>>()).unwrap(),
         );
         // The first answer reads the whole piece and keeps its tree.
         assert!(!store.tree_path(&hash).exists());

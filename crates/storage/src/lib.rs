@@ -14,4 +14,4 @@ mod pool;
 pub use challenge::{challenge_indices, escape_probability_ppm, proof_bytes};
 pub use erasure::{ErasureError, ErasureScheme, SegmentCodec, Shards};
 pub use manifest::{Cid, EncodedSegment, Manifest, PieceEntry, SegmentEntry, SegmentReader, MANIFEST_VERSION};
-pub use merkle::{leaf_count, piece_hash, MerkleProof, PieceTree, UpperTree, LEAF_BYTES};
+pub use merkle::{leaf_count, piece_hash, MerkleProof, MultiProof, PieceTree, UpperTree, LEAF_BYTES};

@@ -250,9 +250,147 @@ impl MerkleProof {
     }
 }
 
+/// The Merkle paths of several leaves of one piece, each hash given once:
+/// a sibling that the other leaves' paths compute is left out, so the
+/// paths' shared upper levels cost nothing. The leaves' indices are not
+/// carried: whoever checks the proof drew them.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct MultiProof {
+    /// The siblings the paths need, level by level from the leaves up and
+    /// left to right within a level.
+    pub nodes: Vec<Hash32>,
+}
+
+impl MultiProof {
+    /// Combines single-leaf proofs of one piece of `leaf_count` leaves (in
+    /// any order, repeats allowed); `None` when they are not of one shape.
+    pub fn from_proofs(leaf_count: u64, proofs: &[MerkleProof]) -> Option<MultiProof> {
+        let mut known: std::collections::HashMap<(u32, u64), Hash32> = std::collections::HashMap::new();
+        for p in proofs {
+            let (mut i, mut width, mut level, mut siblings) = (p.index, leaf_count, 0u32, p.siblings.iter());
+            while width > 1 {
+                if i ^ 1 < width {
+                    known.insert((level, i ^ 1), *siblings.next()?);
+                }
+                (i, width, level) = (i / 2, width.div_ceil(2), level + 1);
+            }
+        }
+        let mut nodes = Vec::new();
+        let mut level: std::collections::BTreeSet<u64> = proofs.iter().map(|p| p.index).collect();
+        let (mut width, mut depth) = (leaf_count, 0u32);
+        while width > 1 {
+            for &i in &level {
+                let sibling = i ^ 1;
+                if sibling < width && !level.contains(&sibling) {
+                    nodes.push(*known.get(&(depth, sibling))?);
+                }
+            }
+            level = level.iter().map(|i| i / 2).collect();
+            (width, depth) = (width.div_ceil(2), depth + 1);
+        }
+        Some(MultiProof { nodes })
+    }
+
+    /// Checks that `leaves[n]` is leaf `indices[n]` of a piece with
+    /// `leaf_count` leaves and Merkle root `root` for every `n` (an index
+    /// asked twice needs the same leaf twice).
+    pub fn verify(&self, root: &Hash32, leaf_count: u64, indices: &[u64], leaves: &[Vec<u8>]) -> bool {
+        if indices.is_empty() || indices.len() != leaves.len() {
+            return false;
+        }
+        let mut level: std::collections::BTreeMap<u64, Hash32> = std::collections::BTreeMap::new();
+        for (&i, leaf) in indices.iter().zip(leaves) {
+            if i >= leaf_count.min(MAX_LEAVES) || leaf.len() > LEAF_BYTES {
+                return false;
+            }
+            let hash = leaf_hash(i, leaf);
+            if level.insert(i, hash).is_some_and(|before| before != hash) {
+                return false;
+            }
+        }
+        let mut nodes = self.nodes.iter();
+        let mut width = leaf_count;
+        while width > 1 {
+            let mut above = std::collections::BTreeMap::new();
+            let mut here = level.into_iter().peekable();
+            while let Some((i, hash)) = here.next() {
+                let parent = if i % 2 == 1 {
+                    // Its left sibling is not in the set (it would have taken this one along).
+                    let Some(left) = nodes.next() else { return false };
+                    node_hash(left, &hash)
+                } else if i + 1 >= width {
+                    hash
+                } else if let Some((_, right)) = here.next_if(|(j, _)| *j == i + 1) {
+                    node_hash(&hash, &right)
+                } else {
+                    let Some(right) = nodes.next() else { return false };
+                    node_hash(&hash, right)
+                };
+                above.insert(i / 2, parent);
+            }
+            level = above;
+            width = width.div_ceil(2);
+        }
+        nodes.next().is_none() && level.len() == 1 && level.get(&0) == Some(root)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multiproof_proves_any_set_of_leaves_in_fewer_hashes_and_tampering_fails() {
+        for len in [1usize, 512, 513, 7 * 512 + 3, 33 * 512, 1 << 20] {
+            let piece: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+            let tree = PieceTree::build(&piece);
+            let n = tree.leaf_count();
+            let leaf = |i: u64| piece[i as usize * LEAF_BYTES..((i as usize + 1) * LEAF_BYTES).min(len)].to_vec();
+            let sets: Vec<Vec<u64>> = vec![
+                vec![0],
+                vec![n - 1],
+                (0..n.min(50)).collect(),
+                crate::challenge_indices(&Hash32([3; 32]), &Hash32([4; 32]), 9, n, 50),
+                vec![n / 2, 0, n / 2, n - 1],
+            ];
+            for indices in sets {
+                let leaves: Vec<Vec<u8>> = indices.iter().map(|&i| leaf(i)).collect();
+                let proofs: Vec<MerkleProof> = indices.iter().map(|&i| tree.prove(i).unwrap()).collect();
+                let multi = MultiProof::from_proofs(n, &proofs).unwrap();
+                assert!(multi.verify(&tree.root(), n, &indices, &leaves), "len {len} {indices:?}");
+                let singles: usize = proofs.iter().map(|p| p.siblings.len()).sum();
+                assert!(multi.nodes.len() <= singles);
+                if indices.len() >= 50 && n > 1000 {
+                    assert!(multi.nodes.len() * 3 < singles * 2, "len {len}: {} hashes against {singles}", multi.nodes.len());
+                }
+                let mut bad = leaves.clone();
+                bad[0][0] ^= 1;
+                assert!(!multi.verify(&tree.root(), n, &indices, &bad), "len {len}: a changed leaf");
+                if n > 1 {
+                    let moved: Vec<u64> = indices.iter().map(|i| (i + 1) % n).collect();
+                    assert!(!multi.verify(&tree.root(), n, &moved, &leaves), "len {len}: other indices");
+                }
+                if let Some(first) = multi.nodes.first() {
+                    let mut short = multi.clone();
+                    short.nodes.remove(0);
+                    assert!(!short.verify(&tree.root(), n, &indices, &leaves));
+                    let mut long = multi.clone();
+                    long.nodes.push(*first);
+                    assert!(!long.verify(&tree.root(), n, &indices, &leaves));
+                }
+                assert!(!multi.verify(&Hash32([0; 32]), n, &indices, &leaves));
+            }
+            // An index asked twice needs the same leaf both times.
+            if n > 1 {
+                let indices = vec![1, 1];
+                let proofs = vec![tree.prove(1).unwrap(), tree.prove(1).unwrap()];
+                let multi = MultiProof::from_proofs(n, &proofs).unwrap();
+                assert!(multi.verify(&tree.root(), n, &indices, &[leaf(1), leaf(1)]));
+                assert!(!multi.verify(&tree.root(), n, &indices, &[leaf(1), leaf(0)]));
+            }
+            assert!(!MultiProof { nodes: vec![] }.verify(&tree.root(), n, &[], &[]));
+        }
+    }
 
     #[test]
     fn every_leaf_proves_and_tampering_fails() {

@@ -107,12 +107,12 @@ pub struct DevnetArgs {
     pub s3_staging_mib: u64,
     /// Block records kept, the latest ones (0: all). State is always whole;
     /// older blocks and their transactions' results are deleted. Storage
-    /// proofs make blocks large: about 44 KB per stored MiB-piece per epoch.
+    /// proofs make blocks large: about 36 KB per stored MiB-piece per epoch.
     #[arg(long, default_value_t = tessera_node::devnet::DEFAULT_RETAIN_BLOCKS)]
     pub retain_blocks: u64,
     /// Seconds in a proof epoch: every stored piece is challenged once in
     /// each, at a block of its own. Shorter epochs find a lost piece sooner;
-    /// each proof (about 44 KB a MiB-piece) goes into a block once an epoch,
+    /// each proof (about 36 KB a MiB-piece) goes into a block once an epoch,
     /// so they also fill blocks and disk faster. Set when a chain is created;
     /// a data dir keeps its genesis.
     #[arg(long, default_value_t = tessera_node::devnet::DEFAULT_PROOF_EPOCH.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -96,7 +96,7 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
             events.insert(1, Event::new("storage.pack_created").attr("deal", id).attr("cid", terms.cid).attr("members", members.len()));
             Ok(events)
         }
-        StorageMsg::ProveStorage { deal: deal_id, piece: piece_idx, epoch, leaves, proofs } => {
+        StorageMsg::ProveStorage { deal: deal_id, piece: piece_idx, epoch, leaves, proof } => {
             let mut d = deal(st, *deal_id).ok_or_else(|| TxError::NotFound(format!("deal {deal_id}")))?;
             if !d.active {
                 return Err(invalid(format!("deal {deal_id} has ended")));
@@ -113,13 +113,11 @@ pub fn execute(st: &mut Overlay, ctx: &TxContext, params: &Params, msg: &Storage
             let beacon = beacon(st, *epoch).ok_or_else(|| invalid(format!("no beacon for epoch {epoch}")))?;
             let leaves_total = leaf_count(p.len);
             let indices = challenge_indices(&beacon, &p.hash, *epoch, leaves_total, sp.challenges_per_piece);
-            if proofs.len() != indices.len() {
-                return Err(invalid(format!("expected {} challenged leaves, got {}", indices.len(), proofs.len())));
+            if leaves.len() != indices.len() {
+                return Err(invalid(format!("expected {} challenged leaves, got {}", indices.len(), leaves.len())));
             }
-            for (n, ((want, proof), leaf)) in indices.iter().zip(proofs).zip(leaves).enumerate() {
-                if proof.index != *want || !proof.verify(&p.hash, leaves_total, leaf) {
-                    return Err(invalid(format!("proof of storage does not verify at challenge {n} (leaf {want})")));
-                }
+            if !proof.verify(&p.hash, leaves_total, &indices, leaves) {
+                return Err(invalid(format!("proof of storage does not verify for the {} challenged leaves", indices.len())));
             }
             delete_pending(st, &open);
             let provider = p.provider;

@@ -1,7 +1,7 @@
 //! storage transactions.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use tessera_storage::{ErasureScheme, MerkleProof, LEAF_BYTES};
+use tessera_storage::{ErasureScheme, MultiProof, LEAF_BYTES};
 use tessera_types::{Amount, Hash32};
 
 use crate::error::{invalid, TxError};
@@ -64,7 +64,7 @@ pub enum StorageMsg {
     /// `max_price_per_gib_block` x bytes x duration in escrow.
     CreateDeal(DealTerms),
     /// A provider's answer to this epoch's challenge of one piece.
-    ProveStorage { deal: u64, piece: u32, epoch: u64, leaves: Vec<Vec<u8>>, proofs: Vec<MerkleProof> },
+    ProveStorage { deal: u64, piece: u32, epoch: u64, leaves: Vec<Vec<u8>>, proof: MultiProof },
     /// The owner ends a deal early; unspent escrow returns.
     EndDeal { deal: u64 },
     /// A deal over a pack: many small objects stored end to end as one
@@ -170,9 +170,13 @@ impl StorageMsg {
                 validate_deal(terms)?;
                 validate_members(&terms.cid, &terms.segments, members)
             }
-            StorageMsg::ProveStorage { leaves, proofs, .. } => {
-                if leaves.len() != proofs.len() || leaves.len() > MAX_PROOF_LEAVES {
-                    return Err(invalid("a proof carries one Merkle path per leaf, at most 64"));
+            StorageMsg::ProveStorage { leaves, proof, .. } => {
+                if leaves.len() > MAX_PROOF_LEAVES {
+                    return Err(invalid(format!("a proof carries at most {MAX_PROOF_LEAVES} leaves")));
+                }
+                // A sibling per leaf and level at most, in a tree of at most 2^50 leaves.
+                if proof.nodes.len() > leaves.len() * 50 {
+                    return Err(invalid("a proof carries at most 50 hashes per leaf"));
                 }
                 if leaves.iter().any(|l| l.len() > LEAF_BYTES) {
                     return Err(invalid(format!("a leaf is at most {LEAF_BYTES} bytes")));

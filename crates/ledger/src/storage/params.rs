@@ -7,7 +7,7 @@ use tessera_types::Amount;
 pub struct StorageParams {
     /// Blocks per proof epoch; every active piece is challenged once an epoch,
     /// in a block of the epoch of its own (`challenge_slot`), so that the
-    /// chain carries an even share of the proofs (about 44 KB a MiB-piece)
+    /// chain carries an even share of the proofs (about 36 KB a MiB-piece)
     /// in every block instead of all of them at once.
     pub epoch_blocks: u64,
     /// Leaves challenged per piece per epoch (k = 50: 10% lost escapes 0.5%).
