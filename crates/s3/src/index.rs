@@ -27,6 +27,11 @@ const BODIES: TableDefinition<&str, &[u8]> = TableDefinition::new("staged_bodies
 const PACKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("packs");
 /// `<member cid><pack cid>` -> (): the packs each content sits in.
 const PACKED_IN: TableDefinition<&[u8; 64], ()> = TableDefinition::new("packed_in");
+/// Pack content id -> the latest acknowledgement time among the entries of
+/// the batch it holds, while that batch's end runs over several
+/// transactions (`EndPart`): a stop before its last one leaves them
+/// pending, and opening the index ends them.
+const ENDING: TableDefinition<&[u8; 32], u64> = TableDefinition::new("ending_packs");
 
 /// Small objects stored together as one content on the storage network.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -133,16 +138,22 @@ pub type PendingPut<'a> = (&'a str, &'a str, &'a ObjectMeta, &'a Pending, Option
 
 /// The placed entries one `Index::stage_and_end` transaction ends: a large
 /// batch ends over several, so that the PUTs committed beside each part
-/// never wait for the whole batch. Its first part records its packs, and
-/// ends every entry not in one; a stop before its last part leaves pending
-/// entries whose content sits in a recorded pack of their owner, which
-/// opening the index ends.
+/// never wait for the whole batch. Its first part records its packs and
+/// ends every entry in none; while the packs' members end, part by part,
+/// the packs are marked, and opening the index ends what a stop left of
+/// them pending.
 #[derive(Clone, Copy, Default)]
 pub struct EndPart<'a> {
     /// Entries ended now (their small bodies go with them).
     pub done: &'a [&'a Pending],
     /// Packs recorded now.
     pub packs: &'a [([u8; 32], PackRecord)],
+    /// Packs whose members end in later parts, marked with the latest
+    /// acknowledgement time among them (an entry acknowledged after it is
+    /// a later PUT's, not the batch's).
+    pub marks: &'a [([u8; 32], u64)],
+    /// Packs whose members' end this part completes: unmarked.
+    pub unmarks: &'a [[u8; 32]],
 }
 
 pub struct Index {
@@ -192,42 +203,33 @@ impl Index {
         w.delete_table(OLD_REFS)?;
         w.commit()?;
         let index = Index { db, waiting: Default::default() };
-        index.end_packed_pending()?;
+        index.end_marked_packs()?;
         index.add_waiting(&index.pending()?, true);
         Ok(index)
     }
 
-    /// Ends the pending entries whose content already sits in a recorded
-    /// pack of their owner: what a stop left of a batch whose end it cut
-    /// short (`EndPart`), or content staged again by its owner, which reads
-    /// from that pack. On open only, when no compaction of such a pack can
-    /// be under way.
-    fn end_packed_pending(&self) -> anyhow::Result<()> {
-        let r = self.db.begin_read()?;
-        let (pending, packed, packs) = (r.open_table(PENDING)?, r.open_table(PACKED_IN)?, r.open_table(PACKS)?);
-        let mut ended = Vec::new();
-        for item in pending.iter()? {
-            let (key, value) = item?;
-            let p: Pending = borsh::from_slice(value.value())?;
-            for pack in packs_in(&packed, &p.cid)? {
-                if let Some(v) = packs.get(&pack)?
-                    && borsh::from_slice::<PackRecord>(v.value())?.owner == p.owner
-                {
-                    ended.push(key.value().to_string());
-                    break;
-                }
-            }
-        }
-        drop((pending, packed, packs, r));
-        if ended.is_empty() {
-            return Ok(());
-        }
+    /// Ends what a stop left pending of the members of marked packs
+    /// (`EndPart::marks`): each member's entry of the pack's owner, unless
+    /// acknowledged after the mark's time (a later PUT of the same bytes).
+    fn end_marked_packs(&self) -> anyhow::Result<()> {
         let w = self.db.begin_write()?;
         {
-            let (mut pending, mut bodies) = (w.open_table(PENDING)?, w.open_table(BODIES)?);
-            for key in &ended {
-                pending.remove(key.as_str())?;
-                bodies.remove(key.as_str())?;
+            let mut marks = w.open_table(ENDING)?;
+            let (packs, mut pending, mut bodies) = (w.open_table(PACKS)?, w.open_table(PENDING)?, w.open_table(BODIES)?);
+            while let Some((pack, latest)) = marks.pop_first()? {
+                let (pack, latest) = (pack.value(), latest.value());
+                let Some(record) = packs.get(&pack)?.map(|v| borsh::from_slice::<PackRecord>(v.value())).transpose()? else { continue };
+                for member in &record.members {
+                    let key = format!("{}/{}", hex::encode(member), record.owner);
+                    let batch_entry = match pending.get(key.as_str())? {
+                        Some(v) => borsh::from_slice::<Pending>(v.value())?.since_ms <= latest,
+                        None => false,
+                    };
+                    if batch_entry {
+                        pending.remove(key.as_str())?;
+                        bodies.remove(key.as_str())?;
+                    }
+                }
             }
         }
         w.commit()?;
@@ -385,6 +387,15 @@ impl Index {
             }
             for (pack, record) in end.packs {
                 record_pack(&w, pack, record)?;
+            }
+            if !end.marks.is_empty() || !end.unmarks.is_empty() {
+                let mut marks = w.open_table(ENDING)?;
+                for (pack, latest) in end.marks {
+                    marks.insert(pack, latest)?;
+                }
+                for pack in end.unmarks {
+                    marks.remove(pack)?;
+                }
             }
             for d in end.done {
                 bodies.remove(d.key().as_str())?;
@@ -684,6 +695,18 @@ fn first_of_cid(table: &redb::ReadOnlyTable<&str, &[u8]>, cid: &[u8; 32]) -> any
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// The packs marked as ending (`EndPart::marks`).
+    pub(crate) fn marked_packs(index: &Index) -> Vec<[u8; 32]> {
+        let r = index.db.begin_read().unwrap();
+        let t = r.open_table(ENDING).unwrap();
+        t.iter().unwrap().map(|item| *item.unwrap().0.value()).collect()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -801,28 +824,43 @@ mod tests {
     }
 
     #[test]
-    fn pending_entries_already_in_a_pack_of_their_owner_end_on_open() {
+    fn a_batch_whose_end_a_stop_cut_short_is_ended_on_open_and_a_later_put_of_its_bytes_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("i.redb");
         let index = Index::open(&path).unwrap();
-        let entry = |cid: u8, owner: &str| Pending { cid: [cid; 32], owner: owner.into(), size: 4, escrow: 1, since_ms: 0, attempts: 0, last_error: None };
-        let batch: Vec<Pending> = (1..=5).map(|i| entry(i, "dev")).collect();
+        let entry = |cid: u8, owner: &str, since_ms: u64| Pending { cid: [cid; 32], owner: owner.into(), size: 4, escrow: 1, since_ms, attempts: 0, last_error: None };
+        let marks = |index: &Index| index.db.begin_read().unwrap().open_table(ENDING).unwrap().len().unwrap();
+        let batch: Vec<Pending> = (1..=5).map(|i| entry(i, "dev", 10 + i as u64)).collect();
         for p in &batch {
             index.put_object_pending("b", &format!("k{}", p.cid[0]), &meta(p.cid[0]), p, Some(b"body")).unwrap();
         }
         // Content 3 waits for another owner too, and 6 is in no pack.
-        index.put_object_pending("b", "bob", &meta(3), &entry(3, "bob"), Some(b"body")).unwrap();
-        index.put_object_pending("b", "k6", &meta(6), &entry(6, "dev"), None).unwrap();
-        // The batch's first part: its pack, and two of its entries ended.
+        index.put_object_pending("b", "bob", &meta(3), &entry(3, "bob", 1), Some(b"body")).unwrap();
+        index.put_object_pending("b", "k6", &meta(6), &entry(6, "dev", 1), None).unwrap();
+        // The batch's first part: its pack, marked, and two of its entries ended.
         let pack = PackRecord { owner: "dev".into(), members: batch.iter().map(|p| p.cid).collect() };
-        index.stage_and_end(&[], EndPart { done: &[&batch[0], &batch[1]], packs: &[([9; 32], pack.clone())] }).unwrap();
-        assert_eq!(index.pending().unwrap().len(), 5);
-        // A stop before its other parts: opening ends the rest of it.
+        let first = EndPart { done: &[&batch[0], &batch[1]], packs: &[([9; 32], pack.clone())], marks: &[([9; 32], 15)], unmarks: &[] };
+        index.stage_and_end(&[], first).unwrap();
+        assert_eq!((index.pending().unwrap().len(), marks(&index)), (5, 1));
+        // Content 1 PUT again meanwhile: an entry of its own, acknowledged later.
+        index.put_object_pending("b", "again", &meta(1), &entry(1, "dev", 20), Some(b"body")).unwrap();
+        // A stop before the batch's other parts: opening ends the rest of it.
         drop(index);
         let index = Index::open(&path).unwrap();
         let left: Vec<(u8, String)> = index.pending().unwrap().into_iter().map(|p| (p.cid[0], p.owner)).collect();
-        assert_eq!(left, vec![(3, "bob".to_string()), (6, "dev".to_string())]);
-        assert_eq!(index.staged_body_sizes().unwrap(), vec![([3; 32], 4)]);
-        assert_eq!((index.pack(&[9; 32]).unwrap(), index.waiting_contents("dev"), index.waiting_contents("bob")), (Some(pack), 1, 1));
+        assert_eq!(left, vec![(1, "dev".to_string()), (3, "bob".to_string()), (6, "dev".to_string())]);
+        assert_eq!(index.staged_body_sizes().unwrap(), vec![([1; 32], 4), ([3; 32], 4)]);
+        assert_eq!((index.pack(&[9; 32]).unwrap(), marks(&index)), (Some(pack), 0));
+        assert_eq!((index.waiting_contents("dev"), index.waiting_contents("bob")), (2, 1));
+
+        // A batch ended to its last part leaves no mark behind.
+        let batch: Vec<Pending> = (7..=8).map(|i| entry(i, "dev", 30)).collect();
+        for p in &batch {
+            index.put_object_pending("b", &format!("k{}", p.cid[0]), &meta(p.cid[0]), p, None).unwrap();
+        }
+        let pack = PackRecord { owner: "dev".into(), members: batch.iter().map(|p| p.cid).collect() };
+        index.stage_and_end(&[], EndPart { done: &[&batch[0]], packs: &[([8; 32], pack)], marks: &[([8; 32], 30)], unmarks: &[] }).unwrap();
+        index.stage_and_end(&[], EndPart { done: &[&batch[1]], unmarks: &[[8; 32]], ..Default::default() }).unwrap();
+        assert_eq!((index.pending().unwrap().len(), marks(&index)), (3, 0));
     }
 }

@@ -95,6 +95,9 @@ struct Ended {
     packs: Vec<([u8; 32], PackRecord)>,
     /// Entries of `done` the first part ends.
     first: usize,
+    /// The latest acknowledgement among the packs' members (their mark
+    /// while parts remain, `EndPart::marks`).
+    latest: u64,
     /// Entries of `done` ended so far.
     next: usize,
     reply: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
@@ -105,8 +108,9 @@ impl Ended {
         let packed: std::collections::HashSet<&[u8; 32]> = packs.iter().flat_map(|(_, r)| &r.members).collect();
         let (mut done, members): (Vec<Pending>, Vec<Pending>) = done.iter().map(|p| (*p).clone()).partition(|p| !packed.contains(&p.cid));
         let first = done.len() + members.len().min(END_PART);
+        let latest = members.iter().map(|p| p.since_ms).max().unwrap_or(0);
         done.extend(members);
-        Ended { done, packs: packs.to_vec(), first, next: 0, reply }
+        Ended { done, packs: packs.to_vec(), first, latest, next: 0, reply }
     }
 
     /// The entries the next part ends.
@@ -354,8 +358,17 @@ impl Staging {
             admitted.iter().map(|q| (q.bucket.as_str(), q.key.as_str(), &q.meta, &q.pending, q.inline.as_deref())).collect();
         let part = ended.as_ref().map_or(0..0, Ended::part);
         let done: Vec<&Pending> = ended.iter().flat_map(|e| &e.done[part.clone()]).collect();
+        let (mut marks, mut unmarks) = (Vec::new(), Vec::new());
+        if let Some(e) = &ended {
+            let packs = e.packs.iter().map(|(pack, _)| *pack);
+            match (part.start, part.end < e.done.len()) {
+                (0, true) => marks.extend(packs.map(|pack| (pack, e.latest))),
+                (1.., false) => unmarks.extend(packs),
+                _ => {}
+            }
+        }
         let packs = ended.as_ref().filter(|_| part.start == 0).map_or(&[][..], |e| &e.packs);
-        let end = crate::index::EndPart { done: &done, packs };
+        let end = crate::index::EndPart { done: &done, packs, marks: &marks, unmarks: &unmarks };
         let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.stage_and_end(&entries, end));
         self.commits.fetch_add(1, Ordering::Relaxed);
         drop(entries);
@@ -623,7 +636,9 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
                 let done: Vec<&Pending> = placed.iter().collect();
                 g.staging.finish(&g, &done, &packs)?;
                 let cids: Vec<[u8; 32]> = placed.iter().map(|p| p.cid).collect();
-                g.index.unreferenced(&batch_owner, &cids)
+                // Ended either way; an index read that fails leaves their
+                // release to the next deletion of the same content.
+                Ok::<_, anyhow::Error>(g.index.unreferenced(&batch_owner, &cids).unwrap_or_else(|_| vec![false; cids.len()]))
             })
             .await
             .map_err(|e| anyhow::anyhow!("the placement's end panicked: {e}"))
@@ -1109,6 +1124,8 @@ mod tests {
         assert!(matches!(put_answer.try_recv(), Ok(Ok(Some(None)))));
         assert_eq!(index.pack(&[200; 32]).unwrap(), Some(pack), "the packs go with the first part");
         assert!(!index.is_pending(&[0; 32]).unwrap() && !index.is_pending(&[1; 32]).unwrap(), "and every entry in no pack");
+        // A stop now would leave the rest pending: opening the index ends it.
+        assert!(!crate::index::tests_support::marked_packs(&index).is_empty());
         let mut parts = 1;
         while let Some(e) = left {
             assert_eq!(index.pending().unwrap().len(), 150 + 1 - END_PART * parts);
@@ -1118,6 +1135,7 @@ mod tests {
         }
         assert_eq!(parts, 150usize.div_ceil(END_PART));
         answer.try_recv().unwrap().unwrap();
+        assert!(crate::index::tests_support::marked_packs(&index).is_empty(), "unmarked with the last part");
         assert_eq!(index.pending().unwrap(), vec![entry(201, 10)]);
     }
 
