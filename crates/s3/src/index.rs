@@ -48,14 +48,16 @@ fn packed_key(member: &[u8; 32], pack: &[u8; 32]) -> [u8; 64] {
     k
 }
 
-fn ref_key(owner: &str, cid: &[u8; 32]) -> String {
+/// `<cid hex>/<owner>`: how pending entries, staged bodies and reference
+/// counts are keyed.
+fn owner_key(owner: &str, cid: &[u8; 32]) -> String {
     format!("{}/{owner}", hex::encode(cid))
 }
 
 /// Moves the count of `owner`'s objects pointing at `cid` by `delta`.
 fn add_ref(t: &mut redb::Table<&str, u64>, owner: &str, cid: Option<&[u8; 32]>, delta: i64) -> anyhow::Result<()> {
     let Some(cid) = cid else { return Ok(()) };
-    let key = ref_key(owner, cid);
+    let key = owner_key(owner, cid);
     let now = t.get(key.as_str())?.map(|v| v.value()).unwrap_or(0);
     let next = now.saturating_add_signed(delta);
     if next == 0 {
@@ -101,7 +103,7 @@ pub struct Pending {
 
 impl Pending {
     fn key(&self) -> String {
-        format!("{}/{}", hex::encode(self.cid), self.owner)
+        owner_key(&self.owner, &self.cid)
     }
 }
 
@@ -220,7 +222,7 @@ impl Index {
                 let (pack, latest) = (pack.value(), latest.value());
                 let Some(record) = packs.get(&pack)?.map(|v| borsh::from_slice::<PackRecord>(v.value())).transpose()? else { continue };
                 for member in &record.members {
-                    let key = format!("{}/{}", hex::encode(member), record.owner);
+                    let key = owner_key(&record.owner, member);
                     let batch_entry = match pending.get(key.as_str())? {
                         Some(v) => borsh::from_slice::<Pending>(v.value())?.since_ms <= latest,
                         None => false,
@@ -537,14 +539,14 @@ impl Index {
     /// How many objects of `owner` point at content `cid`.
     pub fn references(&self, owner: &str, cid: &[u8; 32]) -> anyhow::Result<usize> {
         let r = self.db.begin_read()?;
-        Ok(r.open_table(REFS)?.get(ref_key(owner, cid).as_str())?.map(|v| v.value() as usize).unwrap_or(0))
+        Ok(r.open_table(REFS)?.get(owner_key(owner, cid).as_str())?.map(|v| v.value() as usize).unwrap_or(0))
     }
 
     /// Whether no object of `owner` points at each of `cids` (one read).
     pub fn unreferenced(&self, owner: &str, cids: &[[u8; 32]]) -> anyhow::Result<Vec<bool>> {
         let r = self.db.begin_read()?;
         let refs = r.open_table(REFS)?;
-        cids.iter().map(|cid| Ok(refs.get(ref_key(owner, cid).as_str())?.is_none_or(|v| v.value() == 0))).collect()
+        cids.iter().map(|cid| Ok(refs.get(owner_key(owner, cid).as_str())?.is_none_or(|v| v.value() == 0))).collect()
     }
 
     /// Whether no object of `owner` points at any of `cids` (one read, up
@@ -553,7 +555,7 @@ impl Index {
         let r = self.db.begin_read()?;
         let refs = r.open_table(REFS)?;
         for cid in cids {
-            if refs.get(ref_key(owner, cid).as_str())?.is_some_and(|v| v.value() > 0) {
+            if refs.get(owner_key(owner, cid).as_str())?.is_some_and(|v| v.value() > 0) {
                 return Ok(false);
             }
         }
@@ -593,7 +595,7 @@ impl Index {
         members
             .iter()
             .map(|m| {
-                let live = refs.get(ref_key(owner, m).as_str())?.is_some_and(|v| v.value() > 0);
+                let live = refs.get(owner_key(owner, m).as_str())?.is_some_and(|v| v.value() > 0);
                 let mut elsewhere = false;
                 for other in packs_in(&packed, m)?.into_iter().filter(|p| p != pack) {
                     elsewhere = match owners.get(&other) {
