@@ -2,8 +2,9 @@
 //! the endpoint's staging directory and recorded as pending in the index (one
 //! fsync of the body, one durable index transaction; a body up to
 //! `INLINE_BODY_MAX` goes into that transaction instead, one fsync in all).
-//! One thread commits those transactions, each for every PUT that queued
-//! while the one before it committed (group commit). This task then opens
+//! One commit runs at a time: a PUT that finds none running commits itself,
+//! and the PUTs that queue meanwhile go to one thread, which commits them
+//! all in its next transaction (group commit). This task then opens
 //! the storage deals and uploads the erasure-coded pieces in batches, many
 //! objects' deals in one block. Until then the object is served from its
 //! staged body and HEAD says `x-amz-meta-tessera-state: pending`. Nothing is
@@ -63,8 +64,10 @@ pub struct Staging {
     freed: tokio::sync::Notify,
     /// Stagings waiting for the committer thread.
     queue: Arc<CommitQueue>,
-    /// Index transactions the committer thread has run.
+    /// Index transactions run so far (by the committer thread or by a
+    /// staging that found none running).
     commits: std::sync::atomic::AtomicU64,
+    index: Arc<Index>,
 }
 
 #[derive(Default)]
@@ -83,6 +86,9 @@ struct Queue {
     ended: std::collections::VecDeque<Ended>,
     /// The staging area is gone: the committer thread ends.
     closed: bool,
+    /// A commit is running (on the committer thread or in a staging's own
+    /// request): the next one waits for it.
+    committing: bool,
 }
 
 /// Entries the placer has placed (or given up), and the packs they went
@@ -209,9 +215,10 @@ impl Staging {
             freed: tokio::sync::Notify::new(),
             queue: Arc::default(),
             commits: Default::default(),
+            index: index.clone(),
         });
-        let (queue, weak, index) = (staging.queue.clone(), Arc::downgrade(&staging), index.clone());
-        std::thread::Builder::new().name("s3-commit".into()).spawn(move || commit_loop(&queue, &weak, &index))?;
+        let (queue, weak) = (staging.queue.clone(), Arc::downgrade(&staging));
+        std::thread::Builder::new().name("s3-commit".into()).spawn(move || commit_loop(&queue, &weak))?;
         Ok(staging)
     }
 
@@ -247,7 +254,10 @@ impl Staging {
     ///
     /// Group commit: stagings that arrive while one commits queue up, and
     /// the committer thread writes them all in the next transaction (one
-    /// fsync), so concurrent PUTs do not wait one fsync each.
+    /// fsync), so concurrent PUTs do not wait one fsync each. A staging that
+    /// finds no commit running commits itself, in its own request: a
+    /// sequential client's PUT waits for no other thread to wake (the
+    /// committer's, then its own worker's).
     pub async fn stage(
         &self,
         file: Option<&Path>,
@@ -264,7 +274,7 @@ impl Staging {
         loop {
             let room = self.freed.notified();
             let (reply, answer) = tokio::sync::oneshot::channel();
-            let id = {
+            let (id, lead) = {
                 let mut queue = self.queue.state.lock().expect("staging queue lock");
                 anyhow::ensure!(!queue.closed, "the staging area's committer has stopped");
                 queue.next_id += 1;
@@ -279,9 +289,23 @@ impl Staging {
                     meta: meta.clone(),
                     reply,
                 });
-                id
+                let lead = !queue.committing;
+                queue.committing |= lead;
+                (id, lead.then(|| std::mem::take(&mut queue.waiting)))
             };
-            self.queue.ready.notify_one();
+            match lead {
+                // No commit running: this one, here, with whatever queued
+                // beside it (placed batches' parts stay with the committer
+                // thread, so that this PUT waits for none of them).
+                Some(batch) => {
+                    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let _leading = Leading(&self.queue);
+                        off_the_runtime(|| self.commit(&self.index, batch, None));
+                    }));
+                    anyhow::ensure!(committed.is_ok(), "the staging commit failed; the staging area is closed");
+                }
+                None => self.queue.ready.notify_one(),
+            }
             // Dropped before its commit (the client went away): the entry leaves the queue.
             let unqueue = Unqueue { staging: self, id };
             let answer = answer.await;
@@ -466,6 +490,25 @@ impl Staging {
     }
 }
 
+/// Ends a commit run outside the committer thread and hands what queued
+/// meanwhile to the committer thread; a commit that panicked closes the
+/// staging area, as the committer thread's end does.
+struct Leading<'a>(&'a CommitQueue);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.committing = false;
+        if std::thread::panicking() {
+            state.closed = true;
+            state.waiting.clear();
+            state.ended.clear();
+        }
+        drop(state);
+        self.0.ready.notify_all();
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         if let Ok(mut queue) = self.queue.state.lock() {
@@ -477,7 +520,7 @@ impl Drop for Staging {
 
 /// The committer thread: commits whatever queued while the last commit ran,
 /// until the staging area is gone.
-fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
+fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>) {
     // However this thread ends (a panic included), what is queued and what
     // queues later hears so instead of waiting for it.
     struct Closing<'a>(&'a CommitQueue);
@@ -495,18 +538,18 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>, index: &Index) {
     loop {
         let (batch, ended) = {
             let mut state = queue.state.lock().expect("staging queue lock");
-            while state.waiting.is_empty() && state.ended.is_empty() && ending.is_none() && !state.closed {
+            while (state.committing || (state.waiting.is_empty() && state.ended.is_empty() && ending.is_none())) && !state.closed {
                 state = queue.ready.wait(state).expect("staging queue lock");
             }
             if state.closed {
                 return;
             }
+            state.committing = true;
             (std::mem::take(&mut state.waiting), ending.take().or_else(|| state.ended.pop_front()))
         };
-        match staging.upgrade() {
-            Some(staging) => ending = staging.commit(index, batch, ended),
-            None => return,
-        }
+        let Some(staging) = staging.upgrade() else { return };
+        ending = staging.commit(&staging.index, batch, ended);
+        queue.state.lock().expect("staging queue lock").committing = false;
     }
 }
 
@@ -1026,15 +1069,12 @@ mod tests {
     }
 
     #[tokio::test]
-    // The staging lock is held across awaits on purpose: it stands for a running commit.
-    #[allow(clippy::await_holding_lock)]
     async fn stagings_that_queue_meanwhile_share_one_commit_and_a_dropped_one_leaves() {
         let work = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
         let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
-        // The committer thread takes what queued first and waits for the
-        // staging lock (held here, as if a commit were running); the rest queue up.
-        let running = staging.room.lock().unwrap();
+        // As if a commit were running: stagings queue up behind it.
+        staging.queue.state.lock().unwrap().committing = true;
         let tasks: Vec<_> = (1..=8u8)
             .map(|i| {
                 let staging = staging.clone();
@@ -1057,6 +1097,7 @@ mod tests {
         }
         assert_eq!(arrived(), 8);
         let left = queued();
+        assert_eq!(left, 8, "all of them wait for the running commit");
         assert!(index.pending().unwrap().is_empty(), "nothing is recorded before its commit");
         // A request dropped while it waits takes its entry out of the queue.
         let f = spooled(work.path(), "gone", 100);
@@ -1073,7 +1114,8 @@ mod tests {
             assert_eq!(queued(), left + 1);
         }
         assert_eq!(queued(), left);
-        drop(running);
+        // The commit ends: the committer thread takes all that queued.
+        drop(Leading(&staging.queue));
         for t in tasks {
             assert!(matches!(t.await.unwrap(), Ok(Staged::Pending(None))));
         }
@@ -1091,7 +1133,7 @@ mod tests {
         assert!((1..=8u8).all(|i| staged(i) == (i % 2 == 0, vec![7u8; 100])));
         assert!(index.object("bkt", "k8").unwrap().is_some() && index.object("bkt", "gone").unwrap().is_none());
         assert_eq!(queued(), 0);
-        assert!(staging.commits.load(Ordering::Relaxed) <= 2, "eight stagings, the one commit running and the next");
+        assert_eq!(staging.commits.load(Ordering::Relaxed), 1, "eight stagings that queued behind a commit share the next one");
     }
 
     #[tokio::test]
@@ -1166,12 +1208,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stagings_get_an_error_instead_of_waiting_once_the_committer_thread_has_died() {
+    async fn stagings_get_an_error_instead_of_waiting_once_a_commit_has_panicked() {
         let work = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&work.path().join("index.redb")).unwrap());
         let staging = Staging::open(&work.path().join("staged"), 1 << 20, &index).unwrap();
-        // A panic while the staging lock is held poisons it: the committer
-        // thread's next commit panics on it.
+        // A panic while the staging lock is held poisons it: the next
+        // commit (in the staging's own request) panics on it.
         let poisoner = staging.clone();
         let _ = std::thread::spawn(move || {
             let _held = poisoner.room.lock().unwrap();
