@@ -865,10 +865,23 @@ pub fn remove(client: &Client, key: &KeyPair, cid: &Cid) -> anyhow::Result<usize
         );
     }
     anyhow::ensure!(!mine.is_empty(), "{} owns no active deal for {cid}", key.address());
-    for d in &mine {
+    end_deals(client, key, &mine)
+}
+
+/// Ends `key`'s active deals for content `cid` itself that opened at chain
+/// height `height` or later: those of an upload cut short before anything
+/// recorded them. Returns how many.
+pub fn end_deals_since(client: &Client, key: &KeyPair, cid: &Cid, height: u64) -> anyhow::Result<usize> {
+    let own = holders(client, cid)?.own;
+    end_deals(client, key, &own.iter().filter(|d| d.owner == key.address() && d.start >= height).collect::<Vec<_>>())
+}
+
+/// Ends `deals`, one after another, each once its block holds it.
+fn end_deals(client: &Client, key: &KeyPair, deals: &[&DealDto]) -> anyhow::Result<usize> {
+    for d in deals {
         submit_and_wait(client, key, Msg::Storage(StorageMsg::EndDeal { deal: d.id }))?;
     }
-    Ok(mine.len())
+    Ok(deals.len())
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 //! old deal ends only after that; a pack whose live objects all sit in
 //! another pack of its owner too just ends, and a restart looks at every
 //! pack that shares objects with another. (A crash between the new pack's
-//! upload and its record leaves that deal unrecorded: it runs out its term,
-//! and the old pack, still recorded, serves and is rewritten again.)
+//! deal and its record leaves that deal unrecorded; the index named it
+//! before it opened (`Index::intend`), so the next start ends it, and the
+//! old pack, still recorded, serves and is rewritten again.)
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tessera_client::api::DealDto;
 use tessera_ledger::storage::PackMember;
-use tessera_storage::Cid;
+use tessera_storage::{Cid, Manifest};
 use tessera_types::Hash32;
 
 use crate::index::PackRecord;
@@ -246,7 +247,21 @@ fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
             return Err(e);
         }
     };
-    let content = tessera_client::storage::Content { path: &path, members: placed.clone(), manifest: None, unchanged: false };
+    // The index names the new pack before its deal opens: a stop before its
+    // record leaves the intent, and the next start ends that deal.
+    let intended = (|| -> anyhow::Result<Manifest> {
+        let manifest = tessera_client::storage::manifest_of_file(&path, &opts, &mut |_, _, _| {})?;
+        gateway.index.intend(&record.owner, &[manifest.cid().0 .0], node.status()?.height)?;
+        Ok(manifest)
+    })();
+    let manifest = match intended {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.context("recording the new pack's deal before it opens"));
+        }
+    };
+    let content = tessera_client::storage::Content { path: &path, members: placed.clone(), manifest: Some(manifest), unchanged: false };
     let submitted = tessera_client::storage::submit_contents(node, &key, std::slice::from_ref(&content), &opts, &mut |_, _, _| {});
     let stored = tessera_client::storage::upload_contents(node, &key, std::slice::from_ref(&content), submitted, None, &mut |_, _, _| {}).pop();
     let stored = match stored.unwrap_or_else(|| Err(anyhow::anyhow!("no answer for the new pack"))) {

@@ -32,6 +32,22 @@ const PACKED_IN: TableDefinition<&[u8; 64], ()> = TableDefinition::new("packed_i
 /// transactions (`EndPart`): a stop before its last one leaves them
 /// pending, and opening the index ends them.
 const ENDING: TableDefinition<&[u8; 32], u64> = TableDefinition::new("ending_packs");
+/// `<cid hex>/<owner>` -> the chain's height just before the owner's deals
+/// for that content were submitted (`Index::intend`): written before the
+/// placer or compaction opens them, removed in the transaction that records
+/// what they hold (the entry's end, the pack's record). One found when the
+/// index opens belongs to a placement a stop cut short, whose deals would
+/// otherwise run out their term unrecorded, paid for (`Index::unsettled`).
+const PLACING: TableDefinition<&str, u64> = TableDefinition::new("placing");
+
+/// Deals about to be opened for `owner`'s content `cid`, at chain height
+/// `height` or later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    pub owner: String,
+    pub cid: [u8; 32],
+    pub height: u64,
+}
 
 /// Small objects stored together as one content on the storage network.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -164,6 +180,8 @@ pub struct Index {
     /// table (a PUT checks the escrow; summing the table per PUT grew with
     /// the backlog).
     waiting: std::sync::Mutex<std::collections::HashMap<String, Waiting>>,
+    /// Intents left when the index opened, until `unsettled` takes them.
+    unsettled: std::sync::Mutex<Vec<Intent>>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -188,6 +206,7 @@ impl Index {
             w.open_table(BODIES)?;
             w.open_table(PACKS)?;
             w.open_table(PACKED_IN)?;
+            w.open_table(PLACING)?;
             // An index from before per-owner reference counts: count once,
             // each object for its bucket's owner.
             let (objects, buckets) = (w.open_table(OBJECTS)?, w.open_table(BUCKETS)?);
@@ -204,10 +223,70 @@ impl Index {
         }
         w.delete_table(OLD_REFS)?;
         w.commit()?;
-        let index = Index { db, waiting: Default::default() };
+        let mut index = Index { db, waiting: Default::default(), unsettled: Default::default() };
         index.end_marked_packs()?;
         index.add_waiting(&index.pending()?, true);
+        *index.unsettled.get_mut().expect("intents lock") = index.intents()?;
         Ok(index)
+    }
+
+    /// Records that `owner`'s deals for `cids` are about to be submitted,
+    /// the chain at `height` (one durable transaction, before they are): a
+    /// content already intended keeps its earlier height, so that the
+    /// deals of every attempt since are covered.
+    pub fn intend(&self, owner: &str, cids: &[[u8; 32]], height: u64) -> anyhow::Result<()> {
+        if cids.is_empty() {
+            return Ok(());
+        }
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(PLACING)?;
+            for cid in cids {
+                let key = owner_key(owner, cid);
+                if t.get(key.as_str())?.is_none() {
+                    t.insert(key.as_str(), height)?;
+                }
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Every intent recorded and not settled.
+    pub fn intents(&self) -> anyhow::Result<Vec<Intent>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PLACING)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let (cid, owner) = k.value().split_once('/').unwrap_or_default();
+            let cid = hex::decode(cid).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+            let cid = cid.ok_or_else(|| anyhow::anyhow!("intent under a malformed key {:?}", k.value()))?;
+            out.push(Intent { owner: owner.to_string(), cid, height: v.value() });
+        }
+        Ok(out)
+    }
+
+    /// The intents found when the index opened: placements a stop cut short
+    /// between opening deals and recording them. Taken once; the deals they
+    /// name are to be ended (`settle`), before anything is placed again.
+    pub fn unsettled(&self) -> Vec<Intent> {
+        std::mem::take(&mut *self.unsettled.lock().expect("intents lock"))
+    }
+
+    /// Drops `intent` once the deals it names have ended (an intent recorded
+    /// since, at another height, stays).
+    pub fn settle(&self, intent: &Intent) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(PLACING)?;
+            let key = owner_key(&intent.owner, &intent.cid);
+            if t.get(key.as_str())?.is_some_and(|h| h.value() == intent.height) {
+                t.remove(key.as_str())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
     }
 
     /// Ends what a stop left pending of the members of marked packs
@@ -399,10 +478,17 @@ impl Index {
                     marks.remove(pack)?;
                 }
             }
+            // An ended entry's deals are settled: recorded (placed) or no
+            // longer wanted (its content dropped).
+            let mut intents = if end.done.is_empty() { None } else { Some(w.open_table(PLACING)?) };
             for d in end.done {
-                bodies.remove(d.key().as_str())?;
-                if let Some(v) = p.remove(d.key().as_str())? {
+                let key = d.key();
+                bodies.remove(key.as_str())?;
+                if let Some(v) = p.remove(key.as_str())? {
                     removed.push(borsh::from_slice::<Pending>(v.value())?);
+                }
+                if let Some(t) = intents.as_mut() {
+                    t.remove(key.as_str())?;
                 }
             }
         }
@@ -676,6 +762,8 @@ fn packs_in(t: &redb::ReadOnlyTable<&[u8; 64], ()>, cid: &[u8; 32]) -> anyhow::R
 /// Records a pack stored on the storage network and which content sits in it.
 fn record_pack(w: &redb::WriteTransaction, pack: &[u8; 32], record: &PackRecord) -> anyhow::Result<()> {
     w.open_table(PACKS)?.insert(pack, borsh::to_vec(record)?.as_slice())?;
+    // Its deals are recorded now: their intent is settled.
+    w.open_table(PLACING)?.remove(owner_key(&record.owner, pack).as_str())?;
     let mut t = w.open_table(PACKED_IN)?;
     for m in &record.members {
         t.insert(&packed_key(m, pack), ())?;
@@ -864,5 +952,40 @@ mod tests {
         index.stage_and_end(&[], EndPart { done: &[&batch[0]], packs: &[([8; 32], pack)], marks: &[([8; 32], 30)], unmarks: &[] }).unwrap();
         index.stage_and_end(&[], EndPart { done: &[&batch[1]], unmarks: &[[8; 32]], ..Default::default() }).unwrap();
         assert_eq!((index.pending().unwrap().len(), marks(&index)), (3, 0));
+    }
+
+    #[test]
+    fn intents_are_settled_by_the_record_of_what_their_deals_hold_and_a_stop_leaves_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.redb");
+        let index = Index::open(&path).unwrap();
+        let entry = |cid: u8| Pending { cid: [cid; 32], owner: "dev".into(), size: 4, escrow: 1, since_ms: 0, attempts: 0, last_error: None };
+        let intent = |cid: u8, owner: &str, height: u64| Intent { owner: owner.into(), cid: [cid; 32], height };
+        for i in 1..=3 {
+            index.put_object_pending("b", &format!("k{i}"), &meta(i), &entry(i), None).unwrap();
+        }
+        // Own deals for 1 and 2, a pack (9) for 3, another owner's deal for 1.
+        index.intend("dev", &[[1; 32], [2; 32], [9; 32]], 5).unwrap();
+        index.intend("bob", &[[1; 32]], 6).unwrap();
+        // A second attempt keeps the first one's height: its deals are covered too.
+        index.intend("dev", &[[2; 32]], 8).unwrap();
+        assert!(index.unsettled().is_empty(), "none left when it opened");
+        // Entry 1 placed, and the pack recorded (with its member's end).
+        let pack = PackRecord { owner: "dev".into(), members: vec![[3; 32]] };
+        index.stage_and_end(&[], EndPart { done: &[&entry(1), &entry(3)], packs: &[([9; 32], pack)], ..Default::default() }).unwrap();
+        assert_eq!(index.intents().unwrap(), vec![intent(1, "bob", 6), intent(2, "dev", 5)]);
+        // A stop now: opening finds what is left, taken once.
+        drop(index);
+        let index = Index::open(&path).unwrap();
+        assert_eq!(index.unsettled(), vec![intent(1, "bob", 6), intent(2, "dev", 5)]);
+        assert!(index.unsettled().is_empty());
+        // Settling drops an intent, unless one of another height replaced it.
+        index.settle(&intent(2, "dev", 5)).unwrap();
+        index.settle(&intent(1, "bob", 7)).unwrap();
+        assert_eq!(index.intents().unwrap(), vec![intent(1, "bob", 6)]);
+        // Compaction's new pack: settled by its record.
+        index.intend("dev", &[[10; 32]], 12).unwrap();
+        index.add_pack(&[10; 32], &PackRecord { owner: "dev".into(), members: vec![[3; 32]] }).unwrap();
+        assert_eq!(index.intents().unwrap(), vec![intent(1, "bob", 6)]);
     }
 }

@@ -82,7 +82,8 @@ struct Queue {
     next_id: u64,
     waiting: Vec<Queued>,
     /// Placed batches to end, in parts of `END_PART` entries, one part
-    /// with each commit.
+    /// with each of the committer thread's commits (the first batch's
+    /// next part first).
     ended: std::collections::VecDeque<Ended>,
     /// The staging area is gone: the committer thread ends.
     closed: bool,
@@ -289,14 +290,15 @@ impl Staging {
                     meta: meta.clone(),
                     reply,
                 });
-                let lead = !queue.committing;
+                // Not while a placed batch's parts wait: they go with the
+                // committer thread's next commit, this staging beside them.
+                let lead = !queue.committing && queue.ended.is_empty();
                 queue.committing |= lead;
                 (id, lead.then(|| std::mem::take(&mut queue.waiting)))
             };
             match lead {
                 // No commit running: this one, here, with whatever queued
-                // beside it (placed batches' parts stay with the committer
-                // thread, so that this PUT waits for none of them).
+                // beside it.
                 Some(batch) => {
                     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let _leading = Leading(&self.queue);
@@ -533,23 +535,26 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>) {
         }
     }
     let _closing = Closing(queue);
-    // The batch being ended, part by part, before the next one.
-    let mut ending: Option<Ended> = None;
     loop {
         let (batch, ended) = {
             let mut state = queue.state.lock().expect("staging queue lock");
-            while (state.committing || (state.waiting.is_empty() && state.ended.is_empty() && ending.is_none())) && !state.closed {
+            while (state.committing || (state.waiting.is_empty() && state.ended.is_empty())) && !state.closed {
                 state = queue.ready.wait(state).expect("staging queue lock");
             }
             if state.closed {
                 return;
             }
             state.committing = true;
-            (std::mem::take(&mut state.waiting), ending.take().or_else(|| state.ended.pop_front()))
+            (std::mem::take(&mut state.waiting), state.ended.pop_front())
         };
         let Some(staging) = staging.upgrade() else { return };
-        ending = staging.commit(&staging.index, batch, ended);
-        queue.state.lock().expect("staging queue lock").committing = false;
+        let rest = staging.commit(&staging.index, batch, ended);
+        let mut state = queue.state.lock().expect("staging queue lock");
+        // The batch being ended, part by part, before the next one.
+        if let Some(rest) = rest {
+            state.ended.push_front(rest);
+        }
+        state.committing = false;
     }
 }
 
@@ -641,6 +646,22 @@ fn next_batch(gateway: &Gateway, state: &Mutex<Schedule>) -> Next {
 /// submitted one batch at a time). A failed entry is retried with backoff
 /// (4 s doubling to 5 min), its body kept.
 pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
+    // Deals a stop left unrecorded end before anything is placed again
+    // (their entries are still pending, and are placed anew).
+    let mut unsettled = gateway.index.unsettled();
+    for _ in 0..UNSETTLED_TRIES {
+        if unsettled.is_empty() || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let g = gateway.clone();
+        unsettled = tokio::task::spawn_blocking(move || end_unsettled(&g, unsettled)).await.unwrap_or_default();
+        if !unsettled.is_empty() {
+            tokio::time::sleep(UNSETTLED_RETRY).await;
+        }
+    }
+    if !unsettled.is_empty() {
+        eprintln!("s3: placing again with {} unrecorded placements' deals not ended; the next start tries again", unsettled.len());
+    }
     let state = Arc::new(Mutex::new(Schedule::default()));
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     let uploads = Arc::new(tessera_client::storage::UploadGate::new(UPLOADS_AT_ONCE));
@@ -737,6 +758,43 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             gateway.staging.wake.notify_one();
         });
     }
+}
+
+/// How often, and how far apart, the deals of placements a stop cut short
+/// are tried before placing starts without them (the node is down).
+const UNSETTLED_TRIES: u32 = 12;
+const UNSETTLED_RETRY: Duration = Duration::from_secs(5);
+
+/// Ends the deals of placements a stop cut short between opening them and
+/// recording them (`Index::unsettled`: each intent's owner's deals for its
+/// content since its height) and settles those intents; returns the ones
+/// to try again (the node did not answer).
+fn end_unsettled(gateway: &Gateway, intents: Vec<crate::index::Intent>) -> Vec<crate::index::Intent> {
+    let mut again = Vec::new();
+    for intent in intents {
+        let cid = tessera_storage::Cid(tessera_types::Hash32(intent.cid));
+        let key = match gateway.keyring.get(&intent.owner) {
+            Ok(key) => key,
+            Err(e) => {
+                // Nothing can end them here: left for the next start.
+                eprintln!("s3: cannot end the unrecorded deals of {cid} for {}: {e}", intent.owner);
+                continue;
+            }
+        };
+        match tessera_client::storage::end_deals_since(&gateway.node, &key, &cid, intent.height) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("s3: ended {n} deal(s) of {cid} for {} that a stop left unrecorded", intent.owner),
+            Err(e) => {
+                eprintln!("s3: cannot end the unrecorded deals of {cid} for {} yet: {e:#}", intent.owner);
+                again.push(intent);
+                continue;
+            }
+        }
+        if let Err(e) = gateway.index.settle(&intent) {
+            eprintln!("s3: cannot settle the placement of {cid}: {e:#}");
+        }
+    }
+    again
 }
 
 /// How much longer small objects wait for others to share their batch, the
@@ -923,15 +981,18 @@ async fn place(
             ),
         })
         .collect();
-    let (staging, index) = (gateway.staging.clone(), gateway.index.clone());
+    let (staging, index, owner_name) = (gateway.staging.clone(), gateway.index.clone(), owner.to_string());
     let joined = in_background(move || {
         let mut work = work;
         let prepared: Vec<anyhow::Result<Vec<PackMember>>> = work
             .iter_mut()
             .map(|(path, sources, known, own, _)| {
                 let members = if sources.is_empty() { Vec::new() } else { write_pack(&staging, &index, sources, path)? };
-                if let (None, Some((cid, size))) = (&*known, *own) {
-                    *known = Some(own_manifest(path, cid, size, &opts)?);
+                match (&*known, *own) {
+                    (None, Some((cid, size))) => *known = Some(own_manifest(path, cid, size, &opts)?),
+                    // A pack's content id, for the intent recorded before its deals open.
+                    (None, None) => *known = Some(tessera_client::storage::manifest_of_file(path, &opts, &mut |_, _, _| {})?),
+                    _ => {}
                 }
                 Ok(members)
             })
@@ -947,10 +1008,19 @@ async fn place(
                     path,
                     members: if *pack { members.clone() } else { Vec::new() },
                     manifest: known.clone(),
-                    unchanged: known.is_some(),
+                    unchanged: !*pack,
                 })
             })
             .collect();
+        // The index names the contents before their deals open: a stop
+        // before their record leaves it, and the next start ends those
+        // deals (`end_unsettled`) instead of letting them run unrecorded.
+        let cids: Vec<[u8; 32]> = ready.iter().filter_map(|c| c.manifest.as_ref()).map(|m| m.cid().0 .0).collect();
+        let intended = node.status().map_err(|e| anyhow::anyhow!("{e}")).and_then(|s| index.intend(&owner_name, &cids, s.height));
+        if let Err(e) = intended {
+            let refused: Vec<anyhow::Result<(tessera_client::storage::PutResult, Vec<PackMember>)>> = prepared.into_iter().map(|m| m.and_then(|_| Err(anyhow::anyhow!("cannot record the deals about to open: {e:#}")))).collect();
+            return (refused, work);
+        }
         // The deals go out at once, at the priority of the requests (a
         // placement thread starved by them would miss the next block);
         // the uploads, most of the work, then yield to the requests.

@@ -98,11 +98,32 @@ fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Pa
     };
     signal("-STOP");
     let o = aws(&["s3", "cp", "--recursive", upload.to_str().unwrap(), "s3://crash/"]);
-    let states: Vec<serde_json::Value> = (0..bodies.len()).map(|n| head(n).map(|h| h["Metadata"]["tessera-state"].clone()).unwrap_or_default()).collect();
+    let heads: Vec<serde_json::Value> = (0..bodies.len()).map(|n| head(n).map(|h| h["Metadata"].clone()).unwrap_or_default()).collect();
+    let states: Vec<&serde_json::Value> = heads.iter().map(|m| &m["tessera-state"]).collect();
+    // The endpoint dies once the placer has opened deals for them (their
+    // pieces cannot arrive): deals nothing records, which the restarted
+    // endpoint must end rather than leave running, paid for.
+    let client = net.client();
+    let deals_of = |cid: &str| -> Vec<tessera_client::api::DealDto> { client.get(&format!("/deals?cid={cid}")).unwrap() };
+    let opened = || -> Vec<u64> {
+        let mut ids: Vec<u64> = heads.iter().filter_map(|m| m["tessera-cid"].as_str()).flat_map(|cid| deals_of(cid)).filter(|d| d.active).map(|d| d.id).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let orphans = loop {
+        let ids = opened();
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(std::time::Instant::now() < deadline, "the placer opened no deal in 30 s; S3 log:\n{}", net.s3_log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let mut restarted = net.restart_s3();
     signal("-CONT");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(states.iter().all(|s| s == "pending"), "acknowledged before placement: {states:?}");
+    assert!(states.iter().all(|s| *s == "pending"), "acknowledged before placement: {states:?}");
     let log = || std::fs::read_to_string(net.home.join("restarted-s3.log")).unwrap_or_default();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while head(0).is_none() {
@@ -126,17 +147,20 @@ fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Pa
             std::thread::sleep(std::time::Duration::from_millis(200));
         })
         .collect();
+    // The deals the killed endpoint opened have ended.
+    let active = |id: u64| client.get::<tessera_client::api::DealDto>(&format!("/deals/{id}")).unwrap().active;
+    let left: Vec<u64> = orphans.iter().copied().filter(|&id| active(id)).collect();
+    assert!(left.is_empty(), "deals {left:?} of the killed endpoint's placement still run; S3 log:\n{}", log());
+    assert!(log().contains("that a stop left unrecorded"), "the restarted endpoint says what it ended: {}", log());
     // Placed together after the restart, the four small objects share one
     // pack: one deal whose members are their content ids.
-    let client = net.client();
-    let deals_of = |cid: &str| -> Vec<tessera_client::api::DealDto> { client.get(&format!("/deals?cid={cid}")).unwrap() };
     let mut packs = std::collections::BTreeSet::new();
     for cid in &cids {
         let deals = deals_of(cid);
-        // The newest: the endpoint killed mid-placement may have opened one
-        // whose pieces never arrived.
-        let pack = deals.iter().filter(|d| d.active && d.members.iter().any(|m| format!("{}", tessera_storage::Cid(m.cid)) == *cid)).max_by_key(|d| d.id);
-        let pack = pack.unwrap_or_else(|| panic!("no active pack deal lists {cid}: {deals:?}; S3 log:\n{}", log()));
+        let packs_of: Vec<&tessera_client::api::DealDto> =
+            deals.iter().filter(|d| d.active && d.members.iter().any(|m| format!("{}", tessera_storage::Cid(m.cid)) == *cid)).collect();
+        assert_eq!(packs_of.len(), 1, "one active pack deal lists {cid}: {deals:?}; S3 log:\n{}", log());
+        let pack = packs_of[0];
         assert_eq!(pack.packed, bodies.len(), "one pack for the four objects");
         packs.insert(pack.id);
     }
@@ -164,18 +188,17 @@ fn acknowledged_puts_survive_an_endpoint_crash(net: &Devnet, dir: &std::path::Pa
     let bare = client.get::<tessera_client::api::DealDto>(&format!("/deals/{pack_id}?members=false")).unwrap();
     assert_eq!((full.packed, full.members.len()), (4, 4), "the pack's deal lists its 4 objects");
     assert!(bare.members.is_empty() && bare.packed == 4 && bare.pieces.len() == full.pieces.len(), "members=false leaves the list out: {bare:?}");
-    // Removing one packed object alone is refused (the first endpoint may
-    // have given some objects deals of their own before it was killed).
+    // Removing one packed object alone is refused (none has a deal of its
+    // own: those the killed endpoint opened have ended).
     let only_packed: Vec<&String> =
         cids.iter().filter(|cid| !deals_of(cid).iter().any(|d| d.active && format!("{}", tessera_storage::Cid(d.cid)) == **cid)).collect();
-    assert!(!only_packed.is_empty(), "every object also has a deal of its own: {:?}", cids.iter().map(|c| deals_of(c)).collect::<Vec<_>>());
+    assert_eq!(only_packed.len(), cids.len(), "an object has a deal of its own: {:?}", cids.iter().map(|c| deals_of(c)).collect::<Vec<_>>());
     let refused = net.fails(&["storage", "rm", only_packed[0], "--from", "dev"]);
     assert!(refused.contains("inside pack"), "removing one packed object alone is refused: {refused}");
     // Deleting a pack's objects: the pack is kept while more than half of
     // its bytes are still read; then the live objects move into a new pack
     // (each checked against its content id) and the old deal ends; the last
     // object's deletion ends the last pack.
-    let active = |id: u64| client.get::<tessera_client::api::DealDto>(&format!("/deals/{id}")).unwrap().active;
     let delete = |n: usize| {
         let o = aws(&["s3", "rm", &format!("s3://crash/{n}.bin")]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
