@@ -172,6 +172,11 @@ pub struct EndPart<'a> {
     pub marks: &'a [([u8; 32], u64)],
     /// Packs whose members' end this part completes: unmarked.
     pub unmarks: &'a [[u8; 32]],
+    /// Every entry ended here is a member of a marked pack (a part after
+    /// the first): with no object recorded beside it, the transaction is
+    /// not flushed to disk (the next durable one carries it), since a stop
+    /// that loses it leaves the marks, and opening the index ends the rest.
+    pub marked: bool,
 }
 
 pub struct Index {
@@ -435,7 +440,10 @@ impl Index {
         entries: &[(&str, &str, &ObjectMeta, Option<(&Pending, Option<&[u8]>)>)],
         end: EndPart<'_>,
     ) -> anyhow::Result<Vec<Option<ObjectMeta>>> {
-        let w = self.db.begin_write()?;
+        let mut w = self.db.begin_write()?;
+        if entries.is_empty() && end.marked {
+            w.set_durability(redb::Durability::None)?;
+        }
         let mut added = Vec::new();
         let mut removed = Vec::new();
         let mut replaced = Vec::with_capacity(entries.len());
@@ -929,7 +937,7 @@ mod tests {
         index.put_object_pending("b", "k6", &meta(6), &entry(6, "dev", 1), None).unwrap();
         // The batch's first part: its pack, marked, and two of its entries ended.
         let pack = PackRecord { owner: "dev".into(), members: batch.iter().map(|p| p.cid).collect() };
-        let first = EndPart { done: &[&batch[0], &batch[1]], packs: &[([9; 32], pack.clone())], marks: &[([9; 32], 15)], unmarks: &[] };
+        let first = EndPart { done: &[&batch[0], &batch[1]], packs: &[([9; 32], pack.clone())], marks: &[([9; 32], 15)], unmarks: &[], marked: false };
         index.stage_and_end(&[], first).unwrap();
         assert_eq!((index.pending().unwrap().len(), marks(&index)), (5, 1));
         // Content 1 PUT again meanwhile: an entry of its own, acknowledged later.
@@ -949,7 +957,7 @@ mod tests {
             index.put_object_pending("b", &format!("k{}", p.cid[0]), &meta(p.cid[0]), p, None).unwrap();
         }
         let pack = PackRecord { owner: "dev".into(), members: batch.iter().map(|p| p.cid).collect() };
-        index.stage_and_end(&[], EndPart { done: &[&batch[0]], packs: &[([8; 32], pack)], marks: &[([8; 32], 30)], unmarks: &[] }).unwrap();
+        index.stage_and_end(&[], EndPart { done: &[&batch[0]], packs: &[([8; 32], pack)], marks: &[([8; 32], 30)], unmarks: &[], marked: false }).unwrap();
         index.stage_and_end(&[], EndPart { done: &[&batch[1]], unmarks: &[[8; 32]], ..Default::default() }).unwrap();
         assert_eq!((index.pending().unwrap().len(), marks(&index)), (3, 0));
     }

@@ -394,7 +394,7 @@ impl Staging {
             }
         }
         let packs = ended.as_ref().filter(|_| part.start == 0).map_or(&[][..], |e| &e.packs);
-        let end = crate::index::EndPart { done: &done, packs, marks: &marks, unmarks: &unmarks };
+        let end = crate::index::EndPart { done: &done, packs, marks: &marks, unmarks: &unmarks, marked: part.start > 0 };
         let recorded = synced.map_err(anyhow::Error::from).and_then(|()| index.stage_and_end(&entries, end));
         self.commits.fetch_add(1, Ordering::Relaxed);
         drop(entries);
