@@ -660,7 +660,10 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
         }
     }
     if !unsettled.is_empty() {
-        eprintln!("s3: placing again with {} unrecorded placements' deals not ended; the next start tries again", unsettled.len());
+        eprintln!(
+            "s3: the deals of {} placements a stop cut short could not be ended; placing resumes (the next start tries them again, unless they are placed meanwhile)",
+            unsettled.len()
+        );
     }
     let state = Arc::new(Mutex::new(Schedule::default()));
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
