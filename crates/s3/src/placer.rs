@@ -639,15 +639,11 @@ fn next_batch(gateway: &Gateway, state: &Mutex<Schedule>) -> Next {
     Next::Batch(owner, batch)
 }
 
-/// Places pending content until `stop` is set: batches of one owner's
-/// entries through `storage::submit_contents` and `upload_contents`, up to
-/// `BATCHES_IN_FLIGHT` at once
-/// (one batch's uploads overlap the next one's block wait; their deals are
-/// submitted one batch at a time). A failed entry is retried with backoff
-/// (4 s doubling to 5 min), its body kept.
-pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
-    // Deals a stop left unrecorded end before anything is placed again
-    // (their entries are still pending, and are placed anew).
+/// Ends the deals of placements a stop cut short between opening them and
+/// recording them (`Index::unsettled`), before the placer and compaction
+/// start: their entries are still pending and are placed anew, and a pack
+/// rewritten again has the same content id as one cut short.
+pub async fn end_unrecorded(gateway: &Arc<Gateway>, stop: &AtomicBool) {
     let mut unsettled = gateway.index.unsettled();
     for _ in 0..UNSETTLED_TRIES {
         if unsettled.is_empty() || stop.load(Ordering::Relaxed) {
@@ -665,6 +661,15 @@ pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
             unsettled.len()
         );
     }
+}
+
+/// Places pending content until `stop` is set: batches of one owner's
+/// entries through `storage::submit_contents` and `upload_contents`, up to
+/// `BATCHES_IN_FLIGHT` at once
+/// (one batch's uploads overlap the next one's block wait; their deals are
+/// submitted one batch at a time). A failed entry is retried with backoff
+/// (4 s doubling to 5 min), its body kept.
+pub async fn run(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) {
     let state = Arc::new(Mutex::new(Schedule::default()));
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     let uploads = Arc::new(tessera_client::storage::UploadGate::new(UPLOADS_AT_ONCE));

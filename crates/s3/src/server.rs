@@ -40,8 +40,12 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr, stop: Arc<AtomicBool>) 
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (in use? pick another with --listen): {e}"))?;
     println!("S3 endpoint on http://{listen}");
-    tokio::spawn(crate::placer::run(gateway.clone(), stop.clone()));
-    tokio::spawn(crate::compact::run(gateway.clone(), stop.clone()));
+    let (placing, stopping) = (gateway.clone(), stop.clone());
+    tokio::spawn(async move {
+        crate::placer::end_unrecorded(&placing, &stopping).await;
+        tokio::spawn(crate::compact::run(placing.clone(), stopping.clone()));
+        crate::placer::run(placing, stopping).await;
+    });
     tokio::spawn(crate::export::run(gateway, stop.clone()));
     let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     while !stop.load(Ordering::Relaxed) {
