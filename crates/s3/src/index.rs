@@ -428,10 +428,12 @@ impl Index {
         Ok(out)
     }
 
-    /// The small body of `cid` kept with a pending entry (any owner's).
-    pub fn staged_body(&self, cid: &[u8; 32]) -> anyhow::Result<Option<Vec<u8>>> {
+    /// The small body kept with a pending entry (any owner's) of each of
+    /// `cids`, in one read.
+    pub fn staged_bodies(&self, cids: &[[u8; 32]]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
         let r = self.db.begin_read()?;
-        first_of_cid(&r.open_table(BODIES)?, cid)
+        let t = r.open_table(BODIES)?;
+        cids.iter().map(|cid| first_of_cid(&t, cid)).collect()
     }
 
     #[allow(clippy::type_complexity)]
@@ -909,11 +911,10 @@ mod tests {
         assert_eq!((index.waiting_escrow("dev"), index.waiting_escrow("other")), (15, 7), "one entry per content");
         assert_eq!((index.waiting_contents("dev"), index.waiting_contents("other")), (2, 1));
         assert_eq!(index.staged_body_sizes().unwrap(), vec![([1; 32], 9), ([3; 32], 1)]);
-        assert_eq!(index.staged_body(&[1; 32]).unwrap().as_deref(), Some(&b"body of a"[..]));
-        assert_eq!(index.staged_body(&[2; 32]).unwrap(), None, "held in a file, not in the index");
+        assert_eq!(index.staged_bodies(&[[1; 32], [2; 32]]).unwrap(), vec![Some(b"body of a".to_vec()), None], "2 is held in a file, not in the index");
         index.stage_and_end(&[], EndPart { done: &[&a, &a], ..Default::default() }).unwrap();
         assert_eq!(index.staged_body_sizes().unwrap(), vec![([3; 32], 1)], "a body goes with its entry");
-        assert_eq!(index.staged_body(&[1; 32]).unwrap(), None);
+        assert_eq!(index.staged_bodies(&[[1; 32]]).unwrap(), vec![None]);
         assert_eq!((index.waiting_escrow("dev"), index.waiting_contents("dev")), (5, 1));
         drop(index);
         let index = Index::open(&dir.path().join("i.redb")).unwrap();

@@ -231,12 +231,24 @@ impl Staging {
     /// held body is looked up in the index without first trying for a file
     /// it does not have (a pack's members are read one after another).
     pub fn body(&self, index: &Index, cid: &[u8; 32]) -> Option<StagedBody> {
-        if self.room.lock().expect("staging lock").held.contains_key(cid)
-            && let Some(held) = index.staged_body(cid).ok().flatten()
-        {
-            return Some(StagedBody::Held(held));
-        }
-        std::fs::File::open(self.path(cid)).ok().map(StagedBody::File)
+        self.bodies(index, std::slice::from_ref(cid)).pop().flatten()
+    }
+
+    /// `body` for each of `cids`, those held in the index in one read.
+    fn bodies(&self, index: &Index, cids: &[[u8; 32]]) -> Vec<Option<StagedBody>> {
+        let held: Vec<bool> = {
+            let room = self.room.lock().expect("staging lock");
+            cids.iter().map(|cid| room.held.contains_key(cid)).collect()
+        };
+        let wanted: Vec<[u8; 32]> = cids.iter().zip(&held).filter(|(_, h)| **h).map(|(cid, _)| *cid).collect();
+        let mut read = index.staged_bodies(&wanted).unwrap_or_else(|_| vec![None; wanted.len()]).into_iter();
+        cids.iter()
+            .zip(held)
+            .map(|(cid, held)| match held.then(|| read.next().flatten()).flatten() {
+                Some(body) => Some(StagedBody::Held(body)),
+                None => std::fs::File::open(self.path(cid)).ok().map(StagedBody::File),
+            })
+            .collect()
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -860,6 +872,8 @@ struct Schedule {
 pub(crate) const PACK_MEMBER_MAX: u64 = 1 << 20;
 /// Most plain bytes in one pack.
 const PACK_MAX_BYTES: u64 = 16 << 20;
+/// Staged bodies read from the index at once while a pack is written.
+const PACK_READ_BODIES: usize = 64;
 
 /// How one part of a batch is placed.
 #[derive(Debug, PartialEq, Eq)]
@@ -904,19 +918,24 @@ fn write_pack(staging: &Staging, index: &Index, sources: &[Source], path: &Path)
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut offset = 0;
     let mut placed = Vec::with_capacity(sources.len());
-    for (cid, size) in sources {
-        let name = tessera_storage::Cid(tessera_types::Hash32(*cid));
-        let len = match staging.body(index, cid) {
-            Some(StagedBody::File(mut body)) => std::io::copy(&mut body, &mut out)?,
-            Some(StagedBody::Held(body)) => {
-                std::io::Write::write_all(&mut out, &body)?;
-                body.len() as u64
-            }
-            None => anyhow::bail!("staged body of {name} is missing"),
-        };
-        anyhow::ensure!(len == *size, "staged body of {name} changed size");
-        placed.push(PackMember { cid: tessera_types::Hash32(*cid), offset, len });
-        offset += len;
+    // Bodies held in the index are read a few dozen at a time, one read
+    // each time (at most `PACK_READ_BODIES` times 64 KiB in memory).
+    for chunk in sources.chunks(PACK_READ_BODIES) {
+        let cids: Vec<[u8; 32]> = chunk.iter().map(|(cid, _)| *cid).collect();
+        for ((cid, size), body) in chunk.iter().zip(staging.bodies(index, &cids)) {
+            let name = tessera_storage::Cid(tessera_types::Hash32(*cid));
+            let len = match body {
+                Some(StagedBody::File(mut body)) => std::io::copy(&mut body, &mut out)?,
+                Some(StagedBody::Held(body)) => {
+                    std::io::Write::write_all(&mut out, &body)?;
+                    body.len() as u64
+                }
+                None => anyhow::bail!("staged body of {name} is missing"),
+            };
+            anyhow::ensure!(len == *size, "staged body of {name} changed size");
+            placed.push(PackMember { cid: tessera_types::Hash32(*cid), offset, len });
+            offset += len;
+        }
     }
     std::io::Write::flush(&mut out)?;
     Ok(placed)
