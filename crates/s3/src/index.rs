@@ -70,6 +70,13 @@ fn owner_key(owner: &str, cid: &[u8; 32]) -> String {
     format!("{}/{owner}", hex::encode(cid))
 }
 
+/// The content id and owner of an `owner_key`.
+fn parse_owner_key(key: &str) -> anyhow::Result<([u8; 32], &str)> {
+    let (cid, owner) = key.split_once('/').unwrap_or_default();
+    let cid = hex::decode(cid).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+    Ok((cid.ok_or_else(|| anyhow::anyhow!("malformed key {key:?}"))?, owner))
+}
+
 /// Moves the count of `owner`'s objects pointing at `cid` by `delta`.
 fn add_ref(t: &mut redb::Table<&str, u64>, owner: &str, cid: Option<&[u8; 32]>, delta: i64) -> anyhow::Result<()> {
     let Some(cid) = cid else { return Ok(()) };
@@ -264,9 +271,7 @@ impl Index {
         let mut out = Vec::new();
         for item in t.iter()? {
             let (k, v) = item?;
-            let (cid, owner) = k.value().split_once('/').unwrap_or_default();
-            let cid = hex::decode(cid).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
-            let cid = cid.ok_or_else(|| anyhow::anyhow!("intent under a malformed key {:?}", k.value()))?;
+            let (cid, owner) = parse_owner_key(k.value()).map_err(|e| e.context("an intent"))?;
             out.push(Intent { owner: owner.to_string(), cid, height: v.value() });
         }
         Ok(out)
@@ -419,8 +424,7 @@ impl Index {
         let mut out: Vec<([u8; 32], u64)> = Vec::new();
         for item in t.iter()? {
             let (k, v) = item?;
-            let cid = k.value().get(..64).and_then(|h| hex::decode(h).ok()).and_then(|b| <[u8; 32]>::try_from(b).ok());
-            let cid = cid.ok_or_else(|| anyhow::anyhow!("staged body under a malformed key {:?}", k.value()))?;
+            let (cid, _) = parse_owner_key(k.value()).map_err(|e| e.context("a staged body"))?;
             if out.last().is_none_or(|(last, _)| *last != cid) {
                 out.push((cid, v.value().len() as u64));
             }
@@ -928,7 +932,7 @@ mod tests {
         let path = dir.path().join("i.redb");
         let index = Index::open(&path).unwrap();
         let entry = |cid: u8, owner: &str, since_ms: u64| Pending { cid: [cid; 32], owner: owner.into(), size: 4, escrow: 1, since_ms, attempts: 0, last_error: None };
-        let marks = |index: &Index| index.db.begin_read().unwrap().open_table(ENDING).unwrap().len().unwrap();
+        let marks = |index: &Index| tests_support::marked_packs(index).len();
         let batch: Vec<Pending> = (1..=5).map(|i| entry(i, "dev", 10 + i as u64)).collect();
         for p in &batch {
             index.put_object_pending("b", &format!("k{}", p.cid[0]), &meta(p.cid[0]), p, Some(b"body")).unwrap();

@@ -110,6 +110,16 @@ struct Ended {
     reply: std::sync::mpsc::SyncSender<anyhow::Result<()>>,
 }
 
+impl Queue {
+    /// The staging area is closed: what is queued, and what queues later,
+    /// hears so instead of waiting for a commit.
+    fn close(&mut self) {
+        self.closed = true;
+        self.waiting.clear();
+        self.ended.clear();
+    }
+}
+
 impl Ended {
     fn new(done: &[&Pending], packs: &[([u8; 32], PackRecord)], reply: std::sync::mpsc::SyncSender<anyhow::Result<()>>) -> Ended {
         let packed: std::collections::HashSet<&[u8; 32]> = packs.iter().flat_map(|(_, r)| &r.members).collect();
@@ -229,19 +239,19 @@ impl Staging {
 
     /// The staged body of `cid`, if it is still waiting for placement. A
     /// held body is looked up in the index without first trying for a file
-    /// it does not have (a pack's members are read one after another).
-    pub fn body(&self, index: &Index, cid: &[u8; 32]) -> Option<StagedBody> {
-        self.bodies(index, std::slice::from_ref(cid)).pop().flatten()
+    /// it does not have.
+    pub fn body(&self, cid: &[u8; 32]) -> Option<StagedBody> {
+        self.bodies(std::slice::from_ref(cid)).pop().flatten()
     }
 
     /// `body` for each of `cids`, those held in the index in one read.
-    fn bodies(&self, index: &Index, cids: &[[u8; 32]]) -> Vec<Option<StagedBody>> {
+    fn bodies(&self, cids: &[[u8; 32]]) -> Vec<Option<StagedBody>> {
         let held: Vec<bool> = {
             let room = self.room.lock().expect("staging lock");
             cids.iter().map(|cid| room.held.contains_key(cid)).collect()
         };
         let wanted: Vec<[u8; 32]> = cids.iter().zip(&held).filter(|(_, h)| **h).map(|(cid, _)| *cid).collect();
-        let mut read = index.staged_bodies(&wanted).unwrap_or_else(|_| vec![None; wanted.len()]).into_iter();
+        let mut read = self.index.staged_bodies(&wanted).unwrap_or_else(|_| vec![None; wanted.len()]).into_iter();
         cids.iter()
             .zip(held)
             .map(|(cid, held)| match held.then(|| read.next().flatten()).flatten() {
@@ -314,7 +324,7 @@ impl Staging {
                 Some(batch) => {
                     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let _leading = Leading(&self.queue);
-                        off_the_runtime(|| self.commit(&self.index, batch, None));
+                        off_the_runtime(|| self.commit(batch, None));
                     }));
                     anyhow::ensure!(committed.is_ok(), "the staging commit failed; the staging area is closed");
                 }
@@ -352,7 +362,8 @@ impl Staging {
     /// again), then one index transaction records them all, and ends the
     /// next part of a placed batch (`ended`; returned while parts remain).
     /// A small body (`inline`) gets no file: the transaction holds it.
-    fn commit(&self, index: &Index, batch: Vec<Queued>, ended: Option<Ended>) -> Option<Ended> {
+    fn commit(&self, batch: Vec<Queued>, ended: Option<Ended>) -> Option<Ended> {
+        let index = &self.index;
         let mut room = self.room.lock().expect("staging lock");
         let mut admitted = Vec::with_capacity(batch.len());
         let mut sync_dir = false;
@@ -514,9 +525,7 @@ impl Drop for Leading<'_> {
         let mut state = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         state.committing = false;
         if std::thread::panicking() {
-            state.closed = true;
-            state.waiting.clear();
-            state.ended.clear();
+            state.close();
         }
         drop(state);
         self.0.ready.notify_all();
@@ -540,10 +549,7 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>) {
     struct Closing<'a>(&'a CommitQueue);
     impl Drop for Closing<'_> {
         fn drop(&mut self) {
-            let mut state = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            state.closed = true;
-            state.waiting.clear();
-            state.ended.clear();
+            self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).close();
         }
     }
     let _closing = Closing(queue);
@@ -560,7 +566,7 @@ fn commit_loop(queue: &CommitQueue, staging: &Weak<Staging>) {
             (std::mem::take(&mut state.waiting), state.ended.pop_front())
         };
         let Some(staging) = staging.upgrade() else { return };
-        let rest = staging.commit(&staging.index, batch, ended);
+        let rest = staging.commit(batch, ended);
         let mut state = queue.state.lock().expect("staging queue lock");
         // The batch being ended, part by part, before the next one.
         if let Some(rest) = rest {
@@ -914,7 +920,7 @@ fn plan(batch: &[Pending], segment_bytes: u64) -> Vec<Group> {
 type Source = ([u8; 32], u64);
 
 /// Writes the staged bodies `sources` end to end into `path`; returns where each lies.
-fn write_pack(staging: &Staging, index: &Index, sources: &[Source], path: &Path) -> anyhow::Result<Vec<PackMember>> {
+fn write_pack(staging: &Staging, sources: &[Source], path: &Path) -> anyhow::Result<Vec<PackMember>> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut offset = 0;
     let mut placed = Vec::with_capacity(sources.len());
@@ -922,7 +928,7 @@ fn write_pack(staging: &Staging, index: &Index, sources: &[Source], path: &Path)
     // each time (at most `PACK_READ_BODIES` times 64 KiB in memory).
     for chunk in sources.chunks(PACK_READ_BODIES) {
         let cids: Vec<[u8; 32]> = chunk.iter().map(|(cid, _)| *cid).collect();
-        for ((cid, size), body) in chunk.iter().zip(staging.bodies(index, &cids)) {
+        for ((cid, size), body) in chunk.iter().zip(staging.bodies(&cids)) {
             let name = tessera_storage::Cid(tessera_types::Hash32(*cid));
             let len = match body {
                 Some(StagedBody::File(mut body)) => std::io::copy(&mut body, &mut out)?,
@@ -1014,7 +1020,7 @@ async fn place(
         let prepared: Vec<anyhow::Result<Vec<PackMember>>> = work
             .iter_mut()
             .map(|(path, sources, known, own, _)| {
-                let members = if sources.is_empty() { Vec::new() } else { write_pack(&staging, &index, sources, path)? };
+                let members = if sources.is_empty() { Vec::new() } else { write_pack(&staging, sources, path)? };
                 match (&*known, *own) {
                     (None, Some((cid, size))) => *known = Some(own_manifest(path, cid, size, &opts)?),
                     // A pack's content id, for the intent recorded before its deals open.
@@ -1150,7 +1156,7 @@ mod tests {
         let body = vec![7u8; 100];
         assert!(matches!(staging.stage(None, Some(&body), &entry(3, 100), "bkt", "c", &meta(3, 100)).await.unwrap(), Ok(Staged::Pending(None))));
         assert!(!staging.path(&[3; 32]).exists());
-        assert!(matches!(staging.body(&index, &[3; 32]), Some(StagedBody::Held(b)) if b == body));
+        assert!(matches!(staging.body(&[3; 32]), Some(StagedBody::Held(b)) if b == body));
         assert_eq!(staging.bytes(), 900);
         // A crash: a stray body without an index entry goes, pending ones
         // stay, a held body is still held (a file of it an earlier version
@@ -1161,8 +1167,8 @@ mod tests {
         let staging = Staging::open(&work.path().join("staged"), 1000, &index).unwrap();
         assert_eq!(staging.bytes(), 900);
         assert!(!staging.path(&[3; 32]).exists());
-        assert!(matches!(staging.body(&index, &[3; 32]), Some(StagedBody::Held(b)) if b == body));
-        assert!(matches!(staging.body(&index, &[1; 32]), Some(StagedBody::File(_))) && staging.body(&index, &[5; 32]).is_none());
+        assert!(matches!(staging.body(&[3; 32]), Some(StagedBody::Held(b)) if b == body));
+        assert!(matches!(staging.body(&[1; 32]), Some(StagedBody::File(_))) && staging.body(&[5; 32]).is_none());
     }
 
     #[tokio::test]
@@ -1217,7 +1223,7 @@ mod tests {
             assert!(matches!(t.await.unwrap(), Ok(Staged::Pending(None))));
         }
         assert_eq!((index.pending().unwrap().len(), staging.bytes()), (8, 800));
-        let staged = |i: u8| match staging.body(&index, &[i; 32]) {
+        let staged = |i: u8| match staging.body(&[i; 32]) {
             Some(StagedBody::File(mut f)) => {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut f, &mut bytes).unwrap();
@@ -1259,7 +1265,7 @@ mod tests {
             meta: meta(201, 10),
             reply: put_reply,
         };
-        let mut left = staging.commit(&index, vec![put], Some(ended));
+        let mut left = staging.commit(vec![put], Some(ended));
         assert!(matches!(put_answer.try_recv(), Ok(Ok(Some(None)))));
         assert_eq!(index.pack(&[200; 32]).unwrap(), Some(pack), "the packs go with the first part");
         assert!(!index.is_pending(&[0; 32]).unwrap() && !index.is_pending(&[1; 32]).unwrap(), "and every entry in no pack");
@@ -1269,7 +1275,7 @@ mod tests {
         while let Some(e) = left {
             assert_eq!(index.pending().unwrap().len(), 150 + 1 - END_PART * parts);
             assert!(answer.try_recv().is_err(), "answered before its last part");
-            left = staging.commit(&index, Vec::new(), Some(e));
+            left = staging.commit(Vec::new(), Some(e));
             parts += 1;
         }
         assert_eq!(parts, 150usize.div_ceil(END_PART));
@@ -1344,7 +1350,7 @@ mod tests {
         assert!(staging.path(&[1; 32]).exists() && !staging.path(&[2; 32]).exists());
         let path = work.path().join("pack");
         let sources: Vec<Source> = batch.iter().map(|p| (p.cid, p.size)).collect();
-        let members = write_pack(&staging, &index, &sources, &path).unwrap();
+        let members = write_pack(&staging, &sources, &path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap().len(), 305);
         assert_eq!(members.iter().map(|m| (m.cid.0[0], m.offset, m.len)).collect::<Vec<_>>(), vec![(1, 0, 300), (2, 300, 5)]);
     }

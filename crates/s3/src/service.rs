@@ -754,7 +754,7 @@ impl S3 for Endpoint {
         let body = match meta.cid {
             None => StreamingBlob::wrap(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
             Some(cid) => {
-                let local = match self.staging.body(&self.index, &cid) {
+                let local = match self.staging.body(&cid) {
                     Some(StagedBody::Held(held)) => Local::Held(held),
                     Some(StagedBody::File(f)) => Local::File(Some((f, 0))),
                     None => Local::File(self.cache.open_slice(&cid)),
