@@ -50,10 +50,16 @@ pub struct AgentConfig {
     /// Stop when this process is gone (a devnet's providers end with it, even
     /// when it is killed with -9).
     pub parent_pid: Option<u32>,
+    /// CPU priority of the whole agent, as a Unix nice value (0: normal, up
+    /// to 19: lowest), for a machine that serves others first.
+    pub nice: u8,
 }
 
 /// Runs until `stop` is set.
 pub async fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    if cfg.nice > 0 {
+        lower_priority(cfg.nice).context("cannot lower the agent's CPU priority")?;
+    }
     let store = Arc::new(PieceStore::open(&cfg.data_dir.join("pieces"), cfg.storage_gb << 30)?);
     let results = Arc::new(crate::results::ResultStore::open(&cfg.data_dir.join("results"))?);
     let models = Arc::new(tessera_runtime::models::ModelCache::new(cfg.data_dir.join("models"), cfg.model_sources.clone())?);
@@ -204,6 +210,52 @@ fn follow_base_price(cfg: &AgentConfig, client: &Client, chain_id: &str, listed:
             *listed = info;
         }
         Err(e) => eprintln!("provider {}: price update refused: {e}", cfg.key.address()),
+    }
+}
+
+/// Gives every thread of this process the CPU priority of Unix nice value
+/// `nice`, and so every thread it starts later (a thread inherits its
+/// creator's). Lowering needs no privilege; raising would, so a process
+/// started at a lower priority than `nice` keeps its own.
+pub fn lower_priority(nice: u8) -> std::io::Result<()> {
+    let lowered = |r: std::io::Result<()>| match r {
+        // Already lower than asked, or ended meanwhile.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::ESRCH)) => Ok(()),
+        other => other,
+    };
+    #[cfg(target_os = "linux")]
+    {
+        // Linux keeps a nice value per thread: each one is set.
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let name = task?.file_name();
+            let Ok(tid) = name.to_string_lossy().parse::<libc::id_t>() else { continue };
+            // SAFETY: errno is this thread's; getpriority only reads the
+            // nice value of the thread named (-1 is a value too, hence errno).
+            let now = unsafe {
+                *libc::__errno_location() = 0;
+                let n = libc::getpriority(libc::PRIO_PROCESS, tid);
+                (*libc::__errno_location() == 0).then_some(n)
+            };
+            if now.is_none_or(|n| n < libc::c_int::from(nice)) {
+                lowered(set_nice(tid, nice))?;
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // Elsewhere the value is the whole process's.
+        lowered(set_nice(0, nice))
+    }
+}
+
+/// Sets the nice value of thread `tid` on Linux (of the whole process
+/// elsewhere, with `tid` 0).
+fn set_nice(tid: libc::id_t, nice: u8) -> std::io::Result<()> {
+    // SAFETY: setpriority only changes the nice value of the thread named.
+    match unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, libc::c_int::from(nice)) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
@@ -378,4 +430,33 @@ fn control_loop(
     let _ = heartbeat.1.join();
     let _ = market.join();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_set_to_a_nice_value_runs_at_it_and_others_keep_theirs() {
+        let nice_of = |tid: libc::id_t| {
+            // SAFETY: getpriority only reads the nice value of the thread named.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
+        };
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() } as libc::id_t).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let before = nice_of(tid);
+        // Lower than now (raising it would need a privilege).
+        let lower = (before.max(0) + 5).min(19);
+        super::set_nice(tid, lower as u8).unwrap();
+        assert_eq!(nice_of(tid), lower);
+        // SAFETY: as above.
+        assert_eq!(nice_of(unsafe { libc::gettid() } as libc::id_t), before, "only the thread named changes");
+        done_tx.send(()).unwrap();
+        helper.join().unwrap();
+    }
 }

@@ -279,6 +279,12 @@ pub struct ProviderRunArgs {
     /// hash the job names.
     #[arg(long = "model-source", value_parser = |s: &str| s.parse::<tessera_runtime::models::Source>())]
     pub model_sources: Vec<tessera_runtime::models::Source>,
+    /// Run the whole agent (piece intake, proofs, jobs) at this Unix nice
+    /// value, 0 (normal) to 19 (lowest), on a machine whose other services
+    /// should come first. A devnet runs its providers at 10: they stand for
+    /// other machines, and the node and the S3 endpoint answer the user.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub nice: u8,
     /// Stop when this process id is gone.
     #[arg(long, hide = true)]
     pub parent_pid: Option<u32>,
@@ -308,6 +314,7 @@ pub fn provider_run(ctx: &Ctx, home: &std::path::Path, a: ProviderRunArgs) -> an
         ram_mb: a.ram_mb,
         model_sources: a.model_sources,
         parent_pid: a.parent_pid,
+        nice: a.nice,
     };
     run_until_stopped(None, |stop| async move { tessera_provider::agent::run(cfg, stop).await.context("provider stopped") })
 }

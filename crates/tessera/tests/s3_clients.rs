@@ -27,6 +27,7 @@ fn boto3_and_aws_cli_against_the_devnet_endpoint() {
     });
     let endpoint = format!("http://127.0.0.1:{}", net.s3_port);
     net.wait_until(30, "the S3 endpoint", || std::net::TcpStream::connect(("127.0.0.1", net.s3_port)).is_ok());
+    providers_yield_the_cpu_to_the_endpoint(&net);
     let key = net.json(&["storage", "s3-key", "create", "--from", "dev"]);
     let access = key["access_key"].as_str().unwrap();
     let secret = key["secret_key"].as_str().unwrap();
@@ -70,6 +71,27 @@ fn boto3_and_aws_cli_against_the_devnet_endpoint() {
     refused_bodies_leave_the_connection_usable(net.s3_port);
     job_reads_and_writes_buckets(&net, dir.path(), &endpoint, &aws);
     acknowledged_puts_survive_an_endpoint_crash(&net, dir.path(), &aws);
+}
+
+/// Every thread of the devnet's provider agents runs at nice 10, the S3
+/// endpoint's at the devnet's own priority.
+fn providers_yield_the_cpu_to_the_endpoint(net: &Devnet) {
+    // The nice values of a process's threads: field 19 of each thread's stat.
+    let nice_of = |pid: u32| -> Vec<i64> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("stat")).ok())
+            .map(|stat| stat.rsplit_once(')').unwrap().1.split_whitespace().nth(16).unwrap().parse().unwrap())
+            .collect()
+    };
+    let own = nice_of(std::process::id())[0];
+    let providers = net.provider_pids();
+    assert_eq!(providers.len(), 6);
+    for pid in providers {
+        let nice = nice_of(pid);
+        assert!(!nice.is_empty() && nice.iter().all(|&n| n == own.max(10)), "provider {pid} threads at nice {nice:?}");
+    }
+    assert!(nice_of(net.s3_pid()).iter().all(|&n| n == own), "the endpoint keeps the devnet's priority");
 }
 
 /// PUTs acknowledged just before the endpoint is SIGKILLed are all there
