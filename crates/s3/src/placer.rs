@@ -527,8 +527,13 @@ impl Drop for Leading<'_> {
         if std::thread::panicking() {
             state.close();
         }
+        // The committer thread only when something waits for it: not a
+        // wake-up, and a thread switch, per lone PUT.
+        let wanted = state.closed || !state.waiting.is_empty() || !state.ended.is_empty();
         drop(state);
-        self.0.ready.notify_all();
+        if wanted {
+            self.0.ready.notify_all();
+        }
     }
 }
 
