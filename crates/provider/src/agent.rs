@@ -217,7 +217,7 @@ fn follow_base_price(cfg: &AgentConfig, client: &Client, chain_id: &str, listed:
 /// `nice`, and so every thread it starts later (a thread inherits its
 /// creator's). Lowering needs no privilege; raising would, so a process
 /// started at a lower priority than `nice` keeps its own.
-pub fn lower_priority(nice: u8) -> std::io::Result<()> {
+fn lower_priority(nice: u8) -> std::io::Result<()> {
     let lowered = |r: std::io::Result<()>| match r {
         // Already lower than asked, or ended meanwhile.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::ESRCH)) => Ok(()),
