@@ -156,6 +156,18 @@ pub fn drop_cached(file: &std::fs::File) {
     let _ = file;
 }
 
+/// Sets the CPU priority (Unix nice value) of thread `tid` on Linux, which
+/// keeps one per thread; elsewhere, with `tid` 0, of the whole process.
+/// Threads started later inherit their creator's. Lowering needs no
+/// privilege; raising does.
+pub fn set_nice(tid: u32, nice: u8) -> std::io::Result<()> {
+    // SAFETY: setpriority only changes the nice value of the thread named.
+    match unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, libc::c_int::from(nice)) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// Renames the synced file `from` to `to` and syncs the directory entry, so
 /// the new name survives a power loss. A missing directory of `to` is
 /// created, and its own entry synced too.
@@ -185,5 +197,31 @@ mod tests {
         assert!(matches!(ring.get("bob"), Err(KeyringError::Missing { .. })));
         assert!(matches!(ring.create("../x"), Err(KeyringError::BadName(_))));
         assert_eq!(ring.list().unwrap(), vec![("alice".to_string(), alice.address())]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_set_to_a_nice_value_runs_at_it_and_others_keep_theirs() {
+        let nice_of = |tid: u32| {
+            // SAFETY: getpriority only reads the nice value of the thread named.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) }
+        };
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let before = nice_of(tid);
+        // Lower than now (raising it would need a privilege).
+        let lower = (before.max(0) + 5).min(19);
+        super::set_nice(tid, lower as u8).unwrap();
+        assert_eq!(nice_of(tid), lower);
+        // SAFETY: as above.
+        assert_eq!(nice_of(unsafe { libc::gettid() } as u32), before, "only the thread named changes");
+        done_tx.send(()).unwrap();
+        helper.join().unwrap();
     }
 }

@@ -228,16 +228,16 @@ fn lower_priority(nice: u8) -> std::io::Result<()> {
         // Linux keeps a nice value per thread: each one is set.
         for task in std::fs::read_dir("/proc/self/task")? {
             let name = task?.file_name();
-            let Ok(tid) = name.to_string_lossy().parse::<libc::id_t>() else { continue };
+            let Ok(tid) = name.to_string_lossy().parse::<u32>() else { continue };
             // SAFETY: errno is this thread's; getpriority only reads the
             // nice value of the thread named (-1 is a value too, hence errno).
             let now = unsafe {
                 *libc::__errno_location() = 0;
-                let n = libc::getpriority(libc::PRIO_PROCESS, tid);
+                let n = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
                 (*libc::__errno_location() == 0).then_some(n)
             };
             if now.is_none_or(|n| n < libc::c_int::from(nice)) {
-                lowered(set_nice(tid, nice))?;
+                lowered(tessera_client::keyring::set_nice(tid, nice))?;
             }
         }
         Ok(())
@@ -245,17 +245,7 @@ fn lower_priority(nice: u8) -> std::io::Result<()> {
     #[cfg(not(target_os = "linux"))]
     {
         // Elsewhere the value is the whole process's.
-        lowered(set_nice(0, nice))
-    }
-}
-
-/// Sets the nice value of thread `tid` on Linux (of the whole process
-/// elsewhere, with `tid` 0).
-fn set_nice(tid: libc::id_t, nice: u8) -> std::io::Result<()> {
-    // SAFETY: setpriority only changes the nice value of the thread named.
-    match unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, libc::c_int::from(nice)) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
+        lowered(tessera_client::keyring::set_nice(0, nice))
     }
 }
 
@@ -432,31 +422,3 @@ fn control_loop(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_thread_set_to_a_nice_value_runs_at_it_and_others_keep_theirs() {
-        let nice_of = |tid: libc::id_t| {
-            // SAFETY: getpriority only reads the nice value of the thread named.
-            unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
-        };
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let helper = std::thread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            tid_tx.send(unsafe { libc::gettid() } as libc::id_t).unwrap();
-            done_rx.recv().unwrap();
-        });
-        let tid = tid_rx.recv().unwrap();
-        let before = nice_of(tid);
-        // Lower than now (raising it would need a privilege).
-        let lower = (before.max(0) + 5).min(19);
-        super::set_nice(tid, lower as u8).unwrap();
-        assert_eq!(nice_of(tid), lower);
-        // SAFETY: as above.
-        assert_eq!(nice_of(unsafe { libc::gettid() } as libc::id_t), before, "only the thread named changes");
-        done_tx.send(()).unwrap();
-        helper.join().unwrap();
-    }
-}

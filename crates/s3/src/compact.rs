@@ -248,7 +248,8 @@ fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
         }
     };
     // The index names the new pack before its deal opens: a stop before its
-    // record leaves the intent, and the next start ends that deal.
+    // record leaves the intent, and the next start ends that deal. The
+    // manifest is this very file's, so the upload does not hash it again.
     let intended = (|| -> anyhow::Result<Manifest> {
         let manifest = tessera_client::storage::manifest_of_file(&path, &opts, &mut |_, _, _| {})?;
         gateway.index.intend(&record.owner, &[manifest.cid().0 .0], node.status()?.height)?;
@@ -261,7 +262,7 @@ fn compact(gateway: &Gateway, old: [u8; 32]) -> anyhow::Result<Option<String>> {
             return Err(e.context("recording the new pack's deal before it opens"));
         }
     };
-    let content = tessera_client::storage::Content { path: &path, members: placed.clone(), manifest: Some(manifest), unchanged: false };
+    let content = tessera_client::storage::Content { path: &path, members: placed.clone(), manifest: Some(manifest), unchanged: true };
     let submitted = tessera_client::storage::submit_contents(node, &key, std::slice::from_ref(&content), &opts, &mut |_, _, _| {});
     let stored = tessera_client::storage::upload_contents(node, &key, std::slice::from_ref(&content), submitted, None, &mut |_, _, _| {}).pop();
     let stored = match stored.unwrap_or_else(|| Err(anyhow::anyhow!("no answer for the new pack"))) {

@@ -863,10 +863,9 @@ async fn in_background<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static
 /// work call it.
 fn lower_own_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on this thread's own id changes only its nice value.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-    }
+    // SAFETY: gettid has no preconditions. Best effort: a thread already
+    // lower keeps its own.
+    let _ = tessera_client::keyring::set_nice(unsafe { libc::gettid() } as u32, 10);
 }
 
 /// Entries being placed now, and when failed ones are due again.
@@ -1040,13 +1039,15 @@ async fn place(
             .zip(&prepared)
             .filter_map(|((path, _, known, _, pack), members)| {
                 let members = members.as_ref().ok()?;
-                // A known manifest was computed from this staged file, which
-                // is named by its content id and never changes.
+                // Every manifest here was computed from this very file (a
+                // staged body, named by its content id, or the pack just
+                // written above), so its segments are not hashed a second
+                // time on upload; each provider still checks its piece.
                 Some(tessera_client::storage::Content {
                     path,
                     members: if *pack { members.clone() } else { Vec::new() },
                     manifest: known.clone(),
-                    unchanged: !*pack,
+                    unchanged: true,
                 })
             })
             .collect();
