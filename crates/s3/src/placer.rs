@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -860,6 +860,11 @@ async fn in_background<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static
     answer.await.map_err(|_| anyhow::anyhow!("the placement thread ended without an answer"))
 }
 
+/// Numbers each placement's work files (packs, and bodies held in the index
+/// written out for their upload), so that batches side by side never write
+/// the same file, not even two owners' batches of the same content.
+static PLACEMENTS: AtomicU64 = AtomicU64::new(0);
+
 /// Lowers the calling thread's CPU priority to nice 10 on Linux (the
 /// threads it starts afterwards inherit it), so that placing what was
 /// acknowledged yields the CPU to the requests being answered. It cannot be
@@ -992,6 +997,7 @@ async fn place(
     let node = gateway.node.clone();
     let opts = crate::service::clone_opts(&gateway.put_options);
     let groups = plan(batch, opts.segment_bytes as u64);
+    let placement = PLACEMENTS.fetch_add(1, Ordering::Relaxed);
     // Each group: the file to store; the bodies to write into it first (a
     // pack's, or a held body's); for an object of its own the manifest
     // computed when it was staged, or else its content id and size (its
@@ -1010,11 +1016,11 @@ async fn place(
                 match gateway.staging.path(&p.cid) {
                     staged if staged.exists() => (staged, Vec::new(), known, own, false),
                     // Held in the index: written out for its upload (and then the read cache).
-                    _ => (gateway.staging.dir.join(format!(".own-{}", hex::encode(p.cid))), vec![(p.cid, p.size)], known, own, false),
+                    _ => (gateway.staging.dir.join(format!(".own-{placement}-{}", hex::encode(p.cid))), vec![(p.cid, p.size)], known, own, false),
                 }
             }
             Group::Pack(members) => (
-                gateway.staging.dir.join(format!(".pack-{}-{n}", hex::encode(&batch[members[0]].cid[..8]))),
+                gateway.staging.dir.join(format!(".pack-{placement}-{n}")),
                 members.iter().map(|&i| (batch[i].cid, batch[i].size)).collect(),
                 None,
                 None,
