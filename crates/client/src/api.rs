@@ -276,6 +276,13 @@ pub struct DealDto {
     pub members: Vec<tessera_ledger::storage::PackMember>,
 }
 
+/// One provider's open challenges at a height (`/storage/challenges/next`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChallengesAtDto {
+    pub height: u64,
+    pub challenges: Vec<ChallengeDto>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChallengeDto {
     pub deal: u64,

@@ -69,6 +69,7 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
         .route("/deals", get(deals))
         .route("/deals/{id}", get(deal))
         .route("/storage/challenges", get(challenges))
+        .route("/storage/challenges/next", get(next_challenges))
         .route("/jobs", get(jobs))
         .route("/jobs/{id}", get(job))
         .route("/market/base-prices", get(base_prices))
@@ -216,7 +217,8 @@ struct TxQuery {
     wait_ms: Option<u64>,
 }
 
-/// Longest a `GET /txs/{hash}?wait_ms=` or `GET /status?after=` holds its request.
+/// Longest a `GET /txs/{hash}?wait_ms=`, `GET /status?after=` or `GET
+/// /storage/challenges/next` holds its request.
 pub const MAX_TX_WAIT_MS: u64 = 10_000;
 
 /// A committed transaction's result. With `wait_ms`, a transaction not yet
@@ -500,7 +502,40 @@ async fn challenges(State(s): Shared, Query(q): Query<ChallengesQuery>) -> ApiRe
         None => None,
     };
     let (snap, _) = snapshot(&s)?;
-    let st = Overlay::new(&snap);
+    Ok(Json(open_challenges(&snap, provider)))
+}
+
+#[derive(serde::Deserialize)]
+struct NextChallengesQuery {
+    provider: String,
+    /// Answer once the chain is past this height, and then ...
+    after: Option<u64>,
+    /// ... only once it holds a challenge for the provider or has reached
+    /// this height (or the wait is over).
+    until: Option<u64>,
+    /// Wait up to this long (at most `MAX_TX_WAIT_MS`).
+    wait_ms: Option<u64>,
+}
+
+/// `GET /storage/challenges/next?provider=&after=H&until=U&wait_ms=`: one
+/// provider's open challenges and the chain's height, held until a block
+/// past `H` holds a challenge for it or the chain reaches `U` (woken by the
+/// block event stream, like `/status?after=`). A provider agent asks once
+/// per challenge or wait instead of twice every block.
+async fn next_challenges(State(s): Shared, Query(q): Query<NextChallengesQuery>) -> ApiResult<ChallengesAtDto> {
+    let provider = q.provider.parse::<Address>().map_err(|e| bad(format!("provider: {e}")))?;
+    let look = || snapshot(&s).map(|(snap, height)| ChallengesAtDto { height, challenges: open_challenges(&snap, Some(provider)) });
+    let due = |seen: &Result<ChallengesAtDto, ApiError>| {
+        seen.as_ref().map_or(true, |c| {
+            q.after.is_none_or(|after| c.height > after) && (!c.challenges.is_empty() || q.until.is_none_or(|until| c.height >= until))
+        })
+    };
+    Ok(Json(look_until(&s, q.wait_ms, look, due).await?))
+}
+
+/// Open challenges with the leaves they ask for: all, or one provider's.
+fn open_challenges(snap: &Snapshot, provider: Option<Address>) -> Vec<ChallengeDto> {
+    let st = Overlay::new(snap);
     let p = params::params(&st);
     let mut out = Vec::new();
     // Challenges come in deal order within a deadline: decode each deal once.
@@ -532,7 +567,7 @@ async fn challenges(State(s): Shared, Query(q): Query<ChallengesQuery>) -> ApiRe
             leaves,
         });
     }
-    Ok(Json(out))
+    out
 }
 
 #[derive(serde::Deserialize)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_client::api::{ChallengeDto, DealDto, ProviderDto};
+use tessera_client::api::{ChallengeDto, ChallengesAtDto, DealDto, ProviderDto};
 use tessera_client::{Client, ClientError};
 use tessera_crypto::KeyPair;
 use tessera_ledger::registry::{PriceList, ProviderInfo, RegistryMsg};
@@ -19,11 +19,10 @@ use tessera_types::Amount;
 use crate::piece_store::{PieceError, PieceStore};
 use crate::server::{router, ServerState};
 
-/// How often the heartbeat thread reads the chain's height.
-const HEARTBEAT_POLL: Duration = Duration::from_millis(500);
-/// Longest the control loop waits for the next block before it looks at
-/// its stop flag and parent process again.
-const BLOCK_WAIT: Duration = Duration::from_millis(500);
+/// Longest the node holds the heartbeat thread's and the control loop's
+/// requests (until a heartbeat is due, a challenge comes or a heal is due)
+/// before they look at their stop flag and parent process again.
+const NODE_WAIT: Duration = Duration::from_secs(1);
 
 pub struct AgentConfig {
     pub key: KeyPair,
@@ -329,19 +328,23 @@ fn control_loop(
             let client = Client::new(&rpc);
             let mut last = 0;
             while !stopped_here.load(Ordering::Relaxed) {
-                // A heartbeat is due every `heartbeat_every` blocks, a quarter
-                // of the timeout (10 s of wall clock on a devnet): looking
-                // twice a second is soon enough, for a fifth of the status
-                // requests that looking every 100 ms cost the node.
-                std::thread::sleep(HEARTBEAT_POLL);
                 if parent.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
                     break;
                 }
-                let Ok(status) = client.status() else { continue };
+                // A heartbeat is due every `heartbeat_every` blocks, a quarter
+                // of the timeout (10 s of wall clock on a devnet): the node
+                // holds this request until that block, or a second.
+                let Ok(status) = client.status_after(last + heartbeat_every - 1, NODE_WAIT) else {
+                    std::thread::sleep(NODE_WAIT);
+                    continue;
+                };
                 if status.height >= last + heartbeat_every {
                     match submit(&client, &key, &chain_id, Msg::Registry(RegistryMsg::Heartbeat)) {
                         Ok(_) => last = status.height,
-                        Err(e) => eprintln!("provider {}: heartbeat refused: {e}", key.address()),
+                        Err(e) => {
+                            eprintln!("provider {}: heartbeat refused: {e}", key.address());
+                            std::thread::sleep(NODE_WAIT);
+                        }
                     }
                 }
             }
@@ -356,16 +359,22 @@ fn control_loop(
                 println!("provider {me}: parent process {pid} is gone; stopping");
                 break;
             }
-        // Held by the node until the next block commits: challenges are
-        // answered at once, with one request a block.
-        let Ok(status) = client.status_after(last_height, BLOCK_WAIT) else {
+        // Held by the node until a block brings this provider a challenge
+        // or the next heal is due: challenges are answered in the block
+        // that issues them, and blocks that bring none cost no request.
+        let next = format!(
+            "/storage/challenges/next?provider={me}&after={last_height}&until={}&wait_ms={}",
+            last_heal + heartbeat_every,
+            NODE_WAIT.as_millis()
+        );
+        let Ok(ChallengesAtDto { height, challenges }) = client.get::<ChallengesAtDto>(&next) else {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
-        if status.height == last_height {
+        if height == last_height {
             continue;
         }
-        last_height = status.height;
+        last_height = height;
         if last_height >= last_heal + heartbeat_every {
             last_heal = last_height;
             heal_missing(&client, store, &me, grace);
@@ -373,7 +382,6 @@ fn control_loop(
                 follow_base_price(cfg, &client, &chain_id, &mut listed);
             }
         }
-        let Ok(challenges) = client.get::<Vec<ChallengeDto>>(&format!("/storage/challenges?provider={me}")) else { continue };
         answered.retain(|(_, _, epoch)| challenges.iter().any(|c| c.epoch == *epoch));
         for c in challenges.iter().filter(|c| c.provider == me) {
             if !answered.insert((c.deal, c.piece, c.epoch)) {

@@ -144,6 +144,20 @@ fn devnet_cli_flows_and_bad_input() {
     let ahead = status(&format!("?after={}&wait_ms=600", now + 1_000_000));
     assert!(started.elapsed() >= std::time::Duration::from_millis(600), "answered after {:?}", started.elapsed());
     assert!(ahead["height"].as_u64().unwrap() < now + 1_000_000);
+    // A provider's challenges, held until a block brings it one or the chain
+    // reaches `until`: an account that stores nothing waits out the wait
+    // through the blocks meanwhile, and is answered at `until`.
+    let next = |q: &str| -> serde_json::Value {
+        ureq::get(&format!("http://{}/storage/challenges/next?provider={alice}{q}", net.rpc)).call().unwrap().into_json().unwrap()
+    };
+    let now = status("")["height"].as_u64().unwrap();
+    let started = std::time::Instant::now();
+    let held = next(&format!("&after={now}&until={}&wait_ms=1200", now + 1_000_000));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1200), "answered after {:?}", started.elapsed());
+    assert!(held["height"].as_u64().unwrap() > now, "{held}");
+    assert_eq!(held["challenges"], serde_json::json!([]));
+    let reached = next(&format!("&after={now}&until={}&wait_ms=10000", now + 2));
+    assert!(reached["height"].as_u64().unwrap() >= now + 2, "{reached}");
 
     // Staking.
     let validators = net.json(&["query", "validators"]);
