@@ -262,10 +262,9 @@ fn answer(store: &PieceStore, c: &ChallengeDto) -> Result<Msg, PieceError> {
 
 /// Rebuilds pieces assigned here that are not on disk (a wiped disk, a piece
 /// moved here by repair, an upload that never came) before a challenge finds
-/// them missing.
-fn heal_missing(client: &Client, store: &PieceStore, me: &tessera_types::Address, grace: u64) {
+/// them missing; `height`: the chain's, as the control loop last saw it.
+fn heal_missing(client: &Client, store: &PieceStore, me: &tessera_types::Address, grace: u64, height: u64) {
     let Ok(deals) = client.get::<Vec<DealDto>>(&format!("/deals?provider={me}")) else { return };
-    let height = client.status().map(|s| s.height).unwrap_or(0);
     for d in deals.iter().filter(|d| d.active) {
         for (i, p) in d.pieces.iter().enumerate() {
             if p.provider != *me || store.contains(&p.hash) {
@@ -377,7 +376,7 @@ fn control_loop(
         last_height = height;
         if last_height >= last_heal + heartbeat_every {
             last_heal = last_height;
-            heal_missing(&client, store, &me, grace);
+            heal_missing(&client, store, &me, grace, last_height);
             if cfg.strategy == crate::decide::Strategy::Dynamic {
                 follow_base_price(cfg, &client, &chain_id, &mut listed);
             }

@@ -31,11 +31,12 @@ pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, sto
     let me = cfg.key.address();
     let client = Client::new(&cfg.rpc);
     let (tx, rx) = channel::<Input>();
+    let dynamic = decider.strategy == crate::decide::Strategy::Dynamic;
     {
         let (tx, rpc, stop) = (tx.clone(), cfg.rpc.clone(), stop.clone());
         std::thread::Builder::new()
             .name("market-events".into())
-            .spawn(move || follow_events(&rpc, me, &tx, &stop))
+            .spawn(move || follow_events(&rpc, me, dynamic, &tx, &stop))
             .expect("spawn event thread");
     }
     // A fixed pool of workers runs leased jobs (a burst of leases waits in the
@@ -67,20 +68,10 @@ pub fn run(cfg: MarketConfig, mut decider: Decider, executor: Arc<Executor>, sto
             })
             .expect("spawn job worker");
     }
-    let dynamic = decider.strategy == crate::decide::Strategy::Dynamic;
-    let mut last_base = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let input = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(i) => i,
-            Err(RecvTimeoutError::Timeout) => {
-                if dynamic && let Ok(s) = client.status() && s.height > last_base {
-                    last_base = s.height;
-                    if let Ok(b) = client.get::<BasePrices>("/market/base-prices") {
-                        decider.step(Input::BasePrices(b));
-                    }
-                }
-                continue;
-            }
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
         for action in decider.step(input) {
@@ -259,9 +250,11 @@ fn confirm(client: &Client, key: &KeyPair, chain_id: &str, mut p: PendingReport)
     }
 }
 
-/// Reads the node's block stream, turning ledger events into decider inputs.
-/// Reconnects (and resyncs) whenever the stream breaks.
-fn follow_events(rpc: &str, me: Address, tx: &Sender<Input>, stop: &AtomicBool) {
+/// Reads the node's block stream, turning ledger events into decider inputs
+/// (and, for a `dynamic` pricer, the base prices after each block, instead
+/// of polling the node's status for new blocks). Reconnects (and resyncs)
+/// whenever the stream breaks.
+fn follow_events(rpc: &str, me: Address, dynamic: bool, tx: &Sender<Input>, stop: &AtomicBool) {
     let client = Client::new(rpc);
     while !stop.load(Ordering::Relaxed) {
         let stream = match BlockStream::connect(rpc) {
@@ -287,7 +280,13 @@ fn follow_events(rpc: &str, me: Address, tx: &Sender<Input>, stop: &AtomicBool) 
                     let _ = resync(&client, me, tx);
                     continue;
                 }
-                StreamItem::Block(block) => block_inputs(&client, me, &block),
+                StreamItem::Block(block) => {
+                    let mut inputs = block_inputs(&client, me, &block);
+                    if dynamic && let Ok(b) = client.get::<BasePrices>("/market/base-prices") {
+                        inputs.push(Input::BasePrices(b));
+                    }
+                    inputs
+                }
             };
             for input in inputs {
                 if tx.send(input).is_err() {
