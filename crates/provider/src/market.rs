@@ -280,12 +280,10 @@ fn follow_events(rpc: &str, me: Address, dynamic: bool, tx: &Sender<Input>, stop
                     let _ = resync(&client, me, tx);
                     continue;
                 }
+                // The base prices first: orders this block opened are priced after them.
                 StreamItem::Block(block) => {
-                    let mut inputs = block_inputs(&client, me, &block);
-                    if dynamic && let Ok(b) = client.get::<BasePrices>("/market/base-prices") {
-                        inputs.push(Input::BasePrices(b));
-                    }
-                    inputs
+                    let base = dynamic.then(|| client.get::<BasePrices>("/market/base-prices").ok()).flatten();
+                    base.map(Input::BasePrices).into_iter().chain(block_inputs(&client, me, &block)).collect::<Vec<_>>()
                 }
             };
             for input in inputs {
