@@ -73,9 +73,6 @@ struct ProviderChild {
     child: std::process::Child,
 }
 
-
-/// Starts `tessera provider run` for each devnet provider key. Each stops by
-/// itself when this process is gone, even after kill -9.
 /// The nice value a devnet's provider agents run at. They stand for other
 /// machines; on this one the node and the S3 endpoint, which answer the user,
 /// come first. At normal priority, six agents waking at once (a block's
@@ -86,6 +83,8 @@ struct ProviderChild {
 /// ample for heartbeats and proofs within their windows.
 const PROVIDER_NICE: &str = "10";
 
+/// Starts `tessera provider run` for each devnet provider key. Each stops by
+/// itself when this process is gone, even after kill -9.
 fn spawn_providers(cfg: &DevnetConfig) -> anyhow::Result<Vec<ProviderChild>> {
     let logs = cfg.dir.join("providers");
     std::fs::create_dir_all(&logs)?;

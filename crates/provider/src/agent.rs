@@ -428,4 +428,3 @@ fn control_loop(
     let _ = market.join();
     Ok(())
 }
-
